@@ -1,0 +1,34 @@
+# `make demo` and `make test` are the two commands of the README: each installs
+# what is missing (scripts/setup.sh), builds in release mode, then runs.
+FER2013_DIR ?= data/fer2013
+export FER2013_DIR
+
+VENV := $(CURDIR)/.venv
+# torch-sys finds libtorch through the venv's python (LIBTORCH_USE_PYTORCH).
+CARGO_ENV := LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH"
+CARGO := $(CARGO_ENV) cargo
+FER := ./target/release/fer
+
+.PHONY: setup build demo test lint bench clean-cache
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+demo: build
+	$(FER) data stats --data "$(FER2013_DIR)"
+
+test: build
+	$(CARGO) test --release -- --test-threads=1
+
+lint: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+bench: build
+	$(FER) bench data --data "$(FER2013_DIR)"
+
+clean-cache:
+	rm -rf runs/cache

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what `fer` needs and is missing: uv, a project-local .venv with the
+# pinned torch (libtorch for tch) and mlflow, and the Debian packages that the
+# serve/browser issues need. Idempotent: a second run does almost nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.13.0
+MLFLOW_VERSION=3.17.2
+VENV=.venv
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+# Debian/Ubuntu packages for later issues (OpenCV cascades, browser tests).
+# Skipped on macOS and when not root without sudo; FER_SKIP_APT=1 skips too.
+APT_PKGS="libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-objdetect-dev clang libclang-dev opencv-data chromium chromium-driver ffmpeg"
+if [ "${FER_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  for p in $APT_PKGS; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    log "apt-get install$missing"
+    aptlog=$(mktemp)
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing; } >"$aptlog" 2>&1; then
+      tail -30 "$aptlog"; echo "setup: apt-get failed (log: $aptlog)" >&2; exit 1
+    fi
+  fi
+fi
+
+# uv: fast, reproducible installs into the project venv.
+if ! command -v uv >/dev/null 2>&1; then
+  if [ -x "$HOME/.local/bin/uv" ]; then
+    export PATH="$HOME/.local/bin:$PATH"
+  else
+    log "installing uv (pip --user)"
+    python3 -m pip install --quiet --user uv
+    export PATH="$HOME/.local/bin:$PATH"
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  uv venv --quiet --python python3 "$VENV"
+fi
+
+want="torch==$TORCH_VERSION mlflow==$MLFLOW_VERSION"
+have_torch=$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+have_mlflow=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null || true)
+have_tv=$("$VENV/bin/python" -c 'import torchvision' 2>/dev/null && echo ok || true)
+if [ "$have_torch" != "$TORCH_VERSION" ] || [ "$have_mlflow" != "$MLFLOW_VERSION" ] || [ "$have_tv" != ok ]; then
+  log "installing $want torchvision into $VENV (first time: a few minutes)"
+  VIRTUAL_ENV="$PWD/$VENV" uv pip install --quiet $want torchvision safetensors pillow numpy
+fi
+log "ready: $("$VENV/bin/python" -c 'import torch, mlflow; print("torch", torch.__version__, "mlflow", mlflow.__version__)')"

@@ -1,0 +1,527 @@
+//! Reads FER-2013 from the Kaggle folder layout or the challenge CSV into
+//! `FerData`, decoding in parallel, and consults the decode cache. Bad files
+//! and rows are collected as issues; the policy is applied at the end, so a
+//! load never stops half-way.
+
+use super::cache;
+use super::config::{DataConfig, DataFormat};
+use super::issues::{IssueKind, LoadReport};
+use super::{class_index, FerData, Origin, CLASSES, NUM_CLASSES, PIXELS, SIDE};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, UNIX_EPOCH};
+
+/// Bumped when the decoded representation changes, so old caches are ignored.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// A loaded data set and how it was obtained.
+#[derive(Debug)]
+pub struct Loaded {
+    pub data: FerData,
+    pub from_cache: bool,
+    pub seconds: f64,
+}
+
+/// The message for a data set that is not there.
+pub fn missing_dataset_help(path: &Path) -> String {
+    format!(
+        "FER-2013 not found at '{}'.\n\
+         Download it from Kaggle (dataset `msambare/fer2013`, e.g. \
+         `kaggle datasets download -d msambare/fer2013`), unzip it, and point \
+         `--data` or FER2013_DIR at the folder. Expected layout:\n  \
+         <dir>/train/<class>/*.jpg   (angry disgust fear happy neutral sad surprise)\n  \
+         <dir>/test/<class>/*.jpg    (PublicTest_*/PrivateTest_* file names)\n\
+         The original challenge CSV (`fer2013.csv` with columns emotion,pixels,Usage) \
+         also works: pass the file, or a folder holding it.",
+        path.display()
+    )
+}
+
+/// Loads the data set named by `cfg`, using the cache under `cache_dir` when
+/// `cfg.cache` is on, then applies the bad-input policy.
+pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
+    let start = Instant::now();
+    let (format, source) = resolve_format(&cfg.dir, cfg.format)?;
+    let (data, from_cache) = match format {
+        DataFormat::Folders => {
+            let scan = scan_folders(&source)?;
+            let cached = if cfg.cache {
+                cache::lookup(cache_dir, &scan.fingerprint)
+            } else {
+                None
+            };
+            match cached {
+                Some(data) => (data, true),
+                None => {
+                    let fingerprint = scan.fingerprint.clone();
+                    let data = decode_folders(&source, scan)?;
+                    if cfg.cache {
+                        cache::store(cache_dir, &fingerprint, &data);
+                    }
+                    (data, false)
+                }
+            }
+        }
+        DataFormat::Csv => {
+            let fingerprint = stat_fingerprint_file(&source)?;
+            let cached = if cfg.cache {
+                cache::lookup(cache_dir, &fingerprint)
+            } else {
+                None
+            };
+            match cached {
+                Some(data) => (data, true),
+                None => {
+                    let mut data = read_csv(&source)?;
+                    data.report.sort();
+                    if cfg.cache {
+                        cache::store(cache_dir, &fingerprint, &data);
+                    }
+                    (data, false)
+                }
+            }
+        }
+        DataFormat::Auto => unreachable!("resolved above"),
+    };
+    // The cache holds the issues too, so the policy applies to cached loads.
+    data.report
+        .check(cfg.on_bad_input)
+        .with_context(|| format!("loading {}", source.display()))?;
+    for issue in &data.report.issues {
+        tracing::warn!("{issue}");
+    }
+    Ok(Loaded {
+        data,
+        from_cache,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Decides the format and the concrete path (folder or CSV file).
+pub fn resolve_format(dir: &Path, format: DataFormat) -> Result<(DataFormat, PathBuf)> {
+    if !dir.exists() {
+        bail!("{}", missing_dataset_help(dir));
+    }
+    let csv_in = |d: &Path| -> Option<PathBuf> {
+        let p = d.join("fer2013.csv");
+        p.is_file().then_some(p)
+    };
+    match format {
+        DataFormat::Folders => {
+            if !dir.join("train").is_dir() {
+                bail!("{}", missing_dataset_help(dir));
+            }
+            Ok((DataFormat::Folders, dir.to_path_buf()))
+        }
+        DataFormat::Csv => {
+            if dir.is_file() {
+                Ok((DataFormat::Csv, dir.to_path_buf()))
+            } else if let Some(p) = csv_in(dir) {
+                Ok((DataFormat::Csv, p))
+            } else {
+                bail!("{}", missing_dataset_help(dir))
+            }
+        }
+        DataFormat::Auto => {
+            if dir.is_file() {
+                Ok((DataFormat::Csv, dir.to_path_buf()))
+            } else if dir.join("train").is_dir() {
+                Ok((DataFormat::Folders, dir.to_path_buf()))
+            } else if let Some(p) = csv_in(dir) {
+                Ok((DataFormat::Csv, p))
+            } else {
+                bail!("{}", missing_dataset_help(dir))
+            }
+        }
+    }
+}
+
+/// One image file found by the scan.
+struct Entry {
+    rel: String,
+    path: PathBuf,
+    is_test: bool,
+    class: u8,
+}
+
+struct Scan {
+    entries: Vec<Entry>,
+    report: LoadReport,
+    /// Cheap key from names, sizes and modification times: lets a second
+    /// load find the cache without reading a single image.
+    fingerprint: String,
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+fn scan_folders(root: &Path) -> Result<Scan> {
+    let mut entries = Vec::new();
+    let mut report = LoadReport::default();
+    let mut class_dirs = Vec::new();
+    for (split, is_test) in [("train", false), ("test", true)] {
+        let split_dir = root.join(split);
+        if !split_dir.is_dir() {
+            if is_test {
+                tracing::warn!("{}: no test/ folder; the test set is empty", root.display());
+                continue;
+            }
+            bail!("{}", missing_dataset_help(root));
+        }
+        let mut seen = [false; NUM_CLASSES];
+        for entry in sorted_dir(&split_dir)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_hidden(&name) {
+                continue;
+            }
+            let rel = format!("{split}/{name}");
+            if !entry.path().is_dir() {
+                report.push(
+                    IssueKind::UnexpectedFile,
+                    rel,
+                    "expected one folder per class",
+                );
+                continue;
+            }
+            let Some(class) = class_index(&name.to_lowercase()) else {
+                report.push(
+                    IssueKind::UnknownFolder,
+                    rel,
+                    format!("ignored; expected one of: {}", CLASSES.join(", ")),
+                );
+                continue;
+            };
+            seen[class] = true;
+            class_dirs.push((rel, entry.path(), is_test, class as u8));
+        }
+        for (class, name) in CLASSES.iter().enumerate() {
+            if !seen[class] {
+                report.push(
+                    IssueKind::EmptyClass,
+                    format!("{split}/{name}"),
+                    "folder missing",
+                );
+            }
+        }
+    }
+    // List and stat the class folders in parallel: the stat of every file is
+    // most of a cached load's time.
+    let listed: Vec<Result<ClassListing>> = class_dirs
+        .par_iter()
+        .map(|(rel, path, is_test, class)| list_class(rel, path, *is_test, *class))
+        .collect();
+    let mut fp = blake3::Hasher::new();
+    fp.update(format!("fer-folders-v{FORMAT_VERSION}\n").as_bytes());
+    for l in listed {
+        let l = l?;
+        fp.update(l.fingerprint.as_bytes());
+        entries.extend(l.entries);
+        report.issues.extend(l.report.issues);
+    }
+    Ok(Scan {
+        entries,
+        report,
+        fingerprint: fp.finalize().to_hex().to_string(),
+    })
+}
+
+struct ClassListing {
+    entries: Vec<Entry>,
+    report: LoadReport,
+    fingerprint: String,
+}
+
+fn list_class(rel: &str, dir: &Path, is_test: bool, class: u8) -> Result<ClassListing> {
+    let mut out = ClassListing {
+        entries: Vec::new(),
+        report: LoadReport::default(),
+        fingerprint: String::new(),
+    };
+    for file in sorted_dir(dir)? {
+        let fname = file.file_name().to_string_lossy().into_owned();
+        if is_hidden(&fname) {
+            continue;
+        }
+        let frel = format!("{rel}/{fname}");
+        let lower = fname.to_lowercase();
+        let is_image = [".jpg", ".jpeg", ".png"].iter().any(|e| lower.ends_with(e));
+        let meta = file.metadata().with_context(|| format!("reading {frel}"))?;
+        if meta.is_dir() || !is_image {
+            out.report.push(
+                IssueKind::UnexpectedFile,
+                frel,
+                "ignored; expected .jpg, .jpeg or .png",
+            );
+            continue;
+        }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        out.fingerprint
+            .push_str(&format!("{frel}\0{}\0{mtime}\n", meta.len()));
+        out.entries.push(Entry {
+            rel: frel,
+            path: file.path(),
+            is_test,
+            class,
+        });
+    }
+    Ok(out)
+}
+
+fn sorted_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading folder {}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading folder {}", dir.display()))?;
+    v.sort_by_key(|e| e.file_name());
+    Ok(v)
+}
+
+/// Outcome of decoding one file.
+enum Decoded {
+    Ok(Box<[u8; PIXELS]>),
+    Bad(IssueKind, String),
+}
+
+/// Decodes one image: 48x48, 8-bit grayscale, or a reason why not.
+pub fn decode_face(bytes: &[u8]) -> Result<Box<[u8; PIXELS]>, (IssueKind, String)> {
+    // The JPEG decoder fills a cut-off scan with grey and succeeds, so a
+    // truncated file is caught by its missing end-of-image marker instead.
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if !bytes[..end].ends_with(&[0xFF, 0xD9]) {
+            return Err((
+                IssueKind::CorruptImage,
+                format!(
+                    "truncated JPEG: no end-of-image marker ({} bytes)",
+                    bytes.len()
+                ),
+            ));
+        }
+    }
+    let img =
+        image::load_from_memory(bytes).map_err(|e| (IssueKind::CorruptImage, e.to_string()))?;
+    if img.width() as usize != SIDE || img.height() as usize != SIDE {
+        return Err((
+            IssueKind::WrongSize,
+            format!("{}x{}, expected {SIDE}x{SIDE}", img.width(), img.height()),
+        ));
+    }
+    if img.color() != image::ColorType::L8 {
+        return Err((
+            IssueKind::NotGrayscale,
+            format!("{:?}, expected 8-bit grayscale (L8)", img.color()),
+        ));
+    }
+    let mut out = Box::new([0u8; PIXELS]);
+    out.copy_from_slice(img.as_bytes());
+    Ok(out)
+}
+
+fn decode_folders(root: &Path, scan: Scan) -> Result<FerData> {
+    let Scan {
+        entries,
+        mut report,
+        ..
+    } = scan;
+    // Read, hash and decode in parallel; order is kept by the indexed collect.
+    let results: Vec<(blake3::Hash, Decoded)> = entries
+        .par_iter()
+        .map(|e| match std::fs::read(&e.path) {
+            Ok(bytes) => {
+                let hash = blake3::hash(&bytes);
+                let decoded = match decode_face(&bytes) {
+                    Ok(px) => Decoded::Ok(px),
+                    Err((k, d)) => Decoded::Bad(k, d),
+                };
+                (hash, decoded)
+            }
+            Err(err) => (
+                blake3::hash(b""),
+                Decoded::Bad(IssueKind::CorruptImage, format!("unreadable: {err}")),
+            ),
+        })
+        .collect();
+    let mut digest = blake3::Hasher::new();
+    digest.update(format!("fer-content-v{FORMAT_VERSION}\n").as_bytes());
+    let mut data = FerData::default();
+    let n_train = entries.iter().filter(|e| !e.is_test).count();
+    data.train.pixels.reserve(n_train * PIXELS);
+    data.test.pixels.reserve((entries.len() - n_train) * PIXELS);
+    for (e, (hash, decoded)) in entries.into_iter().zip(results) {
+        digest.update(e.rel.as_bytes());
+        digest.update(hash.as_bytes());
+        match decoded {
+            Decoded::Ok(px) => {
+                let fname = e.rel.rsplit('/').next().unwrap_or("");
+                let origin = Origin::from_file_name(fname);
+                let set = if e.is_test {
+                    &mut data.test
+                } else {
+                    &mut data.train
+                };
+                set.push(&px[..], e.class, origin, e.rel);
+            }
+            Decoded::Bad(kind, detail) => report.push(kind, e.rel, detail),
+        }
+    }
+    // A class folder that exists but yields nothing usable is empty too.
+    for (set, split) in [(&data.train, "train"), (&data.test, "test")] {
+        if split == "test" && set.is_empty() && !root.join("test").is_dir() {
+            continue;
+        }
+        let counts = set.class_counts();
+        for (c, name) in CLASSES.iter().enumerate() {
+            let loc = format!("{split}/{name}");
+            let already = report
+                .issues
+                .iter()
+                .any(|i| i.kind == IssueKind::EmptyClass && i.location == loc);
+            if counts[c] == 0 && !already {
+                report.push(IssueKind::EmptyClass, loc, "no usable images");
+            }
+        }
+    }
+    report.sort();
+    data.report = report;
+    data.digest = digest.finalize().to_hex().to_string();
+    Ok(data)
+}
+
+fn stat_fingerprint_file(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let key = format!(
+        "fer-csv-v{FORMAT_VERSION}\n{}\0{}\0{mtime}",
+        path.display(),
+        meta.len()
+    );
+    Ok(blake3::hash(key.as_bytes()).to_hex().to_string())
+}
+
+/// Reads the challenge CSV (`emotion,pixels,Usage`, columns found by name).
+pub fn read_csv(path: &Path) -> Result<FerData> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let headers = rdr
+        .headers()
+        .with_context(|| format!("{name}:1: cannot read the CSV header"))?
+        .clone();
+    let col = |want: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(want))
+    };
+    let (Some(c_emotion), Some(c_pixels)) = (col("emotion"), col("pixels")) else {
+        bail!(
+            "{name}:1: header is '{}'; expected the columns emotion,pixels and optionally Usage",
+            headers.iter().collect::<Vec<_>>().join(",")
+        );
+    };
+    let c_usage = col("usage");
+    let mut rows = Vec::new();
+    let mut report = LoadReport::default();
+    for rec in rdr.records() {
+        match rec {
+            Ok(r) => {
+                let line = r.position().map_or(0, |p| p.line());
+                rows.push((line, r));
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                report.push(
+                    IssueKind::MalformedRow,
+                    format!("{name}:{line}"),
+                    e.to_string(),
+                );
+            }
+        }
+    }
+    let parsed: Vec<(u64, Result<CsvFace, String>)> = rows
+        .par_iter()
+        .map(|(line, r)| (*line, parse_row(r, c_emotion, c_pixels, c_usage)))
+        .collect();
+    let mut data = FerData::default();
+    for (line, res) in parsed {
+        match res {
+            Ok((label, origin, px)) => {
+                let set = if origin == Origin::Training {
+                    &mut data.train
+                } else {
+                    &mut data.test
+                };
+                set.push(&px, label, origin, format!("{name}:{line}"));
+            }
+            Err(detail) => report.push(IssueKind::MalformedRow, format!("{name}:{line}"), detail),
+        }
+    }
+    let mut digest = blake3::Hasher::new();
+    digest.update(format!("fer-content-v{FORMAT_VERSION}\n").as_bytes());
+    digest.update(&bytes);
+    data.digest = digest.finalize().to_hex().to_string();
+    data.report = report;
+    Ok(data)
+}
+
+/// One parsed CSV row: label, origin, pixels.
+type CsvFace = (u8, Origin, Vec<u8>);
+
+fn parse_row(
+    r: &csv::StringRecord,
+    c_emotion: usize,
+    c_pixels: usize,
+    c_usage: Option<usize>,
+) -> Result<CsvFace, String> {
+    let field = |c: usize, what: &str| {
+        r.get(c)
+            .ok_or_else(|| format!("{} field(s), no `{what}` column", r.len()))
+    };
+    let e = field(c_emotion, "emotion")?.trim();
+    let label: u8 = e
+        .parse()
+        .ok()
+        .filter(|&l: &u8| (l as usize) < NUM_CLASSES)
+        .ok_or_else(|| format!("emotion '{e}' is not an integer 0..=6"))?;
+    let origin = match c_usage {
+        None => Origin::Training,
+        Some(c) => match field(c, "Usage")?.trim() {
+            "Training" => Origin::Training,
+            "PublicTest" => Origin::PublicTest,
+            "PrivateTest" => Origin::PrivateTest,
+            other => {
+                return Err(format!(
+                    "Usage '{other}' is not one of Training, PublicTest, PrivateTest"
+                ))
+            }
+        },
+    };
+    let mut px = Vec::with_capacity(PIXELS);
+    for (i, tok) in field(c_pixels, "pixels")?
+        .split_ascii_whitespace()
+        .enumerate()
+    {
+        let v: u8 = tok
+            .parse()
+            .map_err(|_| format!("pixel {} is '{tok}', expected an integer 0..=255", i + 1))?;
+        px.push(v);
+    }
+    if px.len() != PIXELS {
+        return Err(format!("{} pixels, expected {PIXELS} (48x48)", px.len()));
+    }
+    Ok((label, origin, px))
+}

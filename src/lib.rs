@@ -1,0 +1,9 @@
+//! `fer`: a research harness for facial emotion recognition on FER-2013.
+//! The binary is a thin shell over this library.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod paths;
+pub mod plot;

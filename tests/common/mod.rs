@@ -1,0 +1,49 @@
+//! Shared test helpers: where the real FER-2013 is, and fixture builders.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The real data set: `$FER2013_DIR`, else `../shared/fer2013` beside the
+/// repo. Missing data fails the test (CI always has it).
+pub fn fer_dir() -> PathBuf {
+    let dir = std::env::var_os("FER2013_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fer2013"));
+    assert!(
+        dir.join("train").is_dir(),
+        "real FER-2013 not found at {} (set FER2013_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// Encodes a grayscale image of the given size as JPEG.
+pub fn jpeg_gray(w: u32, h: u32, seed: u8) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([((x * 5 + y * 3) as u8).wrapping_add(seed.wrapping_mul(37))])
+    });
+    let mut out = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut out),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    out
+}
+
+/// Encodes an RGB image as JPEG.
+pub fn jpeg_rgb(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 90]));
+    let mut out = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut out),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    out
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}

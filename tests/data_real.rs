@@ -1,0 +1,167 @@
+//! The real FER-2013 at `$FER2013_DIR`: exact counts, digest and cache,
+//! CSV/folder equivalence, quality flags, split and loader determinism.
+
+mod common;
+
+use fer::data::loader::{start_epoch, LoaderSpec, Order};
+use fer::data::split::stratified;
+use fer::data::{self, quality, AugmentCfg, DataConfig, ImageSet, Origin, CLASSES, PIXELS};
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+
+/// Counts from ../shared/fer2013/README.md, in fer's class order.
+fn readme_counts(name: &str) -> (usize, usize) {
+    match name {
+        "angry" => (3995, 467),
+        "disgust" => (436, 56),
+        "fear" => (4097, 496),
+        "happy" => (7215, 895),
+        "neutral" => (4965, 607),
+        "sad" => (4830, 653),
+        "surprise" => (3171, 415),
+        _ => unreachable!(),
+    }
+}
+
+fn loaded() -> &'static data::FerData {
+    static DATA: OnceLock<data::FerData> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = DataConfig {
+            dir: common::fer_dir(),
+            cache: false,
+            ..DataConfig::default()
+        };
+        data::load(&cfg, tmp.path()).unwrap().data
+    })
+}
+
+#[test]
+fn exact_counts_per_class_and_split() {
+    let d = loaded();
+    let (train, test) = (d.train.class_counts(), d.test.class_counts());
+    for (c, name) in CLASSES.iter().enumerate() {
+        let (tr, te) = readme_counts(name);
+        assert_eq!(train[c], tr, "train/{name}");
+        assert_eq!(test[c], te, "test/{name}");
+    }
+    assert_eq!(d.train.len(), 28_709);
+    assert_eq!(d.test.len(), 3_589);
+    assert_eq!(d.train.pixels.len(), 28_709 * PIXELS);
+    assert!(d.train.origins.iter().all(|&o| o == Origin::Training));
+    // Only the PublicTest half is shipped here; it is recognised by name.
+    assert_eq!(d.test.origins_present(), vec![Origin::PublicTest]);
+    assert!(d.report.issues.is_empty(), "{:?}", d.report);
+    assert_eq!(d.digest.len(), 64);
+}
+
+#[test]
+fn second_load_comes_from_the_cache_and_is_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = DataConfig {
+        dir: common::fer_dir(),
+        ..DataConfig::default()
+    };
+    let first = data::load(&cfg, tmp.path()).unwrap();
+    assert!(!first.from_cache);
+    let second = data::load(&cfg, tmp.path()).unwrap();
+    assert!(second.from_cache);
+    assert_eq!(first.data, second.data);
+    assert_eq!(first.data.train.pixels, second.data.train.pixels);
+    assert_eq!(first.data.test.pixels, second.data.test.pixels);
+    assert_eq!(first.data.digest, loaded().digest);
+}
+
+#[test]
+fn challenge_csv_gives_the_same_faces_as_the_folders() {
+    // Write the real faces in the challenge's CSV format, then read it back.
+    let d = loaded();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("fer2013.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(f, "emotion,pixels,Usage").unwrap();
+    let write_set = |f: &mut dyn Write, s: &ImageSet| {
+        for i in 0..s.len() {
+            let px: Vec<String> = s.image(i).iter().map(|p| p.to_string()).collect();
+            writeln!(
+                f,
+                "{},{},{}",
+                s.labels[i],
+                px.join(" "),
+                s.origins[i].name()
+            )
+            .unwrap();
+        }
+    };
+    write_set(&mut f, &d.train);
+    write_set(&mut f, &d.test);
+    drop(f);
+    let cfg = DataConfig {
+        dir: tmp.path().to_path_buf(),
+        cache: false,
+        ..DataConfig::default()
+    };
+    let csv = data::load(&cfg, tmp.path()).unwrap().data;
+    assert_eq!(csv.train.pixels, d.train.pixels);
+    assert_eq!(csv.train.labels, d.train.labels);
+    assert_eq!(csv.test.pixels, d.test.pixels);
+    assert_eq!(csv.test.origins, d.test.origins);
+    assert!(csv.report.issues.is_empty());
+    assert_eq!(csv.train.sources[0], "fer2013.csv:2");
+}
+
+#[test]
+fn quality_flags_find_fer2013s_known_blanks_and_duplicates() {
+    let d = loaded();
+    let q = quality::assess(&d.train, &d.test, DataConfig::default().blank_std);
+    // Facts of this data set (checked by eye: blank faces are flat grey/black).
+    assert_eq!(q.blank_train.len(), 12);
+    assert_eq!(q.blank_test.len(), 1);
+    assert_eq!(q.dup_train.groups, 1035);
+    assert_eq!(q.train_in_test, 351);
+    assert!(q.train_in_test_label_conflicts > 0);
+}
+
+#[test]
+fn split_is_stratified_and_seeded_on_real_labels() {
+    let d = loaded();
+    let a = stratified(&d.train.labels, 0.1, 0);
+    assert_eq!(a, stratified(&d.train.labels, 0.1, 0));
+    assert_eq!(a.val.len(), 2873);
+    for (c, name) in CLASSES.iter().enumerate() {
+        let held = a
+            .val
+            .iter()
+            .filter(|&&i| d.train.labels[i] as usize == c)
+            .count();
+        let (total, _) = readme_counts(name);
+        assert_eq!(held, (total as f64 * 0.1).round() as usize, "{name}");
+    }
+    assert_ne!(a.val, stratified(&d.train.labels, 0.1, 1).val);
+}
+
+#[test]
+fn loader_batches_real_faces_reproducibly() {
+    let d = loaded();
+    let set = Arc::new(d.train.select(&(0..1000).collect::<Vec<_>>()));
+    let spec = LoaderSpec {
+        batch_size: 64,
+        augment: Some(AugmentCfg::default()),
+        eval: AugmentCfg::default(),
+        order: Order::Shuffle,
+        seed: 42,
+        drop_last: true,
+        prefetch: 2,
+    };
+    let a: Vec<_> = start_epoch(set.clone(), &spec, 3, 0).collect();
+    let b: Vec<_> = start_epoch(set, &spec, 3, 0).collect();
+    assert_eq!(a.len(), 15);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.x.size(), vec![64, 1, 44, 44]);
+        assert!(x.x.equal(&y.x));
+        assert!(x.y.equal(&y.y));
+    }
+    // Normalised inputs: roughly zero mean, unit spread over a batch.
+    let mean = a[0].x.mean(tch::Kind::Float).double_value(&[]);
+    assert!(mean.abs() < 0.5, "batch mean {mean}");
+}
