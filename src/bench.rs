@@ -248,3 +248,225 @@ fn render(b: &DataBench, n_aug: usize) -> String {
     }
     s
 }
+
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Families to measure, comma-separated.
+    #[arg(long, default_value = "logistic,mlp,cnn,resnet18,vit")]
+    pub families: String,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed batches per measurement.
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    #[arg(long, env = "FER_PYTHON")]
+    pub python: Option<PathBuf>,
+    #[arg(long)]
+    pub no_python: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainBenchRow {
+    pub family: String,
+    pub params: u64,
+    pub gmacs: f64,
+    pub rust_model_only: f64,
+    pub rust_end_to_end: f64,
+    pub torch_model_only: Option<f64>,
+    pub torch_end_to_end: Option<f64>,
+}
+
+fn family_config(name: &str) -> Result<crate::models::ModelConfig> {
+    use crate::models::ModelConfig as M;
+    Ok(match name {
+        "logistic" => M::Logistic(Default::default()),
+        "mlp" => M::Mlp(Default::default()),
+        "cnn" => M::Cnn(Default::default()),
+        "resnet18" => M::Resnet18(Default::default()),
+        "vit" => M::Vit(Default::default()),
+        other => bail!("unknown family '{other}'; expected logistic, mlp, cnn, resnet18 or vit"),
+    })
+}
+
+/// Training img/s of one family: `fixed` times a single prepared batch (the
+/// kernels alone), otherwise batches come from the prefetching loader.
+fn rust_train_rate(
+    cfg: &crate::models::ModelConfig,
+    set: &std::sync::Arc<crate::data::ImageSet>,
+    args: &TrainBenchArgs,
+    fixed: bool,
+) -> Result<(f64, u64, u64)> {
+    use crate::data::loader::{start_epoch, LoaderSpec, Order};
+    use crate::train::{config::OptimizerConfig, optim::Optimizer};
+    tch::manual_seed(0);
+    let aug = AugmentConfig::default();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = crate::models::build(&vs.root(), cfg, aug.size, 7).expect("network");
+    let params = crate::models::parameter_count(&vs);
+    let mut opt = Optimizer::new(
+        OptimizerConfig::Sgd {
+            lr: 0.01,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+        },
+        &vs,
+    );
+    let s = aug.size as i64;
+    let bs = args.batch_size as i64;
+    let xb = tch::Tensor::randn([bs, 1, s, s], (tch::Kind::Float, tch::Device::Cpu));
+    let yb = tch::Tensor::randint(7, [bs], (tch::Kind::Int64, tch::Device::Cpu));
+    let mut step = |x: &tch::Tensor, y: &tch::Tensor| {
+        let loss = net.module.forward_t(x, true).cross_entropy_loss(
+            y,
+            None::<tch::Tensor>,
+            tch::Reduction::Mean,
+            -100,
+            0.1,
+        );
+        opt.zero_grad();
+        loss.backward();
+        opt.step(0.01);
+        loss.double_value(&[])
+    };
+    let n = args.warmup + args.batches;
+    let mut t = Instant::now();
+    if fixed {
+        for i in 0..n {
+            if i == args.warmup {
+                t = Instant::now();
+            }
+            step(&xb, &yb);
+        }
+    } else {
+        let spec = LoaderSpec {
+            batch_size: args.batch_size,
+            augment: Some(aug.clone()),
+            eval: aug.eval_only(),
+            order: Order::Shuffle,
+            seed: 0,
+            drop_last: true,
+            prefetch: 2,
+        };
+        for (i, b) in start_epoch(set.clone(), &spec, 0, 0).take(n).enumerate() {
+            if i == args.warmup {
+                t = Instant::now();
+            }
+            step(&b.x, &b.y);
+        }
+    }
+    Ok((
+        (args.batches * args.batch_size) as f64 / t.elapsed().as_secs_f64(),
+        params,
+        net.macs,
+    ))
+}
+
+pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
+    let cfg = args.data.resolve()?;
+    let fer = data::load(&cfg, &crate::paths::cache_dir())?.data;
+    let n = fer.train.len().min(4096);
+    let set = std::sync::Arc::new(fer.train.select(&(0..n).collect::<Vec<_>>()));
+    let families: Vec<&str> = args.families.split(',').map(str::trim).collect();
+    let mut rows = Vec::new();
+    for f in &families {
+        let mc = family_config(f)?;
+        let (fixed, params, macs) = rust_train_rate(&mc, &set, &args, true)?;
+        let (e2e, _, _) = rust_train_rate(&mc, &set, &args, false)?;
+        eprintln!("{f}: {fixed:.0} img/s (model only), {e2e:.0} img/s (with data)");
+        rows.push(TrainBenchRow {
+            family: f.to_string(),
+            params,
+            gmacs: macs as f64 / 1e9,
+            rust_model_only: fixed,
+            rust_end_to_end: e2e,
+            torch_model_only: None,
+            torch_end_to_end: None,
+        });
+    }
+    let mut versions = None;
+    if !args.no_python {
+        let py = args
+            .python
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
+        // Absolute but not canonical: resolving the venv's symlink would
+        // leave the venv.
+        let py = std::env::current_dir()?.join(py);
+        anyhow::ensure!(
+            py.exists(),
+            "{} not found: run `make setup` (or pass --python)",
+            py.display()
+        );
+        let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
+        let out = std::process::Command::new(&py)
+            .current_dir(&scripts)
+            .arg("bench_train_torch.py")
+            .args([
+                "--data",
+                &std::fs::canonicalize(&cfg.dir)?.display().to_string(),
+            ])
+            .args(["--families", &families.join(",")])
+            .args(["--batch-size", &args.batch_size.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
+            .args(["--batches", &args.batches.to_string()])
+            .args(["--threads", &rayon::current_num_threads().to_string()])
+            .output()
+            .with_context(|| format!("running {} bench_train_torch.py", py.display()))?;
+        if !out.status.success() {
+            bail!(
+                "bench_train_torch.py failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        versions = v["versions"].as_str().map(String::from);
+        for r in &mut rows {
+            r.torch_model_only = v[&r.family]["model_only"].as_f64();
+            r.torch_end_to_end = v[&r.family]["end_to_end"].as_f64();
+        }
+    }
+    let mut s = format!(
+        "fer bench train: batch {}, {} timed batches after {} warm-up, {} threads, SGD Nesterov, \
+         label smoothing 0.1, 44x44 input\nPyTorch side: {}\n\n\
+         | family | params | GMACs/img | fer model only | PyTorch model only | ratio | fer with data | PyTorch with DataLoader | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        args.batch_size,
+        args.batches,
+        args.warmup,
+        rayon::current_num_threads(),
+        versions.as_deref().unwrap_or("not run")
+    );
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
+    let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}x", a / b));
+    for r in &rows {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.0} | {} | {} | {:.0} | {} | {} |\n",
+            r.family,
+            r.params,
+            r.gmacs,
+            r.rust_model_only,
+            fmt(r.torch_model_only),
+            ratio(r.rust_model_only, r.torch_model_only),
+            r.rust_end_to_end,
+            fmt(r.torch_end_to_end),
+            ratio(r.rust_end_to_end, r.torch_end_to_end)
+        );
+    }
+    let dir = crate::paths::bench_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("train.json"), serde_json::to_vec_pretty(&rows)?)?;
+    std::fs::write(dir.join("train.md"), &s)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{s}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -26,6 +26,10 @@ pub enum Command {
     /// Data set commands.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train a model from a run config (or resume a run).
+    Train(TrainArgs),
+    /// Evaluate a model file or run folder.
+    Eval(EvalArgs),
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -41,6 +45,8 @@ pub enum DataCommand {
 pub enum BenchCommand {
     /// Load/decode (uncached and cached) and augmentation throughput.
     Data(crate::bench::DataBenchArgs),
+    /// Training img/s per family against an equivalent PyTorch loop.
+    Train(crate::bench::TrainBenchArgs),
 }
 
 /// Where the data is and how to read it; shared by every data-using command.
@@ -78,6 +84,44 @@ impl DataArgs {
             })?;
         Ok(cfg)
     }
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Run config YAML (e.g. configs/cnn.yaml). Not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Override any key: `--set train.epochs=2 --set model.dropout=0.3`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Resume the run in this folder from its last checkpoint.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<PathBuf>,
+    /// Run folder (default: runs/<name>/<timestamp>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Data set folder, overriding `data.dir`.
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A model file (.safetensors written by fer) or a run folder.
+    pub model: PathBuf,
+    /// Data set folder (default: $FER2013_DIR, else data/fer2013).
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
+    /// `test` (each half and the union) or `val` (the model's own split).
+    #[arg(long, default_value = "test", value_parser = ["test", "val"])]
+    pub split: String,
+    /// Ten-crop plus flip test-time augmentation.
+    #[arg(long)]
+    pub tta: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -121,8 +165,135 @@ pub fn run() -> Result<ExitCode> {
     init_threads(cli.threads);
     match cli.command {
         Command::Data(DataCommand::Stats(args)) => data_stats(args),
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
+        Command::Bench(BenchCommand::Train(args)) => crate::bench::train(args),
     }
+}
+
+fn new_run_dir(name: &str) -> PathBuf {
+    let stamp = chrono_like_stamp();
+    let base = crate::paths::runs_root().join(name);
+    let mut dir = base.join(&stamp);
+    let mut i = 1;
+    while dir.exists() {
+        dir = base.join(format!("{stamp}-{i}"));
+        i += 1;
+    }
+    dir
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, without a date-time dependency.
+fn chrono_like_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    let (cfg, dir, resume) = match &args.resume {
+        Some(run) => {
+            let rd = crate::train::RunDir(run.clone());
+            let mut cfg = crate::config::RunConfig::load(&rd.config(), &args.overrides)
+                .with_context(|| format!("resuming {}", run.display()))?;
+            if let Some(d) = &args.data {
+                cfg.data.dir = d.clone();
+            }
+            (cfg, run.clone(), true)
+        }
+        None => {
+            let path = args.config.as_ref().expect("clap requires a config");
+            let mut cfg = crate::config::RunConfig::load(path, &args.overrides)?;
+            if let Some(d) = &args.data {
+                cfg.data.dir = d.clone();
+            }
+            let dir = args
+                .run_dir
+                .clone()
+                .unwrap_or_else(|| new_run_dir(&cfg.name));
+            (cfg, dir, false)
+        }
+    };
+    eprintln!("run folder: {}", dir.display());
+    let out = crate::train::run(&cfg, &dir, resume)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let classes = crate::model_file::class_names();
+        println!(
+            "{} ({}): {} params, {} MACs, {:.0} s training at {:.0} img/s, best epoch {:?}",
+            out.name,
+            out.family,
+            out.params,
+            crate::models::human(out.macs),
+            out.train_seconds,
+            out.train_img_per_s,
+            out.best_epoch
+        );
+        print!("{}", out.val.render(&classes));
+        print!("{}", out.test.render(&classes));
+        println!("run folder: {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(args: EvalArgs) -> Result<ExitCode> {
+    let clf = crate::model_file::Classifier::load(&args.model, tch::Device::Cpu)?;
+    let mut cfg = DataConfig {
+        val_fraction: clf.meta.val_fraction,
+        split_seed: clf.meta.split_seed,
+        ..DataConfig::default()
+    };
+    if let Some(d) = &args.data {
+        cfg.dir = d.clone();
+    }
+    let loaded = data::load(&cfg, &crate::paths::cache_dir())?;
+    if loaded.data.digest != clf.meta.data_digest {
+        eprintln!(
+            "note: data digest {} differs from the model's training data {}",
+            loaded.data.short_digest(),
+            &clf.meta.data_digest[..12.min(clf.meta.data_digest.len())]
+        );
+    }
+    let set = if args.split == "val" {
+        let tv =
+            data::split::stratified(&loaded.data.train.labels, cfg.val_fraction, cfg.split_seed);
+        loaded.data.train.select(&tv.val)
+    } else {
+        loaded.data.test.clone()
+    };
+    let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} ({}): {} params, {} MACs",
+            clf.meta.name,
+            clf.meta.model.family(),
+            clf.meta.params,
+            crate::models::human(clf.meta.macs)
+        );
+        print!("{}", report.render(&clf.meta.classes));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn data_stats(args: StatsArgs) -> Result<ExitCode> {

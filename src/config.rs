@@ -67,3 +67,103 @@ mod tests {
         cfg.validate().unwrap();
     }
 }
+
+/// A training run: what `fer train` reads and writes back, resolved, into
+/// every run folder.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Names the folder under `runs/`.
+    pub name: String,
+    /// One seed feeds data order, augmentation, initialisation and dropout.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub data: crate::data::DataConfig,
+    pub model: crate::models::ModelConfig,
+    #[serde(default)]
+    pub train: crate::train::config::TrainConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// How the final evaluation is done.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Ten-crop plus flip test-time augmentation.
+    pub tta: bool,
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| anyhow!("invalid config: {m}");
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(fail(format!(
+                "name '{}' must be non-empty letters, digits, '-', '_' or '.'",
+                self.name
+            )));
+        }
+        self.data.validate().map_err(fail)?;
+        self.model.validate(self.data.augment.size).map_err(fail)?;
+        self.train.validate().map_err(fail)?;
+        Ok(())
+    }
+
+    /// Loads a run config file, applies `--set key=value` overrides, and
+    /// validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+        let cfg: RunConfig = load_yaml(path)?;
+        let cfg = apply_overrides(cfg, overrides)
+            .with_context(|| format!("applying --set to {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("in {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_saphyr::to_string(self).map_err(|e| anyhow!("serialising the config: {e}"))
+    }
+}
+
+/// Applies `a.b.c=value` overrides to a typed config: the value is parsed as
+/// YAML, set at the path, and the whole config re-checked against its types,
+/// so an unknown key or a wrong type is an error naming the key.
+pub fn apply_overrides<T>(cfg: T, overrides: &[String]) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    if overrides.is_empty() {
+        return Ok(cfg);
+    }
+    let mut tree = serde_json::to_value(&cfg)?;
+    for o in overrides {
+        let (key, raw) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set '{o}': expected key=value"))?;
+        let value: serde_json::Value = serde_saphyr::from_str(raw)
+            .map_err(|e| anyhow!("--set {key}: cannot parse '{raw}': {e}"))?;
+        let mut node = &mut tree;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let obj = node.as_object_mut().ok_or_else(|| {
+                anyhow!("--set {key}: '{}' is not a section", parts[..i].join("."))
+            })?;
+            if i + 1 == parts.len() {
+                obj.insert(part.to_string(), value.clone());
+                break;
+            }
+            node = obj
+                .entry(part.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        }
+        // Check each override on its own, so the error names it.
+        serde_json::from_value::<T>(tree.clone()).map_err(|e| anyhow!("--set {o}: {e}"))?;
+    }
+    Ok(serde_json::from_value(tree)?)
+}

@@ -1,0 +1,294 @@
+//! The self-describing model file: weights in safetensors, with the model
+//! config, class names, preprocessing and provenance in its metadata, so a
+//! file alone is enough to evaluate or serve it. Also the `Classifier` that
+//! turns such a file into probabilities.
+
+use crate::data::augment::{eval_batch, ten_crop, AugmentConfig};
+use crate::data::{ImageSet, CLASSES, NUM_CLASSES, PIXELS};
+use crate::models::{self, ModelConfig, Net};
+use crate::tensor_io;
+use anyhow::{bail, Context, Result};
+use rand::distr::weighted::WeightedIndex;
+use rand::distr::Distribution;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::nn::{self, ModuleT};
+
+use tch::{Device, Kind, Tensor};
+
+pub const FORMAT: &str = "fer-model/1";
+
+/// What a model file says about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub name: String,
+    pub model: ModelConfig,
+    /// The evaluation transform (crop size and normalisation).
+    pub preprocess: AugmentConfig,
+    pub classes: Vec<String>,
+    /// Training-split class frequencies (the baselines' predictions).
+    pub prior: Vec<f32>,
+    pub seed: u64,
+    pub data_digest: String,
+    pub params: u64,
+    pub macs: u64,
+    /// Validation metrics of these weights, when known.
+    #[serde(default)]
+    pub val_accuracy: Option<f64>,
+    /// The validation split these weights were selected on.
+    pub val_fraction: f64,
+    pub split_seed: u64,
+}
+
+/// A model ready to predict.
+pub struct Classifier {
+    pub meta: ModelMeta,
+    pub vs: Option<nn::VarStore>,
+    pub net: Option<Net>,
+    pub device: Device,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// Writes the model file.
+pub fn save(path: &Path, meta: &ModelMeta, vs: Option<&nn::VarStore>) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = match vs {
+        Some(vs) => vs.variables().into_iter().collect(),
+        None => vec![],
+    };
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors.push(("prior".into(), Tensor::from_slice(&meta.prior)));
+    let mut md = BTreeMap::new();
+    md.insert("fer.format".into(), FORMAT.into());
+    md.insert("fer.meta".into(), serde_json::to_string(meta)?);
+    tensor_io::save(path, &tensors, &md)
+}
+
+/// Copies `tensors` (by name, with an optional prefix) into `vs`.
+pub fn copy_into(
+    vs: &nn::VarStore,
+    tensors: &BTreeMap<String, Tensor>,
+    prefix: &str,
+) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vs.variables() {
+            let key = format!("{prefix}{name}");
+            let src = tensors
+                .get(&key)
+                .with_context(|| format!("tensor '{key}' missing from the file"))?;
+            if src.size() != var.size() {
+                bail!(
+                    "tensor '{key}': file has {:?}, model expects {:?}",
+                    src.size(),
+                    var.size()
+                );
+            }
+            var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+        }
+        Ok(())
+    })
+}
+
+/// Picks the device: CUDA, then MPS, then CPU, unless forced.
+pub fn pick_device(choice: crate::train::config::DeviceChoice) -> Result<Device> {
+    use crate::train::config::DeviceChoice as D;
+    Ok(match choice {
+        D::Cpu => Device::Cpu,
+        D::Cuda => {
+            if !tch::Cuda::is_available() {
+                bail!("train.device is cuda but no CUDA device is available");
+            }
+            Device::Cuda(0)
+        }
+        D::Mps => {
+            if !tch::utils::has_mps() {
+                bail!("train.device is mps but MPS is not available");
+            }
+            Device::Mps
+        }
+        D::Auto => {
+            if tch::Cuda::is_available() {
+                Device::Cuda(0)
+            } else if tch::utils::has_mps() {
+                Device::Mps
+            } else {
+                Device::Cpu
+            }
+        }
+    })
+}
+
+impl Classifier {
+    /// Loads a model file, or `model.safetensors` inside a run folder.
+    pub fn load(path: &Path, device: Device) -> Result<Classifier> {
+        let file = if path.is_dir() {
+            path.join("model.safetensors")
+        } else {
+            path.to_path_buf()
+        };
+        if !file.exists() {
+            bail!(
+                "{}: no model file (expected a .safetensors written by fer, or a run folder holding model.safetensors)",
+                file.display()
+            );
+        }
+        let loaded = tensor_io::load(&file)?;
+        match loaded.metadata.get("fer.format").map(String::as_str) {
+            Some(FORMAT) => {}
+            other => bail!(
+                "{}: not a fer model file (format {:?}, expected {FORMAT})",
+                file.display(),
+                other
+            ),
+        }
+        let meta: ModelMeta = serde_json::from_str(
+            loaded
+                .metadata
+                .get("fer.meta")
+                .context("model file has no fer.meta")?,
+        )
+        .with_context(|| format!("{}: reading fer.meta", file.display()))?;
+        let (vs, net) = if meta.model.is_network() {
+            let vs = nn::VarStore::new(device);
+            let net = models::build(
+                &vs.root(),
+                &meta.model,
+                meta.preprocess.size,
+                meta.classes.len(),
+            )
+            .expect("a network config builds a network");
+            copy_into(&vs, &loaded.tensors, "")
+                .with_context(|| format!("loading weights from {}", file.display()))?;
+            (Some(vs), Some(net))
+        } else {
+            (None, None)
+        };
+        Ok(Classifier {
+            meta,
+            vs,
+            net,
+            device,
+        })
+    }
+
+    /// Class probabilities `[B, K]` for normalised inputs `[B, 1, S, S]`.
+    pub fn probs(&self, x: &Tensor) -> Tensor {
+        let net = self.net.as_ref().expect("probs() needs a network");
+        net_probs(net.module.as_ref(), x, self.device)
+    }
+
+    /// Probabilities for every image of `set` (`n x K`, row-major).
+    pub fn predict_set(&self, set: &ImageSet, tta: bool, batch: usize) -> Vec<f32> {
+        match &self.net {
+            Some(net) => predict_set(
+                net.module.as_ref(),
+                &self.meta.preprocess,
+                self.device,
+                set,
+                tta,
+                batch,
+            ),
+            None => self.baseline_probs(set.len()),
+        }
+    }
+
+    fn baseline_probs(&self, n: usize) -> Vec<f32> {
+        let k = self.meta.classes.len();
+        match self.meta.model {
+            ModelConfig::Majority => {
+                // The prior: its argmax is the majority class.
+                (0..n)
+                    .flat_map(|_| self.meta.prior.iter().copied())
+                    .collect()
+            }
+            _ => {
+                // Stratified random guesses, seeded: a one-hot draw from the prior.
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.meta.seed);
+                let dist = WeightedIndex::new(&self.meta.prior).expect("prior has mass");
+                let mut out = vec![0f32; n * k];
+                for row in out.chunks_exact_mut(k) {
+                    row[dist.sample(&mut rng)] = 1.0;
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Softmax of a network's logits, on the CPU.
+pub fn net_probs(module: &dyn ModuleT, x: &Tensor, device: Device) -> Tensor {
+    tch::no_grad(|| {
+        module
+            .forward_t(&x.to_device(device), false)
+            .softmax(-1, Kind::Float)
+            .to_device(Device::Cpu)
+    })
+}
+
+/// Probabilities of `module` for every image of `set` (`n x K`), with the
+/// eval transform `cfg`, optionally averaged over ten crops.
+pub fn predict_set(
+    module: &dyn ModuleT,
+    cfg: &AugmentConfig,
+    device: Device,
+    set: &ImageSet,
+    tta: bool,
+    batch: usize,
+) -> Vec<f32> {
+    let n = set.len();
+    let s = cfg.size as i64;
+    let mut out: Vec<f32> = Vec::new();
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let b = chunk.len() as i64;
+        let p = if tta {
+            let per = 10 * cfg.out_len();
+            let mut buf = vec![0f32; chunk.len() * per];
+            for (j, &i) in chunk.iter().enumerate() {
+                ten_crop(
+                    &set.pixels[i * PIXELS..(i + 1) * PIXELS],
+                    cfg,
+                    &mut buf[j * per..(j + 1) * per],
+                );
+            }
+            let x = Tensor::from_slice(&buf).view([b * 10, 1, s, s]);
+            let p = net_probs(module, &x, device);
+            let k = p.size()[1];
+            p.view([b, 10, k])
+                .mean_dim([1i64].as_slice(), false, Kind::Float)
+        } else {
+            let mut buf = vec![0f32; chunk.len() * cfg.out_len()];
+            eval_batch(&set.pixels, chunk, cfg, &mut buf);
+            net_probs(module, &Tensor::from_slice(&buf).view([b, 1, s, s]), device)
+        };
+        let p = p.contiguous();
+        let len = p.numel();
+        let mut v = vec![0f32; len];
+        p.copy_data(&mut v, len);
+        out.extend_from_slice(&v);
+    }
+    out
+}
+
+/// Training-split class frequencies.
+pub fn prior(labels: &[u8]) -> Vec<f32> {
+    let mut c = [0usize; NUM_CLASSES];
+    for &l in labels {
+        c[l as usize] += 1;
+    }
+    let n = labels.len().max(1) as f32;
+    c.iter().map(|&v| v as f32 / n).collect()
+}
+
+/// The class names in label order.
+pub fn class_names() -> Vec<String> {
+    CLASSES.iter().map(|s| s.to_string()).collect()
+}

@@ -1,0 +1,104 @@
+//! EmotionNet: the project's own VGG-style CNN. Each block is `convs` x
+//! (3x3 conv, BatchNorm, ReLU), then 2x2 max-pool and dropout; the head is
+//! global average pooling, dropout and a linear layer. Width and depth come
+//! from `widths` (one entry per block). The default (32-64-128-256, two
+//! convs per block, 1.17M parameters) is the calibration network of
+//! `../shared/docs/training-calibration.md`.
+
+use super::{conv_macs, Net};
+use serde::{Deserialize, Serialize};
+use tch::nn;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CnnConfig {
+    /// Output channels of each block; the number of entries is the depth.
+    pub widths: Vec<i64>,
+    /// Convolutions per block.
+    pub convs: usize,
+    /// Dropout after each block's pooling.
+    pub block_dropout: f64,
+    /// Dropout before the linear head.
+    pub dropout: f64,
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        CnnConfig {
+            widths: vec![32, 64, 128, 256],
+            convs: 2,
+            block_dropout: 0.0,
+            dropout: 0.4,
+        }
+    }
+}
+
+impl CnnConfig {
+    pub fn validate(&self, input: usize) -> Result<(), String> {
+        if self.widths.is_empty() || self.widths.iter().any(|&w| w <= 0) {
+            return Err(format!(
+                "model.widths must be positive sizes, got {:?}",
+                self.widths
+            ));
+        }
+        if self.convs == 0 {
+            return Err("model.convs must be at least 1".into());
+        }
+        if input >> self.widths.len() == 0 {
+            return Err(format!(
+                "model.widths has {} blocks: {input}px input pools below 1px",
+                self.widths.len()
+            ));
+        }
+        for (n, v) in [
+            ("block_dropout", self.block_dropout),
+            ("dropout", self.dropout),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("model.{n} must be in [0, 1), got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn build(p: &nn::Path, cfg: &CnnConfig, input: i64, classes: i64) -> Net {
+    let mut seq = nn::seq_t();
+    let (mut cin, mut side, mut macs) = (1i64, input, 0u64);
+    let conv_cfg = nn::ConvConfig {
+        padding: 1,
+        bias: false,
+        ..Default::default()
+    };
+    for (b, &w) in cfg.widths.iter().enumerate() {
+        let bp = p / "features" / b;
+        for c in 0..cfg.convs {
+            seq = seq
+                .add(nn::conv2d(&bp / format!("conv{c}"), cin, w, 3, conv_cfg))
+                .add(nn::batch_norm2d(
+                    &bp / format!("bn{c}"),
+                    w,
+                    Default::default(),
+                ))
+                .add_fn(|x| x.relu());
+            macs += conv_macs(side, cin, w, 3);
+            cin = w;
+        }
+        seq = seq.add_fn(|x| x.max_pool2d_default(2));
+        side /= 2;
+        if cfg.block_dropout > 0.0 {
+            let d = cfg.block_dropout;
+            seq = seq.add_fn_t(move |x, train| x.dropout(d, train));
+        }
+    }
+    let d = cfg.dropout;
+    seq = seq
+        .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+        .add_fn_t(move |x, train| x.dropout(d, train))
+        .add(nn::linear(p / "head", cin, classes, Default::default()));
+    macs += (cin * classes) as u64;
+    Net {
+        module: Box::new(seq),
+        macs,
+    }
+}

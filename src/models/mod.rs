@@ -1,0 +1,242 @@
+//! The model zoo. Each family is one file with a typed config and a builder
+//! that names every sub-path (stable checkpoint keys), and reports its
+//! multiply-accumulates per image. `ModelConfig` is the closed set of
+//! families, parsed from YAML by its `kind` tag.
+
+pub mod cnn;
+pub mod logistic;
+pub mod mlp;
+pub mod resnet;
+pub mod vit;
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+
+/// A model family and its settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// Always the most frequent training class.
+    Majority,
+    /// Random guesses drawn from the training class distribution.
+    Random,
+    Logistic(logistic::LogisticConfig),
+    Mlp(mlp::MlpConfig),
+    Cnn(cnn::CnnConfig),
+    Resnet18(resnet::ResnetConfig),
+    Vit(vit::VitConfig),
+}
+
+impl ModelConfig {
+    pub fn family(&self) -> &'static str {
+        match self {
+            ModelConfig::Majority => "majority",
+            ModelConfig::Random => "random",
+            ModelConfig::Logistic(_) => "logistic",
+            ModelConfig::Mlp(_) => "mlp",
+            ModelConfig::Cnn(_) => "cnn",
+            ModelConfig::Resnet18(_) => "resnet18",
+            ModelConfig::Vit(_) => "vit",
+        }
+    }
+
+    /// Name prefix of the classification head (kept trainable while the
+    /// backbone is frozen).
+    pub fn head_prefix(&self) -> &'static str {
+        match self {
+            ModelConfig::Logistic(_) | ModelConfig::Resnet18(_) => "fc.",
+            _ => "head.",
+        }
+    }
+
+    /// Whether this is a learned network (the baselines are not).
+    pub fn is_network(&self) -> bool {
+        !matches!(self, ModelConfig::Majority | ModelConfig::Random)
+    }
+
+    pub fn validate(&self, input: usize) -> Result<(), String> {
+        match self {
+            ModelConfig::Mlp(c) => c.validate(),
+            ModelConfig::Cnn(c) => c.validate(input),
+            ModelConfig::Vit(c) => c.validate(input),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A built network: the module and its cost.
+#[derive(Debug)]
+pub struct Net {
+    pub module: Box<dyn nn::ModuleT + Send>,
+    /// Multiply-accumulates for one image, forward pass.
+    pub macs: u64,
+}
+
+/// Builds the network for `cfg` on `p`, for `input x input` one-channel
+/// images and `classes` outputs. Baselines have no network.
+pub fn build(p: &nn::Path, cfg: &ModelConfig, input: usize, classes: usize) -> Option<Net> {
+    let input = input as i64;
+    let classes = classes as i64;
+    Some(match cfg {
+        ModelConfig::Majority | ModelConfig::Random => return None,
+        ModelConfig::Logistic(c) => logistic::build(p, c, input, classes),
+        ModelConfig::Mlp(c) => mlp::build(p, c, input, classes),
+        ModelConfig::Cnn(c) => cnn::build(p, c, input, classes),
+        ModelConfig::Resnet18(c) => resnet::build(p, c, input, classes),
+        ModelConfig::Vit(c) => vit::build(p, c, input, classes),
+    })
+}
+
+/// Trainable parameters of a var store.
+pub fn parameter_count(vs: &nn::VarStore) -> u64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as u64)
+        .sum()
+}
+
+/// A count in engineering units: 16.1 k, 94.0 M, 1.2 G.
+pub fn human(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2} G", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1} M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} k", n / 1e3)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// MACs of a `k x k` convolution producing `out_hw x out_hw x cout`.
+pub fn conv_macs(out_hw: i64, cin: i64, cout: i64, k: i64) -> u64 {
+    (out_hw * out_hw * cin * cout * k * k) as u64
+}
+
+/// Output side of a convolution or pool.
+pub fn out_side(input: i64, k: i64, stride: i64, pad: i64) -> i64 {
+    (input + 2 * pad - k) / stride + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind, Tensor};
+
+    fn built(cfg: &ModelConfig, input: usize) -> (nn::VarStore, Net) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build(&vs.root(), cfg, input, 7).unwrap();
+        (vs, net)
+    }
+
+    fn out_shape(net: &Net, input: i64) -> Vec<i64> {
+        let x = Tensor::randn([3, 1, input, input], (Kind::Float, Device::Cpu));
+        net.module.forward_t(&x, false).size()
+    }
+
+    #[test]
+    fn parameter_counts_and_shapes() {
+        // By hand: CNN convs 9504 + 55296 + 221184 + 884736, BN 2*(32+32+64+64+128+128+256+256),
+        // head 256*7+7. MLP: 2304*1024+1024 + 2*1024 + 1024*512+512 + 2*512 + 512*7+7.
+        // ResNet18: torchvision's 11,689,512 minus 2/3 of conv1 (6272) and the
+        // 1000-class head (513,000) plus a 7-class head (3591).
+        let cases: Vec<(ModelConfig, usize, u64)> = vec![
+            (ModelConfig::Logistic(Default::default()), 48, 2304 * 7 + 7),
+            (ModelConfig::Mlp(Default::default()), 48, 2_891_783),
+            (ModelConfig::Cnn(Default::default()), 44, 1_174_439),
+            (ModelConfig::Resnet18(Default::default()), 48, 11_173_831),
+        ];
+        for (cfg, input, params) in cases {
+            let (vs, net) = built(&cfg, input);
+            assert_eq!(parameter_count(&vs), params, "{}", cfg.family());
+            assert_eq!(
+                out_shape(&net, input as i64),
+                vec![3, 7],
+                "{}",
+                cfg.family()
+            );
+            assert!(net.macs > 0);
+        }
+    }
+
+    #[test]
+    fn vit_variants_build_and_count() {
+        let base = vit::VitConfig::default();
+        let (vs, net) = built(&ModelConfig::Vit(base.clone()), 44);
+        // patch embed 16*128+128, cls 128, pos 122*128, 4 blocks of
+        // (2 LN 512, qkv 128*384+384, proj 128*128+128, fc1 128*256+256, fc2 256*128+128),
+        // final LN 256, head 128*7+7.
+        let block =
+            512 + (128 * 384 + 384) + (128 * 128 + 128) + (128 * 256 + 256) + (256 * 128 + 128);
+        let want = (16 * 128 + 128) + 128 + 122 * 128 + 4 * block + 256 + (128 * 7 + 7);
+        assert_eq!(parameter_count(&vs), want as u64);
+        assert_eq!(out_shape(&net, 44), vec![3, 7]);
+        let mean_post = vit::VitConfig {
+            pool: vit::Pool::Mean,
+            pre_norm: false,
+            pos_embed: vit::PosEmbed::Sinusoidal,
+            patch: 6,
+            ..base
+        };
+        let (_, net) = built(&ModelConfig::Vit(mean_post), 48);
+        assert_eq!(out_shape(&net, 48), vec![3, 7]);
+    }
+
+    #[test]
+    fn resnet_stems_and_cnn_depths() {
+        for stem in [
+            resnet::Stem::Imagenet,
+            resnet::Stem::Small,
+            resnet::Stem::SmallPool,
+        ] {
+            let cfg = ModelConfig::Resnet18(resnet::ResnetConfig {
+                stem,
+                ..Default::default()
+            });
+            let (_, net) = built(&cfg, 48);
+            assert_eq!(out_shape(&net, 48), vec![3, 7]);
+        }
+        // No early downsampling costs far more compute.
+        let macs = |stem| {
+            built(
+                &ModelConfig::Resnet18(resnet::ResnetConfig {
+                    stem,
+                    ..Default::default()
+                }),
+                48,
+            )
+            .1
+            .macs
+        };
+        assert!(macs(resnet::Stem::Small) > 10 * macs(resnet::Stem::Imagenet));
+        let cfg = ModelConfig::Cnn(cnn::CnnConfig {
+            widths: vec![16, 32, 64],
+            convs: 1,
+            ..Default::default()
+        });
+        let (_, net) = built(&cfg, 48);
+        assert_eq!(out_shape(&net, 48), vec![3, 7]);
+        assert!(cnn::CnnConfig {
+            widths: vec![8; 7],
+            ..Default::default()
+        }
+        .validate(44)
+        .is_err());
+    }
+
+    #[test]
+    fn checkpoint_names_are_stable_torchvision_style() {
+        let (vs, _) = built(&ModelConfig::Resnet18(Default::default()), 48);
+        let names = vs.variables();
+        for n in [
+            "conv1.weight",
+            "bn1.running_mean",
+            "layer2.0.downsample.0.weight",
+            "layer4.1.bn2.bias",
+            "fc.weight",
+        ] {
+            assert!(names.contains_key(n), "{n} missing");
+        }
+    }
+}

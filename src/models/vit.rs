@@ -1,0 +1,259 @@
+//! A small Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth
+//! 16x16 Words") for 48px faces. Attention runs on libtorch's fused
+//! `scaled_dot_product_attention`. Configurable: patch size, width, depth,
+//! heads, MLP ratio, dropout, pre- or post-norm, learned or fixed
+//! sinusoidal position embeddings, CLS-token or mean pooling.
+
+use super::Net;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, ModuleT};
+use tch::{Kind, Tensor};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    #[default]
+    Cls,
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PosEmbed {
+    #[default]
+    Learned,
+    Sinusoidal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VitConfig {
+    pub patch: i64,
+    pub dim: i64,
+    pub depth: usize,
+    pub heads: i64,
+    pub mlp_ratio: f64,
+    pub dropout: f64,
+    pub attn_dropout: f64,
+    pub pre_norm: bool,
+    pub pos_embed: PosEmbed,
+    pub pool: Pool,
+}
+
+impl Default for VitConfig {
+    fn default() -> Self {
+        VitConfig {
+            patch: 4,
+            dim: 128,
+            depth: 4,
+            heads: 4,
+            mlp_ratio: 2.0,
+            dropout: 0.1,
+            attn_dropout: 0.0,
+            pre_norm: true,
+            pos_embed: PosEmbed::Learned,
+            pool: Pool::Cls,
+        }
+    }
+}
+
+impl VitConfig {
+    pub fn validate(&self, input: usize) -> Result<(), String> {
+        if self.patch <= 0 || input as i64 % self.patch != 0 {
+            return Err(format!(
+                "model.patch must divide the input size {input}, got {}",
+                self.patch
+            ));
+        }
+        if self.heads <= 0 || self.dim % self.heads != 0 {
+            return Err(format!(
+                "model.dim ({}) must be a multiple of model.heads ({})",
+                self.dim, self.heads
+            ));
+        }
+        if self.depth == 0 || self.mlp_ratio <= 0.0 {
+            return Err("model.depth and model.mlp_ratio must be positive".into());
+        }
+        for (n, v) in [
+            ("dropout", self.dropout),
+            ("attn_dropout", self.attn_dropout),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("model.{n} must be in [0, 1), got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    norm1: nn::LayerNorm,
+    qkv: nn::Linear,
+    proj: nn::Linear,
+    norm2: nn::LayerNorm,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+    heads: i64,
+    dropout: f64,
+    attn_dropout: f64,
+    pre_norm: bool,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &VitConfig) -> Block {
+        let d = cfg.dim;
+        let hidden = (d as f64 * cfg.mlp_ratio).round() as i64;
+        Block {
+            norm1: nn::layer_norm(&p / "norm1", vec![d], Default::default()),
+            qkv: nn::linear(&p / "attn" / "qkv", d, 3 * d, Default::default()),
+            proj: nn::linear(&p / "attn" / "proj", d, d, Default::default()),
+            norm2: nn::layer_norm(&p / "norm2", vec![d], Default::default()),
+            fc1: nn::linear(&p / "mlp" / "fc1", d, hidden, Default::default()),
+            fc2: nn::linear(&p / "mlp" / "fc2", hidden, d, Default::default()),
+            heads: cfg.heads,
+            dropout: cfg.dropout,
+            attn_dropout: cfg.attn_dropout,
+            pre_norm: cfg.pre_norm,
+        }
+    }
+
+    fn attention(&self, x: &Tensor, train: bool) -> Tensor {
+        let (b, t, d) = x.size3().expect("tokens are [B, T, D]");
+        let qkv = x
+            .apply(&self.qkv)
+            .reshape([b, t, 3, self.heads, d / self.heads])
+            .permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let p = if train { self.attn_dropout } else { 0.0 };
+        Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, false, None, false)
+            .transpose(1, 2)
+            .reshape([b, t, d])
+            .apply(&self.proj)
+            .dropout(self.dropout, train)
+    }
+
+    fn mlp(&self, x: &Tensor, train: bool) -> Tensor {
+        x.apply(&self.fc1)
+            .gelu("none")
+            .dropout(self.dropout, train)
+            .apply(&self.fc2)
+            .dropout(self.dropout, train)
+    }
+}
+
+impl ModuleT for Block {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        if self.pre_norm {
+            let x = x + self.attention(&self.norm1.forward(x), train);
+            &x + self.mlp(&self.norm2.forward(&x), train)
+        } else {
+            let x = self.norm1.forward(&(x + self.attention(x, train)));
+            self.norm2.forward(&(&x + self.mlp(&x, train)))
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Vit {
+    patch_embed: nn::Conv2D,
+    cls_token: Option<Tensor>,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Option<nn::LayerNorm>,
+    head: nn::Linear,
+    pool: Pool,
+    dropout: f64,
+}
+
+impl ModuleT for Vit {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let b = x.size()[0];
+        let mut t = x.apply(&self.patch_embed).flatten(2, -1).transpose(1, 2);
+        if let Some(cls) = &self.cls_token {
+            t = Tensor::cat(&[cls.expand([b, -1, -1], false), t], 1);
+        }
+        t = (t + &self.pos_embed).dropout(self.dropout, train);
+        for blk in &self.blocks {
+            t = blk.forward_t(&t, train);
+        }
+        if let Some(n) = &self.norm {
+            t = n.forward(&t);
+        }
+        let pooled = match self.pool {
+            Pool::Cls => t.select(1, 0),
+            Pool::Mean => t.mean_dim([1i64].as_slice(), false, Kind::Float),
+        };
+        pooled.apply(&self.head)
+    }
+}
+
+/// Fixed 1-D sinusoidal embeddings over token positions (Vaswani et al.).
+fn sinusoidal(tokens: i64, dim: i64) -> Tensor {
+    let pos = Tensor::arange(tokens, (Kind::Float, tch::Device::Cpu)).unsqueeze(1);
+    let i = Tensor::arange_start_step(0, dim, 2, (Kind::Float, tch::Device::Cpu));
+    let freq = (i * (-(10000f64.ln()) / dim as f64)).exp().unsqueeze(0);
+    let angles = pos * freq;
+    Tensor::stack(&[angles.sin(), angles.cos()], 2)
+        .reshape([tokens, dim])
+        .unsqueeze(0)
+}
+
+pub fn build(p: &nn::Path, cfg: &VitConfig, input: i64, classes: i64) -> Net {
+    let d = cfg.dim;
+    let grid = input / cfg.patch;
+    let patches = grid * grid;
+    let conv = nn::ConvConfig {
+        stride: cfg.patch,
+        ..Default::default()
+    };
+    let patch_embed = nn::conv2d(p / "patch_embed" / "proj", 1, d, cfg.patch, conv);
+    let cls_token = (cfg.pool == Pool::Cls).then(|| {
+        p.var(
+            "cls_token",
+            &[1, 1, d],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )
+    });
+    let tokens = patches + cls_token.is_some() as i64;
+    let pos_embed = match cfg.pos_embed {
+        PosEmbed::Learned => p.var(
+            "pos_embed",
+            &[1, tokens, d],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        ),
+        PosEmbed::Sinusoidal => sinusoidal(tokens, d).to_device(p.device()),
+    };
+    let blocks = (0..cfg.depth)
+        .map(|i| Block::new(p / "blocks" / i, cfg))
+        .collect();
+    let norm = cfg
+        .pre_norm
+        .then(|| nn::layer_norm(p / "norm", vec![d], Default::default()));
+    let head = nn::linear(p / "head", d, classes, Default::default());
+    let hidden = (d as f64 * cfg.mlp_ratio).round() as i64;
+    let per_block =
+        tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * hidden;
+    let macs = (patches * d * cfg.patch * cfg.patch) as u64
+        + cfg.depth as u64 * per_block as u64
+        + (d * classes) as u64;
+    Net {
+        module: Box::new(Vit {
+            patch_embed,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+            head,
+            pool: cfg.pool,
+            dropout: cfg.dropout,
+        }),
+        macs,
+    }
+}

@@ -1,0 +1,577 @@
+//! The trainer: reads top to bottom. Data, model, optimiser, then epochs of
+//! (train, validate, decide, checkpoint). Checkpoints hold the weights, the
+//! optimiser state and the trainer state, and every random source is keyed
+//! by (seed, epoch), so `--resume` continues exactly where a killed run's
+//! last completed epoch left off.
+
+pub mod config;
+pub mod optim;
+pub mod schedule;
+
+use crate::config::RunConfig;
+use crate::data::loader::{start_epoch, LoaderSpec, Order};
+use crate::data::sampler::class_weights;
+use crate::data::split::stratified;
+use crate::data::{self, FerData, ImageSet, NUM_CLASSES};
+use crate::eval::{self, metrics, EvalReport};
+use crate::model_file::{self, Classifier, ModelMeta};
+use crate::models::{self, ModelConfig};
+use crate::tensor_io;
+use anyhow::{bail, Context, Result};
+use config::{SamplerKind, Select};
+use indicatif::{ProgressBar, ProgressStyle};
+use schedule::{lr_at, EarlyStop, Plateau};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::nn;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// One epoch's record: the row of `metrics.jsonl` / `metrics.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub val_f1_macro: f64,
+    pub img_per_s: f64,
+    pub epoch_seconds: f64,
+    /// Unix time (s) at the end of the epoch.
+    pub time: f64,
+}
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    pub step: usize,
+    pub plateau: Plateau,
+    pub early: EarlyStop,
+    pub best_epoch: Option<usize>,
+    pub best_value: Option<f64>,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+    pub images_seen: u64,
+    pub history: Vec<EpochRecord>,
+}
+
+/// The result of a run, also written to `eval.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub name: String,
+    pub family: String,
+    pub params: u64,
+    pub macs: u64,
+    pub device: String,
+    pub threads: usize,
+    pub data_digest: String,
+    pub best_epoch: Option<usize>,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+    pub train_img_per_s: f64,
+    pub val: EvalReport,
+    pub test: EvalReport,
+}
+
+/// The files of a run folder; only this type knows their names.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("config.yaml")
+    }
+    pub fn metrics_jsonl(&self) -> PathBuf {
+        self.0.join("metrics.jsonl")
+    }
+    pub fn metrics_csv(&self) -> PathBuf {
+        self.0.join("metrics.csv")
+    }
+    pub fn last(&self) -> PathBuf {
+        self.0.join("checkpoints/last.safetensors")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.0.join("checkpoints/best.safetensors")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.0.join("model.safetensors")
+    }
+    pub fn eval(&self) -> PathBuf {
+        self.0.join("eval.json")
+    }
+}
+
+/// Splits, subsets and de-duplicates the loaded data as the config says.
+pub struct Splits {
+    pub train: Arc<ImageSet>,
+    pub val: ImageSet,
+    pub test: ImageSet,
+}
+
+pub fn make_splits(cfg: &RunConfig, data: &FerData) -> Splits {
+    let mut train_idx = stratified(
+        &data.train.labels,
+        cfg.data.val_fraction,
+        cfg.data.split_seed,
+    );
+    if cfg.data.drop_test_duplicates {
+        let q = data::quality::assess(&data.train, &data.test, cfg.data.blank_std);
+        train_idx
+            .train
+            .retain(|i| q.train_in_test_indices.binary_search(i).is_err());
+    }
+    let mut train = data.train.select(&train_idx.train);
+    if cfg.train.subset < 1.0 {
+        let keep = stratified(&train.labels, cfg.train.subset, cfg.seed).val;
+        train = train.select(&keep);
+    }
+    Splits {
+        train: Arc::new(train),
+        val: data.train.select(&train_idx.val),
+        test: data.test.clone(),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_metrics(dir: &RunDir, history: &[EpochRecord]) -> Result<()> {
+    let mut jsonl = String::new();
+    let mut csv = String::from(
+        "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,val_f1_macro,img_per_s,epoch_seconds,time\n",
+    );
+    for r in history {
+        jsonl += &serde_json::to_string(r)?;
+        jsonl.push('\n');
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.epoch,
+            r.step,
+            r.lr,
+            r.train_loss,
+            r.train_acc,
+            r.val_loss,
+            r.val_acc,
+            r.val_f1_macro,
+            r.img_per_s,
+            r.epoch_seconds,
+            r.time
+        );
+    }
+    write_atomic(&dir.metrics_jsonl(), jsonl.as_bytes())?;
+    write_atomic(&dir.metrics_csv(), csv.as_bytes())
+}
+
+fn save_checkpoint(
+    path: &Path,
+    vs: &nn::VarStore,
+    opt: &optim::Optimizer,
+    state: &TrainerState,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (format!("model/{n}"), t))
+        .collect();
+    tensors.extend(
+        opt.state_tensors()
+            .into_iter()
+            .map(|(n, t)| (format!("opt/{n}"), t)),
+    );
+    let mut md = BTreeMap::new();
+    md.insert("fer.trainer".to_string(), serde_json::to_string(state)?);
+    md.insert("fer.opt_steps".to_string(), opt.steps.to_string());
+    tensor_io::save(path, &tensors, &md)
+}
+
+fn load_checkpoint(
+    path: &Path,
+    vs: &nn::VarStore,
+    opt: &mut optim::Optimizer,
+) -> Result<TrainerState> {
+    let ck = tensor_io::load(path)?;
+    let model: BTreeMap<String, Tensor> = ck
+        .tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix("model/")
+                .map(|n| (n.to_string(), t.shallow_clone()))
+        })
+        .collect();
+    model_file::copy_into(vs, &model, "")?;
+    let opt_state: BTreeMap<String, Tensor> = ck
+        .tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix("opt/")
+                .map(|n| (n.to_string(), t.shallow_clone()))
+        })
+        .collect();
+    let steps: i64 = ck
+        .metadata
+        .get("fer.opt_steps")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    opt.load_state(&opt_state, steps);
+    let state = ck
+        .metadata
+        .get("fer.trainer")
+        .context("checkpoint has no trainer state")?;
+    Ok(serde_json::from_str(state)?)
+}
+
+fn select_value(sel: Select, r: &EpochRecord) -> f64 {
+    // Larger is better for every selector (loss is negated).
+    match sel {
+        Select::ValAcc => r.val_acc,
+        Select::ValLoss => -r.val_loss,
+        Select::ValF1Macro => r.val_f1_macro,
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Sets trainability: with `frozen`, only the head trains.
+fn set_frozen(vs: &nn::VarStore, head: &str, frozen: bool, trainable: &[String]) {
+    for (name, t) in vs.variables() {
+        if trainable.contains(&name) {
+            let _ = t.set_requires_grad(!frozen || name.starts_with(head));
+        }
+    }
+}
+
+/// Trains (or resumes) the run in `dir` and evaluates its best weights.
+pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<Outcome> {
+    let rd = RunDir(dir.to_path_buf());
+    std::fs::create_dir_all(dir.join("checkpoints"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    if !resume {
+        // The resolved config goes first, before anything can fail.
+        write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
+    }
+    let threads = crate::cli::init_threads(cfg.train.threads);
+    let device = model_file::pick_device(cfg.train.device)?;
+
+    let loaded = data::load(&cfg.data, &crate::paths::cache_dir())?;
+    let digest = loaded.data.digest.clone();
+    let splits = make_splits(cfg, &loaded.data);
+    drop(loaded);
+    let k = NUM_CLASSES;
+    let counts = splits.train.class_counts();
+    let mut meta = ModelMeta {
+        name: cfg.name.clone(),
+        model: cfg.model.clone(),
+        preprocess: cfg.data.augment.eval_only(),
+        classes: model_file::class_names(),
+        prior: model_file::prior(&splits.train.labels),
+        seed: cfg.seed,
+        data_digest: digest.clone(),
+        params: 0,
+        macs: 0,
+        val_accuracy: None,
+        val_fraction: cfg.data.val_fraction,
+        split_seed: cfg.data.split_seed,
+    };
+    eprintln!(
+        "{}: {} train / {} val / {} test images, data digest {}",
+        cfg.name,
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len(),
+        &digest[..12]
+    );
+
+    if !cfg.model.is_network() {
+        model_file::save(&rd.model(), &meta, None)?;
+        return finish(cfg, &rd, device, threads, None, &splits, &digest);
+    }
+
+    tch::manual_seed(cfg.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let net = models::build(&vs.root(), &cfg.model, cfg.data.augment.size, k).expect("a network");
+    meta.params = models::parameter_count(&vs);
+    meta.macs = net.macs;
+    eprintln!(
+        "model {}: {} parameters, {} MACs per image, device {device:?}, {threads} threads",
+        cfg.model.family(),
+        meta.params,
+        models::human(net.macs)
+    );
+    if let ModelConfig::Resnet18(r) = &cfg.model {
+        if let Some(p) = &r.pretrained {
+            let rep = models::resnet::load_pretrained(&vs, p)?;
+            eprintln!(
+                "ImageNet init from {}: {} loaded, {} averaged (RGB -> gray), {} skipped",
+                p.display(),
+                rep.loaded.len(),
+                rep.averaged.len(),
+                rep.skipped.len()
+            );
+        }
+    }
+    let trainable: Vec<String> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(n, _)| n)
+        .collect();
+    let mut opt = optim::Optimizer::new(cfg.train.optimizer.clone(), &vs);
+    let tc = &cfg.train;
+    let base_lr = tc.optimizer.lr();
+    let mut state = if resume {
+        let st = load_checkpoint(&rd.last(), &vs, &mut opt)
+            .with_context(|| format!("resuming from {}", rd.last().display()))?;
+        eprintln!("resuming after epoch {} (step {})", st.epochs_done, st.step);
+        st
+    } else {
+        TrainerState {
+            epochs_done: 0,
+            step: 0,
+            plateau: Plateau::new(base_lr),
+            early: EarlyStop::default(),
+            best_epoch: None,
+            best_value: None,
+            stopped_early: false,
+            train_seconds: 0.0,
+            images_seen: 0,
+            history: vec![],
+        }
+    };
+
+    let weights = class_weights(&counts, tc.class_weight_power);
+    let loss_weight =
+        (tc.class_weight_power != 0.0).then(|| Tensor::from_slice(&weights).to_device(device));
+    let spec = LoaderSpec {
+        batch_size: tc.batch_size,
+        augment: Some(cfg.data.augment.clone()),
+        eval: cfg.data.augment.eval_only(),
+        order: match tc.sampler {
+            SamplerKind::Shuffle => Order::Shuffle,
+            SamplerKind::Weighted => Order::Weighted(class_weights(&counts, tc.sampler_power)),
+        },
+        seed: cfg.seed,
+        drop_last: true,
+        prefetch: tc.prefetch,
+    };
+    let full_batches = splits.train.len() / tc.batch_size;
+    let steps_per_epoch = tc
+        .max_batches
+        .map_or(full_batches, |m| m.min(full_batches))
+        .max(1);
+    let total_steps = steps_per_epoch * tc.epochs;
+
+    while state.epochs_done < tc.epochs && !state.stopped_early {
+        let epoch = state.epochs_done;
+        set_frozen(
+            &vs,
+            cfg.model.head_prefix(),
+            epoch < tc.freeze_backbone_epochs,
+            &trainable,
+        );
+        // Dropout draws from libtorch's generator: re-seed per epoch so a
+        // resumed epoch replays exactly.
+        tch::manual_seed(
+            (cfg.seed as i64)
+                .wrapping_mul(1_000_003)
+                .wrapping_add(epoch as i64),
+        );
+        let bar = ProgressBar::new(steps_per_epoch as u64).with_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, tc.epochs));
+        let t0 = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0i64, 0i64);
+        let mut lr = base_lr;
+        for batch in start_epoch(splits.train.clone(), &spec, epoch as u64, 0).take(steps_per_epoch)
+        {
+            lr = lr_at(
+                &tc.schedule,
+                base_lr,
+                state.step,
+                total_steps,
+                steps_per_epoch,
+                state.plateau.lr,
+            );
+            let x = batch.x.to_device(device);
+            let y = batch.y.to_device(device);
+            let logits = net.module.forward_t(&x, true);
+            let loss = logits.cross_entropy_loss(
+                &y,
+                loss_weight.as_ref(),
+                Reduction::Mean,
+                -100,
+                tc.label_smoothing,
+            );
+            let lv = loss.double_value(&[]);
+            if !lv.is_finite() {
+                bar.abandon();
+                bail!(
+                    "training diverged: loss is {lv} at epoch {}, step {} (lr {lr:.3e}); \
+                     lower train.optimizer.lr or set train.clip_grad_norm",
+                    epoch + 1,
+                    state.step
+                );
+            }
+            opt.zero_grad();
+            loss.backward();
+            if let Some(max) = tc.clip_grad_norm {
+                opt.clip_grad_norm(max);
+            }
+            opt.step(lr);
+            let b = y.size()[0];
+            loss_sum += lv * b as f64;
+            correct += logits
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            seen += b;
+            state.step += 1;
+            let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.3} {:.0} img/s",
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+                rate
+            ));
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        state.train_seconds += train_secs;
+        state.images_seen += seen as u64;
+
+        let tv = Instant::now();
+        let probs = model_file::predict_set(
+            net.module.as_ref(),
+            &meta.preprocess,
+            device,
+            &splits.val,
+            false,
+            256,
+        );
+        let val = eval::report(
+            &probs,
+            &splits.val,
+            "val",
+            false,
+            tv.elapsed().as_secs_f64(),
+        );
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            step: state.step,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            val_loss: val.overall.log_loss,
+            val_acc: val.overall.accuracy,
+            val_f1_macro: val.overall.macro_f1,
+            img_per_s: seen as f64 / train_secs.max(1e-9),
+            epoch_seconds: t0.elapsed().as_secs_f64(),
+            time: now(),
+        };
+        eprintln!(
+            "epoch {:>2}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} F1 macro {:.4} | {:.0} img/s, {:.0} s",
+            rec.epoch, tc.epochs, rec.train_loss, rec.train_acc, rec.val_loss, rec.val_acc, rec.val_f1_macro, rec.img_per_s, rec.epoch_seconds
+        );
+        if state.plateau.observe(&tc.schedule, rec.val_loss) {
+            eprintln!("reduce-on-plateau: lr now {:.3e}", state.plateau.lr);
+        }
+        if let Some(es) = &tc.early_stopping {
+            if state.early.observe(rec.val_loss, es.patience, es.min_delta) {
+                eprintln!(
+                    "early stopping: val loss has not improved by {} for {} epochs",
+                    es.min_delta, es.patience
+                );
+                state.stopped_early = true;
+            }
+        }
+        let v = select_value(tc.select, &rec);
+        let improved = state.best_value.is_none_or(|b| v > b);
+        state.history.push(rec);
+        state.epochs_done = epoch + 1;
+        if improved {
+            state.best_value = Some(v);
+            state.best_epoch = Some(epoch + 1);
+            save_checkpoint(&rd.best(), &vs, &opt, &state)?;
+        }
+        // `last` is written last: a kill before this point replays the epoch.
+        save_checkpoint(&rd.last(), &vs, &opt, &state)?;
+        write_metrics(&rd, &state.history)?;
+    }
+
+    // The best epoch's weights become the model file.
+    let best = tensor_io::load(&rd.best())?;
+    let model: BTreeMap<String, Tensor> = best
+        .tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix("model/")
+                .map(|n| (n.to_string(), t.shallow_clone()))
+        })
+        .collect();
+    model_file::copy_into(&vs, &model, "")?;
+    let best_rec = state
+        .history
+        .iter()
+        .find(|r| Some(r.epoch) == state.best_epoch)
+        .cloned();
+    meta.val_accuracy = best_rec.map(|r| r.val_acc);
+    model_file::save(&rd.model(), &meta, Some(&vs))?;
+    drop(net);
+    let mut out = finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)?;
+    out.params = meta.params;
+    out.macs = meta.macs;
+    write_atomic(&rd.eval(), serde_json::to_string_pretty(&out)?.as_bytes())?;
+    Ok(out)
+}
+
+/// Evaluates the saved model file on val and test and writes `eval.json`.
+fn finish(
+    cfg: &RunConfig,
+    rd: &RunDir,
+    device: Device,
+    threads: usize,
+    state: Option<&TrainerState>,
+    splits: &Splits,
+    digest: &str,
+) -> Result<Outcome> {
+    let clf = Classifier::load(&rd.model(), device)?;
+    let val = eval::evaluate(&clf, &splits.val, "val", cfg.eval.tta);
+    let test = eval::evaluate(&clf, &splits.test, "test", cfg.eval.tta);
+    let out = Outcome {
+        name: cfg.name.clone(),
+        family: cfg.model.family().to_string(),
+        params: clf.meta.params,
+        macs: clf.meta.macs,
+        device: format!("{device:?}"),
+        threads,
+        data_digest: digest.to_string(),
+        best_epoch: state.and_then(|s| s.best_epoch),
+        epochs_run: state.map_or(0, |s| s.epochs_done),
+        stopped_early: state.is_some_and(|s| s.stopped_early),
+        train_seconds: state.map_or(0.0, |s| s.train_seconds),
+        train_img_per_s: state.map_or(0.0, |s| s.images_seen as f64 / s.train_seconds.max(1e-9)),
+        val,
+        test,
+    };
+    write_atomic(&rd.eval(), serde_json::to_string_pretty(&out)?.as_bytes())?;
+    let _ = metrics::ECE_BINS;
+    Ok(out)
+}

@@ -1,0 +1,314 @@
+//! Training end to end on real FER-2013 subsets: a smoke run whose loss goes
+//! down, resume after `kill -9` matching an uninterrupted run, the model
+//! file round trip through `fer eval`, and ImageNet weights from torchvision.
+
+mod common;
+
+use fer::config::RunConfig;
+use fer::model_file::{self, Classifier};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn tiny_yaml(epochs: usize) -> String {
+    format!(
+        "name: tiny\nseed: 3\n\
+         data: {{dir: {dir}}}\n\
+         model: {{kind: cnn, widths: [8, 16, 32], convs: 1, dropout: 0.2}}\n\
+         train: {{epochs: {epochs}, batch_size: 32, subset: 0.04, threads: 2,\n\
+           optimizer: {{kind: sgd, lr: 0.05}}, schedule: {{kind: onecycle}}}}\n",
+        dir = common::fer_dir().display()
+    )
+}
+
+fn write_cfg(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("tiny.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn fer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
+    c.env("FER_THREADS", "2");
+    c
+}
+
+#[test]
+fn smoke_train_loss_goes_down_and_files_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::load(&write_cfg(tmp.path(), &tiny_yaml(3)), &[]).unwrap();
+    let run = tmp.path().join("run");
+    let out = fer::train::run(&cfg, &run, false).unwrap();
+    let rd = fer::train::RunDir(run.clone());
+    let hist: Vec<fer::train::EpochRecord> = std::fs::read_to_string(rd.metrics_jsonl())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hist.len(), 3);
+    assert!(hist[2].train_loss < hist[0].train_loss, "{hist:?}");
+    assert!(hist[2].val_loss < hist[0].val_loss, "{hist:?}");
+    // Better than always answering "happy" (722 of 2873 val images).
+    assert!(
+        out.val.overall.accuracy > 722.0 / 2873.0,
+        "val acc {}",
+        out.val.overall.accuracy
+    );
+    for f in [
+        rd.config(),
+        rd.metrics_csv(),
+        rd.last(),
+        rd.best(),
+        rd.model(),
+        rd.eval(),
+    ] {
+        assert!(f.exists(), "{} missing", f.display());
+    }
+    // The resolved config is written first and parses back to the same config.
+    let back: RunConfig = fer::config::load_yaml(&rd.config()).unwrap();
+    assert_eq!(back, cfg);
+}
+
+fn model_tensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
+    fer::tensor_io::load(path).unwrap().tensors
+}
+
+#[test]
+fn resume_after_kill_matches_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_cfg(tmp.path(), &tiny_yaml(4));
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+
+    let st = fer()
+        .args(["train"])
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    // Start b, kill -9 it once its first epoch is checkpointed.
+    let mut child = fer()
+        .args(["train"])
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&b)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = b.join("metrics.jsonl");
+    let t = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&metrics)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "first epoch never finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "run finished before it could be killed"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_at_kill = std::fs::read_to_string(&metrics).unwrap().lines().count();
+    assert!(done_at_kill < 4, "killed too late to test anything");
+
+    let st = fer().args(["train", "--resume"]).arg(&b).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    let (ta, tb) = (
+        model_tensors(&a.join("model.safetensors")),
+        model_tensors(&b.join("model.safetensors")),
+    );
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    for (k, x) in &ta {
+        let d = (x - &tb[k]).abs().max().double_value(&[]);
+        assert!(d == 0.0, "{k} differs by {d}");
+    }
+    let hist = |d: &Path| -> Vec<(f64, f64, f64)> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: fer::train::EpochRecord = serde_json::from_str(l).unwrap();
+                (r.train_loss, r.val_loss, r.val_acc)
+            })
+            .collect()
+    };
+    assert_eq!(hist(&a), hist(&b));
+    assert_eq!(hist(&b).len(), 4, "no epoch lost or counted twice");
+}
+
+#[test]
+fn model_file_round_trip_gives_identical_predictions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::load(
+        &write_cfg(tmp.path(), &tiny_yaml(1)),
+        &["train.subset=0.02".into()],
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = fer::train::run(&cfg, &run, false).unwrap();
+
+    // Same file loaded twice predicts identically, and matches eval.json.
+    let clf = Classifier::load(&run, tch::Device::Cpu).unwrap();
+    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+        .unwrap()
+        .data;
+    let p1 = clf.predict_set(&data.test, false, 100);
+    let p2 = Classifier::load(&run.join("model.safetensors"), tch::Device::Cpu)
+        .unwrap()
+        .predict_set(&data.test, false, 333);
+    assert_eq!(p1, p2);
+    let m = fer::eval::metrics::compute(&p1, &data.test.labels, 7);
+    assert_eq!(m.accuracy, out.test.overall.accuracy);
+
+    // Re-saving and loading again keeps every prediction.
+    let copy = tmp.path().join("copy.safetensors");
+    model_file::save(&copy, &clf.meta, clf.vs.as_ref()).unwrap();
+    let p3 = Classifier::load(&copy, tch::Device::Cpu)
+        .unwrap()
+        .predict_set(&data.test, false, 256);
+    assert_eq!(p1, p3);
+
+    // `fer eval FILE --json` reports the same accuracy, per half too.
+    let st = fer()
+        .args(["eval"])
+        .arg(&copy)
+        .args(["--json", "--data"])
+        .arg(common::fer_dir())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["overall"]["accuracy"].as_f64().unwrap(), m.accuracy);
+    assert_eq!(v["by_origin"]["PublicTest"]["n"].as_u64().unwrap(), 3589);
+}
+
+#[test]
+fn a_bad_run_config_is_rejected_with_its_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write_cfg(tmp.path(), "name: x\nmodel: {kind: transformer}\n");
+    let err = format!("{:#}", RunConfig::load(&p, &[]).unwrap_err());
+    assert!(
+        err.contains("tiny.yaml:2:") && err.contains("resnet18"),
+        "{err}"
+    );
+    let p = write_cfg(tmp.path(), &tiny_yaml(1));
+    let err = format!(
+        "{:#}",
+        RunConfig::load(&p, &["train.epochz=3".into()]).unwrap_err()
+    );
+    assert!(err.contains("epochz") && err.contains("epochs"), "{err}");
+    let err = format!(
+        "{:#}",
+        RunConfig::load(&p, &["train.epochs=many".into()]).unwrap_err()
+    );
+    assert!(err.contains("train.epochs=many"), "{err}");
+}
+
+#[test]
+fn imagenet_weights_from_torchvision_load_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("resnet18.safetensors");
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let script = "import sys, torch, torchvision; from safetensors.torch import save_file\n\
+                  torch.manual_seed(0); m = torchvision.models.resnet18(weights=None)\n\
+                  save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[1])";
+    let st = Command::new(&py)
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let cfg = fer::models::ModelConfig::Resnet18(Default::default());
+    fer::models::build(&vs.root(), &cfg, 48, 7).unwrap();
+    let rep = fer::models::resnet::load_pretrained(&vs, &file).unwrap();
+    assert_eq!(rep.averaged, vec!["conv1.weight".to_string()]);
+    assert_eq!(rep.skipped.len(), 2, "{:?}", rep.skipped); // fc.weight, fc.bias
+                                                           // Every other tensor of the network (weights and BN statistics) loaded.
+    assert_eq!(rep.loaded.len(), vs.variables().len() - 3);
+    let src: std::collections::BTreeMap<String, tch::Tensor> = tch::Tensor::read_safetensors(&file)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let vars = vs.variables();
+    assert!(vars["layer3.1.conv2.weight"].equal(&src["layer3.1.conv2.weight"]));
+    assert!(vars["layer1.0.bn1.running_var"].equal(&src["layer1.0.bn1.running_var"]));
+    let avg = src["conv1.weight"].mean_dim([1i64].as_slice(), true, tch::Kind::Float);
+    assert!(vars["conv1.weight"].allclose(&avg, 1e-6, 1e-7, false));
+    assert_eq!(vars["fc.weight"].size(), vec![7, 512]);
+
+    // A 3x3 stem cannot take the 7x7 filters: skipped, not an error.
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let small = fer::models::resnet::ResnetConfig {
+        stem: fer::models::resnet::Stem::Small,
+        ..Default::default()
+    };
+    fer::models::build(
+        &vs.root(),
+        &fer::models::ModelConfig::Resnet18(small),
+        48,
+        7,
+    )
+    .unwrap();
+    let rep = fer::models::resnet::load_pretrained(&vs, &file).unwrap();
+    assert!(
+        rep.skipped.iter().any(|s| s.starts_with("conv1.weight")),
+        "{:?}",
+        rep.skipped
+    );
+}
+
+#[test]
+fn a_diverging_run_fails_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tiny_yaml(2).replace(
+        "optimizer: {kind: sgd, lr: 0.05}, schedule: {kind: onecycle}",
+        "optimizer: {kind: sgd, lr: 1.0e12}, schedule: {kind: constant}",
+    );
+    assert!(text.contains("1.0e12"));
+    let cfg = write_cfg(tmp.path(), &text);
+    let st = fer()
+        .args(["train"])
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        err.contains("training diverged") && err.contains("clip_grad_norm"),
+        "{err}"
+    );
+    // The resolved config was written before the failure.
+    assert!(tmp.path().join("r/config.yaml").exists());
+}
