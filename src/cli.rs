@@ -30,6 +30,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model file or run folder.
     Eval(EvalArgs),
+    /// Hyperparameter sweep over an experiment's search space.
+    Sweep(SweepArgs),
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -108,6 +110,26 @@ pub struct TrainArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Experiment YAML (e.g. experiments/quick.yaml).
+    pub experiment: PathBuf,
+    /// Override any key of the composed experiment.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue a sweep after a crash: `--sweep-dir`, else the experiment's latest sweep.
+    #[arg(long)]
+    pub resume: bool,
+    /// Sweep folder (default: runs/<experiment>/<timestamp>).
+    #[arg(long)]
+    pub sweep_dir: Option<PathBuf>,
+    /// Data set folder, overriding `data.dir`.
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A model file (.safetensors written by fer) or a run folder.
     pub model: PathBuf,
@@ -167,6 +189,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Data(DataCommand::Stats(args)) => data_stats(args),
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Sweep(args) => sweep(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(args),
     }
@@ -253,6 +276,48 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         println!("run folder: {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn sweep(args: SweepArgs) -> Result<ExitCode> {
+    let mut exp = crate::sweep::config::Experiment::load(&args.experiment, &args.overrides)?;
+    if let Some(d) = &args.data {
+        exp.data.dir = d.clone();
+    }
+    let dir = match (&args.sweep_dir, args.resume) {
+        (Some(d), _) => d.clone(),
+        (None, false) => new_run_dir(&exp.name),
+        (None, true) => {
+            // The newest sweep of this experiment.
+            let base = crate::paths::runs_root().join(&exp.name);
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&base)
+                .with_context(|| format!("no sweeps to resume in {}", base.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("trials.jsonl").exists())
+                .collect();
+            dirs.sort();
+            dirs.pop()
+                .with_context(|| format!("no sweep with a trials.jsonl in {}", base.display()))?
+        }
+    };
+    if args.resume {
+        // The sweep folder's own resolved config is the one to continue.
+        let saved = crate::sweep::SweepDir(dir.clone()).config();
+        let mut saved_exp: crate::sweep::config::Experiment = crate::config::load_yaml(&saved)?;
+        saved_exp.data.dir = exp.data.dir.clone();
+        exp = saved_exp;
+    }
+    eprintln!("sweep folder: {}", dir.display());
+    let summary = crate::sweep::run(&exp, &dir, args.resume)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(if summary.all_failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn eval(args: EvalArgs) -> Result<ExitCode> {

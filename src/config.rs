@@ -138,22 +138,34 @@ pub fn apply_overrides<T>(cfg: T, overrides: &[String]) -> Result<T>
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {
-    if overrides.is_empty() {
-        return Ok(cfg);
-    }
-    let mut tree = serde_json::to_value(&cfg)?;
+    let mut values = Vec::new();
     for o in overrides {
         let (key, raw) = o
             .split_once('=')
             .ok_or_else(|| anyhow!("--set '{o}': expected key=value"))?;
         let value: serde_json::Value = serde_saphyr::from_str(raw)
             .map_err(|e| anyhow!("--set {key}: cannot parse '{raw}': {e}"))?;
+        values.push((key.to_string(), value));
+    }
+    apply_values(cfg, &values).map_err(|e| anyhow!("--set {e}"))
+}
+
+/// Sets each dotted `key` to its value and re-checks the types after each.
+pub fn apply_values<T>(cfg: T, values: &[(String, serde_json::Value)]) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    if values.is_empty() {
+        return Ok(cfg);
+    }
+    let mut tree = serde_json::to_value(&cfg)?;
+    for (key, value) in values {
         let mut node = &mut tree;
         let parts: Vec<&str> = key.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
-            let obj = node.as_object_mut().ok_or_else(|| {
-                anyhow!("--set {key}: '{}' is not a section", parts[..i].join("."))
-            })?;
+            let obj = node
+                .as_object_mut()
+                .ok_or_else(|| anyhow!("{key}: '{}' is not a section", parts[..i].join(".")))?;
             if i + 1 == parts.len() {
                 obj.insert(part.to_string(), value.clone());
                 break;
@@ -163,7 +175,11 @@ where
                 .or_insert_with(|| serde_json::Value::Object(Default::default()));
         }
         // Check each override on its own, so the error names it.
-        serde_json::from_value::<T>(tree.clone()).map_err(|e| anyhow!("--set {o}: {e}"))?;
+        let shown = match value {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        serde_json::from_value::<T>(tree.clone()).map_err(|e| anyhow!("{key}={shown}: {e}"))?;
     }
     Ok(serde_json::from_value(tree)?)
 }

@@ -57,6 +57,9 @@ pub struct TrainerState {
     pub best_epoch: Option<usize>,
     pub best_value: Option<f64>,
     pub stopped_early: bool,
+    /// Stopped by a sweep's pruner.
+    #[serde(default)]
+    pub pruned: bool,
     pub train_seconds: f64,
     pub images_seen: u64,
     pub history: Vec<EpochRecord>,
@@ -75,6 +78,8 @@ pub struct Outcome {
     pub best_epoch: Option<usize>,
     pub epochs_run: usize,
     pub stopped_early: bool,
+    pub pruned: bool,
+    pub history: Vec<EpochRecord>,
     pub train_seconds: f64,
     pub train_img_per_s: f64,
     pub val: EvalReport,
@@ -256,6 +261,17 @@ fn set_frozen(vs: &nn::VarStore, head: &str, frozen: bool, trainable: &[String])
 
 /// Trains (or resumes) the run in `dir` and evaluates its best weights.
 pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<Outcome> {
+    run_with(cfg, dir, resume, &mut |_| false)
+}
+
+/// As `run`, calling `after_epoch` with each epoch's record once it is
+/// checkpointed; returning true stops training there (a pruned trial).
+pub fn run_with(
+    cfg: &RunConfig,
+    dir: &Path,
+    resume: bool,
+    after_epoch: &mut dyn FnMut(&EpochRecord) -> bool,
+) -> Result<Outcome> {
     let rd = RunDir(dir.to_path_buf());
     std::fs::create_dir_all(dir.join("checkpoints"))
         .with_context(|| format!("creating {}", dir.display()))?;
@@ -346,6 +362,7 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<Outcome> {
             best_epoch: None,
             best_value: None,
             stopped_early: false,
+            pruned: false,
             train_seconds: 0.0,
             images_seen: 0,
             history: vec![],
@@ -514,6 +531,10 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<Outcome> {
         // `last` is written last: a kill before this point replays the epoch.
         save_checkpoint(&rd.last(), &vs, &opt, &state)?;
         write_metrics(&rd, &state.history)?;
+        if after_epoch(state.history.last().expect("just pushed")) {
+            state.pruned = true;
+            break;
+        }
     }
 
     // The best epoch's weights become the model file.
@@ -566,6 +587,8 @@ fn finish(
         best_epoch: state.and_then(|s| s.best_epoch),
         epochs_run: state.map_or(0, |s| s.epochs_done),
         stopped_early: state.is_some_and(|s| s.stopped_early),
+        pruned: state.is_some_and(|s| s.pruned),
+        history: state.map_or_else(Vec::new, |s| s.history.clone()),
         train_seconds: state.map_or(0.0, |s| s.train_seconds),
         train_img_per_s: state.map_or(0.0, |s| s.images_seen as f64 / s.train_seconds.max(1e-9)),
         val,

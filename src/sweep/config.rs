@@ -1,0 +1,347 @@
+//! Experiment files: Hydra-style composition of config groups. An
+//! experiment names a file from each group (`configs/<group>/<name>.yaml`)
+//! or writes the group inline, then overrides dotted keys under `set:` and
+//! declares the search `space`. Every part is parsed into typed structs that
+//! deny unknown fields, so a typo is an error with file, line and column.
+
+use super::pruner::PrunerConfig;
+use super::sampler::SamplerConfig;
+use super::space::{Space, SpaceFile, FAMILY};
+use crate::config::{apply_values, load_yaml, EvalConfig, RunConfig};
+use crate::data::DataConfig;
+use crate::metric::{Direction, MetricKey};
+use crate::models::ModelConfig;
+use crate::train::config::{Select, TrainConfig};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+/// A group entry: the name of a file in `configs/<group>/`, or inline.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GroupRef<T> {
+    Name(String),
+    Inline(T),
+}
+
+impl<T: Default> Default for GroupRef<T> {
+    fn default() -> Self {
+        GroupRef::Inline(T::default())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for GroupRef<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = GroupRef<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a config name (a file in configs/<group>/) or an inline mapping")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(GroupRef::Name(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // Same deserializer underneath: errors keep their location.
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(GroupRef::Inline)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// Placeholder group for the MLflow tracker (a later issue): the URI only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    pub uri: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    pub metric: MetricKey,
+    pub direction: Direction,
+}
+
+impl Default for Objective {
+    fn default() -> Self {
+        Objective {
+            metric: MetricKey::ValAcc,
+            direction: Direction::Maximize,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    pub sampler: SamplerConfig,
+    pub pruner: PrunerConfig,
+    pub n_trials: usize,
+    /// Wall-time budget: no new trial starts after this many minutes of trials.
+    pub max_minutes: Option<f64>,
+    /// Per-trial epoch cap (over `train.epochs`).
+    pub max_epochs: Option<usize>,
+    pub objective: Objective,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            sampler: SamplerConfig::Tpe {
+                n_startup: 10,
+                n_ei_candidates: 24,
+            },
+            pruner: PrunerConfig::None,
+            n_trials: 10,
+            max_minutes: None,
+            max_epochs: None,
+            objective: Objective::default(),
+        }
+    }
+}
+
+/// An experiment file as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub data: GroupRef<DataConfig>,
+    #[serde(default)]
+    pub model: Option<GroupRef<ModelConfig>>,
+    #[serde(default)]
+    pub train: GroupRef<TrainConfig>,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    #[serde(default)]
+    pub search: GroupRef<SearchConfig>,
+    #[serde(default)]
+    pub tracking: GroupRef<TrackingConfig>,
+    #[serde(default)]
+    pub space: SpaceFile,
+    /// Dotted-key overrides of every trial's run config (`data.*`, `model.*`,
+    /// `train.*`, `eval.*`), applied before the sampled parameters.
+    #[serde(default)]
+    pub set: BTreeMap<String, serde_json::Value>,
+}
+
+/// The resolved experiment, written to the sweep folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub name: String,
+    pub seed: u64,
+    pub data: DataConfig,
+    /// The model when the space does not choose a family.
+    pub model: Option<ModelConfig>,
+    /// Each family's base config, when the space chooses among families.
+    #[serde(default)]
+    pub family_models: BTreeMap<String, ModelConfig>,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+    pub search: SearchConfig,
+    pub tracking: TrackingConfig,
+    pub space: SpaceFile,
+    #[serde(default)]
+    pub set: BTreeMap<String, serde_json::Value>,
+}
+
+pub const FAMILIES: [&str; 7] = [
+    "majority", "random", "logistic", "mlp", "cnn", "resnet18", "vit",
+];
+
+/// The `configs/` folder: the nearest one above the experiment file, else `./configs`.
+pub fn configs_root(file: &Path) -> PathBuf {
+    let start = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    for dir in start.ancestors().skip(1) {
+        let c = dir.join("configs");
+        if c.is_dir() {
+            return c;
+        }
+    }
+    PathBuf::from("configs")
+}
+
+fn resolve<T: DeserializeOwned>(root: &Path, group: &str, r: GroupRef<T>) -> Result<T> {
+    match r {
+        GroupRef::Inline(t) => Ok(t),
+        GroupRef::Name(name) => {
+            let path = root.join(group).join(format!("{name}.yaml"));
+            if !path.is_file() {
+                let mut avail: Vec<String> = std::fs::read_dir(root.join(group))
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .filter_map(|e| {
+                                e.file_name()
+                                    .to_str()?
+                                    .strip_suffix(".yaml")
+                                    .map(String::from)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                avail.sort();
+                bail!(
+                    "{group}: '{name}' is not a config in {} (available: {})",
+                    root.join(group).display(),
+                    avail.join(", ")
+                );
+            }
+            load_yaml(&path)
+        }
+    }
+}
+
+impl Experiment {
+    /// Loads, composes and validates an experiment file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
+        let file: ExperimentFile = load_yaml(path)?;
+        let root = configs_root(path);
+        let ctx = |e: anyhow::Error| e.context(format!("in experiment {}", path.display()));
+        let space = Space::from_file(&file.space, &FAMILIES)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let mut family_models = BTreeMap::new();
+        for (fam, _) in &space.families {
+            let m: ModelConfig =
+                resolve(&root, "model", GroupRef::Name(fam.clone())).map_err(ctx)?;
+            family_models.insert(fam.clone(), m);
+        }
+        let model = match file.model {
+            Some(r) => Some(resolve(&root, "model", r).map_err(ctx)?),
+            None => None,
+        };
+        if model.is_none() && space.families.is_empty() {
+            bail!(
+                "{}: give a `model` (e.g. `model: cnn`) or a family choice under `space.model`",
+                path.display()
+            );
+        }
+        let mut exp = Experiment {
+            name: file.name,
+            seed: file.seed,
+            data: resolve(&root, "data", file.data).map_err(ctx)?,
+            model,
+            family_models,
+            train: resolve(&root, "train", file.train).map_err(ctx)?,
+            eval: file.eval,
+            search: resolve(&root, "search", file.search).map_err(ctx)?,
+            tracking: resolve(&root, "tracking", file.tracking).map_err(ctx)?,
+            space: file.space,
+            set: file.set,
+        };
+        if !overrides.is_empty() {
+            exp = crate::config::apply_overrides(exp, overrides)
+                .with_context(|| format!("applying --set to {}", path.display()))?;
+        }
+        exp.validate()
+            .with_context(|| format!("in experiment {}", path.display()))?;
+        Ok(exp)
+    }
+
+    pub fn space(&self) -> Result<Space> {
+        Space::from_file(&self.space, &FAMILIES).map_err(anyhow::Error::msg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.search.n_trials == 0 {
+            bail!("search.n_trials must be at least 1");
+        }
+        let space = self.space()?;
+        // Every family and every parameter path must make a valid config.
+        // Keys and types only: a value that fails validation (say a ViT
+        // patch that does not divide the input) fails that trial, not the sweep.
+        let probe = |params: super::sampler::Params| -> Result<()> {
+            self.compose_trial(&params, 0, 0).map(|_| ())
+        };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let fams: Vec<Option<String>> = if space.families.is_empty() {
+            vec![None]
+        } else {
+            space
+                .families
+                .iter()
+                .map(|(f, _)| Some(f.clone()))
+                .collect()
+        };
+        for fam in fams {
+            let mut p = super::sampler::Params::new();
+            if let Some(f) = &fam {
+                p.insert(FAMILY.into(), serde_json::json!(f));
+            }
+            for (name, d) in space.dists_for(fam.as_deref()) {
+                p.insert(name, d.sample(&mut rng));
+            }
+            probe(p).with_context(|| match &fam {
+                Some(f) => format!("checking the search space for family {f}"),
+                None => "checking the search space".into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The run config of one trial: base groups, the trial's family, `set:`
+    /// overrides, then the sampled parameters, type-checked.
+    pub fn trial_config(
+        &self,
+        params: &super::sampler::Params,
+        trial: usize,
+        seed: u64,
+    ) -> Result<RunConfig> {
+        let cfg = self.compose_trial(params, trial, seed)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn compose_trial(
+        &self,
+        params: &super::sampler::Params,
+        trial: usize,
+        seed: u64,
+    ) -> Result<RunConfig> {
+        let model = match params.get(FAMILY).and_then(|v| v.as_str()) {
+            Some(f) => self
+                .family_models
+                .get(f)
+                .cloned()
+                .ok_or_else(|| anyhow!("family '{f}' is not in the space"))?,
+            None => self.model.clone().context("no model configured")?,
+        };
+        let mut train = self.train.clone();
+        if let Some(cap) = self.search.max_epochs {
+            train.epochs = train.epochs.min(cap);
+        }
+        // Select checkpoints on the objective when it is a validation metric.
+        train.select = match self.search.objective.metric {
+            MetricKey::ValLoss => Select::ValLoss,
+            MetricKey::ValF1Macro => Select::ValF1Macro,
+            _ => Select::ValAcc,
+        };
+        let cfg = RunConfig {
+            name: format!("{}-trial{trial}", self.name),
+            seed,
+            data: self.data.clone(),
+            model,
+            train,
+            eval: self.eval.clone(),
+        };
+        let mut values: Vec<(String, serde_json::Value)> = self.set.clone().into_iter().collect();
+        values.extend(
+            params
+                .iter()
+                .filter(|(k, _)| k.as_str() != FAMILY)
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        apply_values(cfg, &values)
+    }
+
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_saphyr::to_string(self).map_err(|e| anyhow!("serialising the experiment: {e}"))
+    }
+}

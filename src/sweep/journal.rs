@@ -1,0 +1,297 @@
+//! The sweep's storage: an append-only journal (`trials.jsonl`), one JSON
+//! event per line, flushed and synced per event. Everything else (trial
+//! states, the sampler's history, the summary) is rebuilt from it. A line
+//! cut short by a kill is ignored and overwritten.
+
+use super::sampler::Params;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialState {
+    Running,
+    Complete,
+    Pruned,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A trial was asked for: its number, parameters and seed are fixed now.
+    TrialStarted {
+        trial: usize,
+        params: Params,
+        seed: u64,
+        time: f64,
+    },
+    /// One epoch's objective value.
+    Intermediate {
+        trial: usize,
+        epoch: usize,
+        value: f64,
+    },
+    /// The trial ended; `value` is the objective (best epoch, or the last
+    /// reported value when pruned).
+    TrialFinished {
+        trial: usize,
+        state: TrialState,
+        value: Option<f64>,
+        seconds: f64,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        family: Option<String>,
+        #[serde(default)]
+        params_count: Option<u64>,
+    },
+}
+
+/// A trial rebuilt from the journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub number: usize,
+    pub params: Params,
+    pub seed: u64,
+    pub state: TrialState,
+    pub value: Option<f64>,
+    /// Objective per epoch, in order.
+    pub intermediate: Vec<(usize, f64)>,
+    pub seconds: f64,
+    pub error: Option<String>,
+    pub family: Option<String>,
+    pub params_count: Option<u64>,
+}
+
+impl TrialRecord {
+    /// A finished trial (for tests and synthetic studies).
+    pub fn finished(
+        number: usize,
+        params: Params,
+        state: TrialState,
+        value: Option<f64>,
+    ) -> TrialRecord {
+        TrialRecord {
+            number,
+            params,
+            seed: 0,
+            state,
+            value,
+            intermediate: vec![],
+            seconds: 0.0,
+            error: None,
+            family: None,
+            params_count: None,
+        }
+    }
+}
+
+pub struct Journal {
+    path: PathBuf,
+}
+
+impl Journal {
+    pub fn open(dir: &Path) -> Result<Journal> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("trials.jsonl");
+        let j = Journal { path };
+        j.repair()?;
+        Ok(j)
+    }
+
+    /// Drops a last line that a kill cut short, so appends stay parseable.
+    fn repair(&self) -> Result<()> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return Ok(());
+        };
+        if text.is_empty() || text.ends_with('\n') {
+            return Ok(());
+        }
+        let keep = text.rfind('\n').map_or(0, |i| i + 1);
+        std::fs::write(&self.path, &text[..keep])
+            .with_context(|| format!("repairing {}", self.path.display()))
+    }
+
+    pub fn append(&self, e: &Event) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        let mut line = serde_json::to_string(e)?;
+        line.push('\n');
+        f.write_all(line.as_bytes())?;
+        f.sync_data()?;
+        Ok(())
+    }
+
+    pub fn events(&self) -> Result<Vec<Event>> {
+        read_events(&self.path)
+    }
+
+    pub fn trials(&self) -> Result<Vec<TrialRecord>> {
+        Ok(rebuild(&self.events()?))
+    }
+}
+
+/// Parses the journal; a malformed line other than a cut-off last one is an error.
+pub fn read_events(path: &Path) -> Result<Vec<Event>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(e) => out.push(e),
+            Err(_) if i + 1 == lines.len() && !complete => {}
+            Err(e) => anyhow::bail!("{}:{}: bad journal line: {e}", path.display(), i + 1),
+        }
+    }
+    Ok(out)
+}
+
+/// Folds events into trials, ordered by number. A trial started but never
+/// finished stays `Running` (it was interrupted).
+pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
+    let mut trials: Vec<TrialRecord> = Vec::new();
+    for e in events {
+        match e {
+            Event::TrialStarted {
+                trial,
+                params,
+                seed,
+                ..
+            } => {
+                if trials.iter().all(|t| t.number != *trial) {
+                    trials.push(TrialRecord {
+                        number: *trial,
+                        params: params.clone(),
+                        seed: *seed,
+                        state: TrialState::Running,
+                        value: None,
+                        intermediate: vec![],
+                        seconds: 0.0,
+                        error: None,
+                        family: None,
+                        params_count: None,
+                    });
+                }
+            }
+            Event::Intermediate {
+                trial,
+                epoch,
+                value,
+            } => {
+                if let Some(t) = trials.iter_mut().find(|t| t.number == *trial) {
+                    // A resumed trial re-reports replayed epochs: keep one per epoch.
+                    t.intermediate.retain(|(e, _)| e != epoch);
+                    t.intermediate.push((*epoch, *value));
+                    t.intermediate.sort_by_key(|p| p.0);
+                }
+            }
+            Event::TrialFinished {
+                trial,
+                state,
+                value,
+                seconds,
+                error,
+                family,
+                params_count,
+            } => {
+                if let Some(t) = trials.iter_mut().find(|t| t.number == *trial) {
+                    t.state = *state;
+                    t.value = *value;
+                    t.seconds = *seconds;
+                    t.error = error.clone();
+                    t.family = family.clone();
+                    t.params_count = *params_count;
+                }
+            }
+        }
+    }
+    trials.sort_by_key(|t| t.number);
+    trials
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuild_survives_a_cut_line_and_replayed_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let p: Params = [("x".to_string(), serde_json::json!(1.0))].into();
+        j.append(&Event::TrialStarted {
+            trial: 0,
+            params: p.clone(),
+            seed: 5,
+            time: 0.0,
+        })
+        .unwrap();
+        j.append(&Event::Intermediate {
+            trial: 0,
+            epoch: 1,
+            value: 0.3,
+        })
+        .unwrap();
+        j.append(&Event::TrialFinished {
+            trial: 0,
+            state: TrialState::Complete,
+            value: Some(0.3),
+            seconds: 1.0,
+            error: None,
+            family: None,
+            params_count: None,
+        })
+        .unwrap();
+        j.append(&Event::TrialStarted {
+            trial: 1,
+            params: p,
+            seed: 6,
+            time: 0.0,
+        })
+        .unwrap();
+        j.append(&Event::Intermediate {
+            trial: 1,
+            epoch: 1,
+            value: 0.2,
+        })
+        .unwrap();
+        j.append(&Event::Intermediate {
+            trial: 1,
+            epoch: 1,
+            value: 0.2,
+        })
+        .unwrap();
+        // A kill mid-write leaves half a line.
+        let path = dir.path().join("trials.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"event\":\"intermed").unwrap();
+        drop(f);
+        let t = rebuild(&read_events(&path).unwrap());
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].state, TrialState::Complete);
+        assert_eq!(t[1].state, TrialState::Running);
+        assert_eq!(t[1].intermediate, vec![(1, 0.2)]);
+        // Reopening repairs the file so new events append cleanly.
+        let j = Journal::open(dir.path()).unwrap();
+        j.append(&Event::Intermediate {
+            trial: 1,
+            epoch: 2,
+            value: 0.1,
+        })
+        .unwrap();
+        assert_eq!(j.trials().unwrap()[1].intermediate.len(), 2);
+    }
+}

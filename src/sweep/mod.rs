@@ -1,0 +1,344 @@
+//! `fer sweep`: hyperparameter search over an experiment's space. A study
+//! with ask/tell over an append-only journal: every decision is an event in
+//! `trials.jsonl`, and after a crash `--resume` rebuilds the trials from it,
+//! finishes the interrupted trial from its last checkpoint, and continues.
+
+pub mod config;
+pub mod journal;
+pub mod pruner;
+pub mod sampler;
+pub mod space;
+pub mod tpe;
+
+use crate::metric::Direction;
+use anyhow::{bail, Context, Result};
+use config::Experiment;
+use journal::{Event, Journal, TrialRecord, TrialState};
+use sampler::{observations, Params};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The files of a sweep folder.
+pub struct SweepDir(pub PathBuf);
+
+impl SweepDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("config.yaml")
+    }
+    pub fn trial(&self, n: usize) -> PathBuf {
+        self.0.join("trials").join(format!("{n:03}"))
+    }
+    pub fn summary_md(&self) -> PathBuf {
+        self.0.join("summary.md")
+    }
+    pub fn summary_json(&self) -> PathBuf {
+        self.0.join("summary.json")
+    }
+    pub fn best_model(&self) -> PathBuf {
+        self.0.join("best-model.safetensors")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub objective: String,
+    pub direction: Direction,
+    pub trials: Vec<TrialRecord>,
+    /// Best complete trial per family.
+    pub best_per_family: Vec<(String, usize, f64)>,
+    pub best: Option<usize>,
+    pub best_model: Option<PathBuf>,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn family_of(exp: &Experiment, params: &Params) -> String {
+    params
+        .get(space::FAMILY)
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .or_else(|| exp.model.as_ref().map(|m| m.family().to_string()))
+        .unwrap_or_default()
+}
+
+/// Runs (or resumes) the sweep in `dir`.
+pub fn run(exp: &Experiment, dir: &Path, resume: bool) -> Result<Summary> {
+    let sd = SweepDir(dir.to_path_buf());
+    if !resume && sd.0.join("trials.jsonl").exists() {
+        bail!(
+            "{} already holds a sweep; pass --resume to continue it",
+            dir.display()
+        );
+    }
+    let journal = Journal::open(dir)?;
+    if !resume {
+        std::fs::write(sd.config(), exp.to_yaml()?)
+            .with_context(|| format!("writing {}", sd.config().display()))?;
+    }
+    let space = exp.space()?;
+    let objective = exp.search.objective.clone();
+    let started = Instant::now();
+    let already: f64 = journal.trials()?.iter().map(|t| t.seconds).sum();
+    loop {
+        let trials = journal.trials()?;
+        // An interrupted trial is finished first, from its checkpoint: no new
+        // trial is asked for, so none is lost or counted twice.
+        let (number, params, seed) =
+            if let Some(t) = trials.iter().find(|t| t.state == TrialState::Running) {
+                eprintln!("sweep: resuming interrupted trial {}", t.number);
+                (t.number, t.params.clone(), t.seed)
+            } else {
+                if trials.len() >= exp.search.n_trials {
+                    break;
+                }
+                if let Some(max) = exp.search.max_minutes {
+                    if already + started.elapsed().as_secs_f64() >= max * 60.0 {
+                        eprintln!(
+                            "sweep: wall-time budget of {max} min reached after {} trials",
+                            trials.len()
+                        );
+                        break;
+                    }
+                }
+                let n = trials.len();
+                let obs = observations(&trials, |v| objective.direction.loss(v));
+                let params = exp.search.sampler.ask(&space, &obs, exp.seed, n);
+                let seed = crate::data::augment::image_seed(exp.seed, 0x7121, n as u64);
+                journal.append(&Event::TrialStarted {
+                    trial: n,
+                    params: params.clone(),
+                    seed,
+                    time: now(),
+                })?;
+                (n, params, seed)
+            };
+        run_trial(exp, &sd, &journal, number, &params, seed)?;
+    }
+    let summary = summarise(exp, &sd, journal.trials()?)?;
+    Ok(summary)
+}
+
+fn run_trial(
+    exp: &Experiment,
+    sd: &SweepDir,
+    journal: &Journal,
+    n: usize,
+    params: &Params,
+    seed: u64,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let family = family_of(exp, params);
+    let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("sweep: trial {n} [{}] {}", family, shown.join(" "));
+    let finish = |state, value, error: Option<String>, count| {
+        journal.append(&Event::TrialFinished {
+            trial: n,
+            state,
+            value,
+            seconds: t0.elapsed().as_secs_f64(),
+            error,
+            family: Some(family.clone()),
+            params_count: count,
+        })
+    };
+    let cfg = match exp.trial_config(params, n, seed) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sweep: trial {n} failed: {e:#}");
+            return finish(TrialState::Failed, None, Some(format!("{e:#}")), None);
+        }
+    };
+    let dir = sd.trial(n);
+    let rd = crate::train::RunDir(dir.clone());
+    let resume = rd.last().exists();
+    if resume {
+        // Re-emit the epochs the checkpoint already holds (the kill may have
+        // come between the checkpoint and the journal); rebuild deduplicates.
+        if let Ok(text) = std::fs::read_to_string(rd.metrics_jsonl()) {
+            for line in text.lines() {
+                if let Ok(r) = serde_json::from_str::<crate::train::EpochRecord>(line) {
+                    journal.append(&Event::Intermediate {
+                        trial: n,
+                        epoch: r.epoch,
+                        value: objective_of(exp, &r),
+                    })?;
+                }
+            }
+        }
+    }
+    let mut journal_err = None;
+    let mut hook = |r: &crate::train::EpochRecord| -> bool {
+        let value = objective_of(exp, r);
+        if let Err(e) = journal.append(&Event::Intermediate {
+            trial: n,
+            epoch: r.epoch,
+            value,
+        }) {
+            journal_err = Some(e);
+            return true;
+        }
+        let trials = journal.trials().unwrap_or_default();
+        let Some(me) = trials.iter().find(|t| t.number == n) else {
+            return false;
+        };
+        let prune =
+            exp.search
+                .pruner
+                .should_prune(me, &trials, r.epoch, exp.search.objective.direction);
+        if prune {
+            eprintln!(
+                "sweep: trial {n} pruned at epoch {} ({} = {value:.4})",
+                r.epoch,
+                exp.search.objective.metric.name()
+            );
+        }
+        prune
+    };
+    let result = crate::train::run_with(&cfg, &dir, resume, &mut hook);
+    if let Some(e) = journal_err {
+        return Err(e.context("writing the sweep journal"));
+    }
+    match result {
+        Ok(out) => {
+            let dirn = exp.search.objective.direction;
+            let values = out.history.iter().map(|r| objective_of(exp, r));
+            let value = if out.pruned {
+                out.history.last().map(|r| objective_of(exp, r))
+            } else {
+                values.reduce(|a, b| if dirn.better(b, a) { b } else { a })
+            };
+            let state = if out.pruned {
+                TrialState::Pruned
+            } else {
+                TrialState::Complete
+            };
+            eprintln!(
+                "sweep: trial {n} {} with {} = {}",
+                if out.pruned { "pruned" } else { "complete" },
+                exp.search.objective.metric.name(),
+                value.map_or("-".into(), |v| format!("{v:.4}"))
+            );
+            finish(state, value, None, Some(out.params))
+        }
+        Err(e) => {
+            eprintln!("sweep: trial {n} failed: {e:#}");
+            finish(TrialState::Failed, None, Some(format!("{e:#}")), None)
+        }
+    }
+}
+
+fn objective_of(exp: &Experiment, r: &crate::train::EpochRecord) -> f64 {
+    exp.search.objective.metric.of(r)
+}
+
+fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Result<Summary> {
+    let dir = exp.search.objective.direction;
+    let better = |a: &TrialRecord, b: &TrialRecord| {
+        dir.better(a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN))
+    };
+    let complete: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete && t.value.is_some())
+        .collect();
+    let best = complete
+        .iter()
+        .copied()
+        .reduce(|a, b| if better(b, a) { b } else { a })
+        .map(|t| t.number);
+    let mut fams: Vec<String> = complete.iter().filter_map(|t| t.family.clone()).collect();
+    fams.sort();
+    fams.dedup();
+    let best_per_family = fams
+        .iter()
+        .filter_map(|f| {
+            complete
+                .iter()
+                .copied()
+                .filter(|t| t.family.as_deref() == Some(f.as_str()))
+                .reduce(|a, b| if better(b, a) { b } else { a })
+                .map(|t| (f.clone(), t.number, t.value.unwrap_or(f64::NAN)))
+        })
+        .collect();
+    let best_model = match best {
+        Some(n) => {
+            let src = crate::train::RunDir(sd.trial(n)).model();
+            std::fs::copy(&src, sd.best_model())
+                .with_context(|| format!("exporting {}", src.display()))?;
+            Some(sd.best_model())
+        }
+        None => None,
+    };
+    let s = Summary {
+        name: exp.name.clone(),
+        objective: exp.search.objective.metric.name().to_string(),
+        direction: dir,
+        trials,
+        best_per_family,
+        best,
+        best_model,
+    };
+    std::fs::write(sd.summary_json(), serde_json::to_vec_pretty(&s)?)?;
+    std::fs::write(sd.summary_md(), s.render())?;
+    Ok(s)
+}
+
+impl Summary {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "# Sweep `{}`\n\nObjective: {} ({:?}).\n\n| trial | family | state | {} | epochs | params | seconds | parameters |\n|---:|---|---|---:|---:|---:|---:|---|\n",
+            self.name, self.objective, self.direction, self.objective
+        );
+        for t in &self.trials {
+            let p: Vec<String> = t
+                .params
+                .iter()
+                .filter(|(k, _)| k.as_str() != space::FAMILY)
+                .map(|(k, v)| match v.as_f64() {
+                    Some(x) if v.is_f64() => format!("{k}={x:.4}"),
+                    _ => format!("{k}={v}"),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:?} | {} | {} | {} | {:.0} | {} |",
+                t.number,
+                t.family.as_deref().unwrap_or("-"),
+                t.state,
+                t.value.map_or("-".into(), |v| format!("{v:.4}")),
+                t.intermediate.len(),
+                t.params_count.map_or("-".into(), |c| c.to_string()),
+                t.seconds,
+                p.join(" ")
+            );
+        }
+        s += "\nBest per family:\n\n";
+        for (f, n, v) in &self.best_per_family {
+            let _ = writeln!(s, "- {f}: trial {n}, {} = {v:.4}", self.objective);
+        }
+        match self.best {
+            Some(n) => {
+                let _ = writeln!(
+                    s,
+                    "\nBest overall: trial {n}; model exported to `{}`.",
+                    self.best_model
+                        .as_ref()
+                        .map_or(String::new(), |p| p.display().to_string())
+                );
+            }
+            None => s += "\nNo trial completed.\n",
+        }
+        s
+    }
+
+    /// True when every trial failed (the sweep's exit code is then non-zero).
+    pub fn all_failed(&self) -> bool {
+        !self.trials.is_empty() && self.trials.iter().all(|t| t.state == TrialState::Failed)
+    }
+}

@@ -1,0 +1,233 @@
+//! `fer sweep` end to end on real FER-2013 subsets: a kill mid-trial and
+//! `--resume` (no trial lost, duplicated or counted twice), failed trials,
+//! and bad experiment files.
+
+mod common;
+
+use fer::sweep::config::Experiment;
+use fer::sweep::journal::{read_events, rebuild, Event, TrialState};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
+    c.env("FER_THREADS", "2")
+        .env("FER2013_DIR", common::fer_dir())
+        .current_dir(repo());
+    c
+}
+
+/// An experiment file in `experiments/` style, written under a temp dir
+/// that has `configs/` beside it (a symlink to the repo's).
+fn experiment(tmp: &Path, body: &str) -> PathBuf {
+    let _ = std::os::unix::fs::symlink(repo().join("configs"), tmp.join("configs"));
+    std::fs::create_dir_all(tmp.join("experiments")).unwrap();
+    let p = tmp.join("experiments/exp.yaml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn kill_mid_trial_then_resume_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = tmp.path().join("sweep");
+    let exp = repo().join("experiments/smoke.yaml");
+    let mut child = fer()
+        .args(["sweep"])
+        .arg(&exp)
+        .arg("--sweep-dir")
+        .arg(&sweep)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once trial 1 has reported its first epoch: it is mid-trial.
+    let journal = sweep.join("trials.jsonl");
+    let t = Instant::now();
+    loop {
+        let events = read_events(&journal).unwrap_or_default();
+        if events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Intermediate {
+                    trial: 1,
+                    epoch: 1,
+                    ..
+                }
+            )
+        }) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "trial 1 never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sweep ended before the kill"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = rebuild(&read_events(&journal).unwrap());
+    assert!(
+        before.iter().any(|t| t.state == TrialState::Running),
+        "{before:?}"
+    );
+
+    let out = fer()
+        .args(["sweep"])
+        .arg(&exp)
+        .arg("--resume")
+        .arg("--sweep-dir")
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resuming interrupted trial"), "{err}");
+
+    let events = read_events(&journal).unwrap();
+    let started: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrialStarted { trial, .. } => Some(*trial),
+            _ => None,
+        })
+        .collect();
+    let finished: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrialFinished { trial, .. } => Some(*trial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec![0, 1, 2], "each trial asked for exactly once");
+    let mut f = finished.clone();
+    f.sort();
+    assert_eq!(
+        f,
+        vec![0, 1, 2],
+        "each trial finished exactly once: {finished:?}"
+    );
+    let trials = rebuild(&events);
+    for t in &trials {
+        assert_eq!(t.state, TrialState::Complete, "{t:?}");
+        assert_eq!(t.intermediate.len(), 2, "one value per epoch: {t:?}");
+    }
+    // The interrupted trial continued from its checkpoint: its run folder
+    // holds each epoch once.
+    let metrics = std::fs::read_to_string(sweep.join("trials/001/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    assert!(sweep.join("best-model.safetensors").exists());
+    let summary = std::fs::read_to_string(sweep.join("summary.md")).unwrap();
+    assert!(summary.contains("Best overall: trial"), "{summary}");
+    // The resolved experiment was written into the sweep folder.
+    let saved: Experiment = fer::config::load_yaml(&sweep.join("config.yaml")).unwrap();
+    assert_eq!(saved.name, "smoke");
+}
+
+#[test]
+fn failed_trials_are_recorded_and_only_all_failed_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // lr 1e12 diverges at once: every trial fails, exit code 1.
+    let p = experiment(
+        tmp.path(),
+        "name: failing\ndata: fer2013\nmodel: {kind: mlp, hidden: [32]}\ntrain: smoke\n\
+         search: {sampler: {kind: random}, n_trials: 2}\n\
+         set: {train.epochs: 1, train.schedule: {kind: constant}}\n\
+         space:\n  train.optimizer.lr: {float: [1.0e11, 1.0e12], log: true}\n",
+    );
+    let out = fer()
+        .args(["sweep"])
+        .arg(&p)
+        .arg("--sweep-dir")
+        .arg(tmp.path().join("s1"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trials = rebuild(&read_events(&tmp.path().join("s1/trials.jsonl")).unwrap());
+    assert_eq!(trials.len(), 2);
+    assert!(trials
+        .iter()
+        .all(|t| t.state == TrialState::Failed
+            && t.error.as_deref().unwrap_or("").contains("diverged")));
+}
+
+fn load_err(body: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = experiment(tmp.path(), body);
+    format!("{:#}", Experiment::load(&p, &[]).unwrap_err())
+}
+
+#[test]
+fn bad_experiments_name_file_line_and_choices() {
+    let base = "name: x\ndata: fer2013\ntrain: smoke\n";
+    // A typo in a key.
+    let e = load_err(&format!("{base}model: cnn\nserch: random\n"));
+    assert!(
+        e.contains("exp.yaml:5:") && e.contains("serch") && e.contains("search"),
+        "{e}"
+    );
+    // A wrong type, inline.
+    let e = load_err(&format!("{base}model: {{kind: cnn, dropout: high}}\n"));
+    assert!(e.contains("exp.yaml:4:"), "{e}");
+    // An empty search range.
+    let e = load_err(&format!(
+        "{base}model: cnn\nspace:\n  train.optimizer.lr: {{float: [0.1, 0.01]}}\n"
+    ));
+    assert!(
+        e.contains("space.train.optimizer.lr") && e.contains("empty range"),
+        "{e}"
+    );
+    // An unknown model: as a group name, as a family, and as an inline kind.
+    let e = load_err(&format!("{base}model: transformer\n"));
+    assert!(e.contains("transformer") && e.contains("resnet18"), "{e}");
+    let e = load_err(&format!("{base}space:\n  model: {{transformer: {{}}}}\n"));
+    assert!(e.contains("transformer") && e.contains("vit"), "{e}");
+    let e = load_err(&format!("{base}model: {{kind: transformer}}\n"));
+    assert!(e.contains("exp.yaml:4:") && e.contains("resnet18"), "{e}");
+    // An objective metric that is never logged, with the choices.
+    let e = load_err(&format!(
+        "{base}model: cnn\nsearch: {{objective: {{metric: val/accuracy, direction: maximize}}}}\n"
+    ));
+    assert!(e.contains("val/accuracy") && e.contains("val/acc"), "{e}");
+    // A search parameter path that is not a config key.
+    let e = load_err(&format!(
+        "{base}model: cnn\nspace:\n  train.learning_rate: {{float: [0.01, 0.1]}}\n"
+    ));
+    assert!(e.contains("learning_rate"), "{e}");
+    // A group file that does not exist lists the available ones.
+    let e = load_err("name: x\nmodel: cnn\ntrain: fast\n");
+    assert!(
+        e.contains("fast") && e.contains("quick") && e.contains("smoke"),
+        "{e}"
+    );
+}
+
+#[test]
+fn shipped_experiments_load() {
+    for name in ["smoke", "quick", "baselines", "tune-cnn"] {
+        let p = repo().join(format!("experiments/{name}.yaml"));
+        let exp = Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(exp.name, name);
+    }
+    let quick = Experiment::load(&repo().join("experiments/quick.yaml"), &[]).unwrap();
+    let fams: Vec<&String> = quick.family_models.keys().collect();
+    assert_eq!(fams, vec!["cnn", "mlp", "resnet18", "vit"]);
+}
