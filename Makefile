@@ -19,6 +19,7 @@ build: setup
 
 demo: build
 	$(FER) data stats --data "$(FER2013_DIR)"
+	$(FER) sweep experiments/quick.yaml --data "$(FER2013_DIR)"
 
 test: build
 	$(CARGO) test --release -- --test-threads=1

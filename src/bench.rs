@@ -61,18 +61,24 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, t.elapsed().as_secs_f64())
 }
 
-/// Runs the torchvision side; its JSON maps measurement keys to numbers.
-fn python_side(args: &DataBenchArgs, dir: &std::path::Path) -> Result<serde_json::Value> {
-    let py = args
-        .python
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
+/// The Python that runs the PyTorch side: `--python`, else the project's
+/// `.venv`. Absolute but not canonical: resolving the venv's symlink would
+/// leave the venv.
+fn python(given: Option<&std::path::Path>) -> Result<PathBuf> {
+    let py =
+        std::env::current_dir()?.join(given.unwrap_or(std::path::Path::new(".venv/bin/python")));
     if !py.exists() {
         bail!(
             "{} not found: run `make setup` (or pass --python, or --no-python)",
             py.display()
         );
     }
+    Ok(py)
+}
+
+/// Runs the torchvision side; its JSON maps measurement keys to numbers.
+fn python_side(args: &DataBenchArgs, dir: &std::path::Path) -> Result<serde_json::Value> {
+    let py = python(args.python.as_deref())?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torchvision.py");
     let threads = rayon::current_num_threads();
     let out = std::process::Command::new(&py)
@@ -392,18 +398,7 @@ pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
     }
     let mut versions = None;
     if !args.no_python {
-        let py = args
-            .python
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
-        // Absolute but not canonical: resolving the venv's symlink would
-        // leave the venv.
-        let py = std::env::current_dir()?.join(py);
-        anyhow::ensure!(
-            py.exists(),
-            "{} not found: run `make setup` (or pass --python)",
-            py.display()
-        );
+        let py = python(args.python.as_deref())?;
         let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
         let out = std::process::Command::new(&py)
             .current_dir(&scripts)

@@ -312,3 +312,39 @@ fn a_diverging_run_fails_with_a_clear_message() {
     // The resolved config was written before the failure.
     assert!(tmp.path().join("r/config.yaml").exists());
 }
+
+#[test]
+fn freeze_then_unfreeze_trains_only_the_head_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::load(
+        &write_cfg(tmp.path(), &tiny_yaml(1)),
+        &[
+            "train.freeze_backbone_epochs=1".into(),
+            "train.subset=0.01".into(),
+        ],
+    )
+    .unwrap();
+    // Initial weights: the same seed builds the same network.
+    tch::manual_seed(cfg.seed as i64);
+    let vs0 = tch::nn::VarStore::new(tch::Device::Cpu);
+    fer::models::build(&vs0.root(), &cfg.model, cfg.data.augment.size, 7).unwrap();
+    let run = tmp.path().join("run");
+    fer::train::run(&cfg, &run, false).unwrap();
+    let after = fer::tensor_io::load(&run.join("model.safetensors"))
+        .unwrap()
+        .tensors;
+    let before = vs0.variables();
+    let changed = |k: &str| !before[k].equal(&after[k]);
+    assert!(
+        changed("head.weight"),
+        "the head trains while the backbone is frozen"
+    );
+    assert!(
+        !changed("features.0.conv0.weight"),
+        "frozen conv weights must not move"
+    );
+    assert!(
+        !changed("features.2.bn0.weight"),
+        "frozen BN affine weights must not move"
+    );
+}

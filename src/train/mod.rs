@@ -199,29 +199,25 @@ fn save_checkpoint(
     tensor_io::save(path, &tensors, &md)
 }
 
+/// The tensors named `<prefix><name>`, keyed by `<name>`.
+fn with_prefix(tensors: &BTreeMap<String, Tensor>, prefix: &str) -> BTreeMap<String, Tensor> {
+    tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix(prefix)
+                .map(|n| (n.to_string(), t.shallow_clone()))
+        })
+        .collect()
+}
+
 fn load_checkpoint(
     path: &Path,
     vs: &nn::VarStore,
     opt: &mut optim::Optimizer,
 ) -> Result<TrainerState> {
     let ck = tensor_io::load(path)?;
-    let model: BTreeMap<String, Tensor> = ck
-        .tensors
-        .iter()
-        .filter_map(|(k, t)| {
-            k.strip_prefix("model/")
-                .map(|n| (n.to_string(), t.shallow_clone()))
-        })
-        .collect();
-    model_file::copy_into(vs, &model, "")?;
-    let opt_state: BTreeMap<String, Tensor> = ck
-        .tensors
-        .iter()
-        .filter_map(|(k, t)| {
-            k.strip_prefix("opt/")
-                .map(|n| (n.to_string(), t.shallow_clone()))
-        })
-        .collect();
+    model_file::copy_into(vs, &with_prefix(&ck.tensors, "model/"), "")?;
+    let opt_state = with_prefix(&ck.tensors, "opt/");
     let steps: i64 = ck
         .metadata
         .get("fer.opt_steps")
@@ -539,14 +535,7 @@ pub fn run_with(
 
     // The best epoch's weights become the model file.
     let best = tensor_io::load(&rd.best())?;
-    let model: BTreeMap<String, Tensor> = best
-        .tensors
-        .iter()
-        .filter_map(|(k, t)| {
-            k.strip_prefix("model/")
-                .map(|n| (n.to_string(), t.shallow_clone()))
-        })
-        .collect();
+    let model = with_prefix(&best.tensors, "model/");
     model_file::copy_into(&vs, &model, "")?;
     let best_rec = state
         .history
