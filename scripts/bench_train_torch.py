@@ -132,7 +132,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    files = sorted(__import__("glob").glob(os.path.join(a.data, "train", "*", "*.jpg")))[:4096]
+    need = a.batch_size * (a.warmup + a.batches + 1)
+    files = sorted(__import__("glob").glob(os.path.join(a.data, "train", "*", "*.jpg")))[:need]
     x_all = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("L")) for f in files])).unsqueeze(1)
     y_all = torch.randint(0, 7, (len(files),))
     bs, out = a.batch_size, {}

@@ -360,12 +360,15 @@ fn rust_train_rate(
             drop_last: true,
             prefetch: 2,
         };
+        let mut steps = 0;
         for (i, b) in start_epoch(set.clone(), &spec, 0, 0).take(n).enumerate() {
             if i == args.warmup {
                 t = Instant::now();
             }
             step(&b.x, &b.y);
+            steps += 1;
         }
+        anyhow::ensure!(steps == n, "the loader gave {steps} batches, {n} needed");
     }
     Ok((
         (args.batches * args.batch_size) as f64 / t.elapsed().as_secs_f64(),
@@ -377,7 +380,11 @@ fn rust_train_rate(
 pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
     let cfg = args.data.resolve()?;
     let fer = data::load(&cfg, &crate::paths::cache_dir())?.data;
-    let n = fer.train.len().min(4096);
+    // Enough images for every timed batch to be a fresh one.
+    let n = fer
+        .train
+        .len()
+        .min(args.batch_size * (args.warmup + args.batches + 1));
     let set = std::sync::Arc::new(fer.train.select(&(0..n).collect::<Vec<_>>()));
     let families: Vec<&str> = args.families.split(',').map(str::trim).collect();
     let mut rows = Vec::new();
