@@ -81,18 +81,13 @@ fn kill_mid_trial_then_resume_loses_and_duplicates_nothing() {
         "{before:?}"
     );
 
-    let out = fer()
-        .args(["sweep"])
-        .arg(&exp)
-        .arg("--resume")
-        .arg("--sweep-dir")
-        .arg(&sweep)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        fer()
+            .args(["sweep"])
+            .arg(&exp)
+            .arg("--resume")
+            .arg("--sweep-dir")
+            .arg(&sweep),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("resuming interrupted trial"), "{err}");

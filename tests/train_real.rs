@@ -79,18 +79,7 @@ fn resume_after_kill_matches_an_uninterrupted_run() {
     let cfg = write_cfg(tmp.path(), &tiny_yaml(4));
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
 
-    let st = fer()
-        .args(["train"])
-        .arg(&cfg)
-        .arg("--run-dir")
-        .arg(&a)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    common::run_ok(fer().args(["train"]).arg(&cfg).arg("--run-dir").arg(&a));
 
     // Start b, kill -9 it once its first epoch is checkpointed.
     let mut child = fer()
@@ -126,12 +115,7 @@ fn resume_after_kill_matches_an_uninterrupted_run() {
     let done_at_kill = std::fs::read_to_string(&metrics).unwrap().lines().count();
     assert!(done_at_kill < 4, "killed too late to test anything");
 
-    let st = fer().args(["train", "--resume"]).arg(&b).output().unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    common::run_ok(fer().args(["train", "--resume"]).arg(&b));
 
     let (ta, tb) = (
         model_tensors(&a.join("model.safetensors")),
@@ -189,17 +173,12 @@ fn model_file_round_trip_gives_identical_predictions() {
     assert_eq!(p1, p3);
 
     // `fer eval FILE --json` reports the same accuracy, per half too.
-    let st = fer()
-        .args(["eval"])
-        .arg(&copy)
-        .args(["--json", "--data"])
-        .arg(common::fer_dir())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    let st = common::run_ok(
+        fer()
+            .args(["eval"])
+            .arg(&copy)
+            .args(["--json", "--data"])
+            .arg(common::fer_dir()),
     );
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["overall"]["accuracy"].as_f64().unwrap(), m.accuracy);
@@ -236,16 +215,7 @@ fn imagenet_weights_from_torchvision_load_by_name() {
     let script = "import sys, torch, torchvision; from safetensors.torch import save_file\n\
                   torch.manual_seed(0); m = torchvision.models.resnet18(weights=None)\n\
                   save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[1])";
-    let st = Command::new(&py)
-        .args(["-c", script])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    common::run_ok(Command::new(&py).args(["-c", script]).arg(&file));
 
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let cfg = fer::models::ModelConfig::Resnet18(Default::default());
