@@ -2,8 +2,8 @@
 //! the equivalent PyTorch/torchvision code run from the project's `.venv`.
 
 use crate::cli::DataArgs;
+use crate::data;
 use crate::data::augment::{augment_batch, eval_batch, AugmentConfig};
-use crate::data::{self, PIXELS};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -160,7 +160,6 @@ pub fn data(args: DataBenchArgs) -> Result<ExitCode> {
     let aug1 = aug_rate(1, &train_cfg, true)?;
     let aug_n = aug_rate(threads, &train_cfg, true)?;
     let eval_n = aug_rate(threads, &train_cfg.eval_only(), false)?;
-    debug_assert_eq!(fer.train.pixels.len(), fer.train.len() * PIXELS);
 
     let py = if args.no_python {
         None

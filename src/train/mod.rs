@@ -13,7 +13,7 @@ use crate::data::loader::{start_epoch, LoaderSpec, Order};
 use crate::data::sampler::class_weights;
 use crate::data::split::stratified;
 use crate::data::{self, FerData, ImageSet, NUM_CLASSES};
-use crate::eval::{self, metrics, EvalReport};
+use crate::eval::{self, EvalReport};
 use crate::model_file::{self, Classifier, ModelMeta};
 use crate::models::{self, ModelConfig};
 use crate::tensor_io;
@@ -545,11 +545,8 @@ pub fn run_with(
     meta.val_accuracy = best_rec.map(|r| r.val_acc);
     model_file::save(&rd.model(), &meta, Some(&vs))?;
     drop(net);
-    let mut out = finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)?;
-    out.params = meta.params;
-    out.macs = meta.macs;
-    write_atomic(&rd.eval(), serde_json::to_string_pretty(&out)?.as_bytes())?;
-    Ok(out)
+    // finish() reads params and MACs back from the model file just saved.
+    finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
 }
 
 /// Evaluates the saved model file on val and test and writes `eval.json`.
@@ -584,6 +581,5 @@ fn finish(
         test,
     };
     write_atomic(&rd.eval(), serde_json::to_string_pretty(&out)?.as_bytes())?;
-    let _ = metrics::ECE_BINS;
     Ok(out)
 }
