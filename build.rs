@@ -1,6 +1,7 @@
 //! Bakes libtorch's folder into the binaries' rpath, so `fer` runs without
 //! `LD_LIBRARY_PATH`. torch-sys publishes the folder through `links = "tch"`.
 fn main() {
+    git_commit();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
@@ -14,5 +15,35 @@ fn main() {
             "macos" => println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}"),
             _ => {}
         }
+    }
+}
+
+/// `FER_GIT_COMMIT`: the commit being built, `+dirty` with local changes,
+/// for the provenance of every run.
+fn git_commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = match git(&["rev-parse", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c}+dirty")
+            } else {
+                c
+            }
+        }
+        None => "unknown".into(),
+    };
+    println!("cargo:rustc-env=FER_GIT_COMMIT={commit}");
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        println!("cargo:rerun-if-changed={dir}/index");
     }
 }

@@ -2,7 +2,7 @@
 //! handed to the library as real objects.
 
 use crate::data::{self, DataConfig};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,58 @@ pub enum Command {
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// A local MLflow server, and uploads of run folders to any server.
+    #[command(subcommand)]
+    Mlflow(MlflowCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MlflowCommand {
+    /// Start a local MLflow server from .venv (sqlite + artifact proxy under
+    /// runs/mlflow) and wait until it answers /health.
+    Up(MlflowUpArgs),
+    /// Stop the server started by `fer mlflow up`.
+    Down(MlflowDirArgs),
+    /// Upload what a server lacks of run or sweep folders (all under RUNS_DIR).
+    Sync(MlflowSyncArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MlflowDirArgs {
+    /// Server folder (default: runs/mlflow).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MlflowUpArgs {
+    #[command(flatten)]
+    pub dir: MlflowDirArgs,
+    /// Interface to bind; anything but loopback exposes an unauthenticated server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: a free one).
+    #[arg(long, default_value_t = 5000)]
+    pub port: u16,
+    /// Seconds to wait for /health (start-up takes 35 s or more on 2 cores).
+    #[arg(long, default_value_t = 300)]
+    pub wait: u64,
+    /// MLflow's basic-auth app (admin password from MLFLOW_AUTH_ADMIN_PASSWORD).
+    #[arg(long)]
+    pub basic_auth: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MlflowSyncArgs {
+    /// Run folders, sweep folders, or folders holding them (e.g. runs/).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Tracking server (default: $MLFLOW_TRACKING_URI).
+    #[arg(long)]
+    pub tracking_uri: Option<String>,
+    /// Experiment name (default: $MLFLOW_EXPERIMENT_NAME, else the config's name).
+    #[arg(long)]
+    pub experiment: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +154,9 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<name>/<timestamp>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// MLflow server to log to (default: $MLFLOW_TRACKING_URI; none: local only).
+    #[arg(long)]
+    pub tracking_uri: Option<String>,
     /// Data set folder, overriding `data.dir`.
     #[arg(long, env = "FER2013_DIR")]
     pub data: Option<PathBuf>,
@@ -122,6 +177,9 @@ pub struct SweepArgs {
     /// Sweep folder (default: runs/<experiment>/<timestamp>).
     #[arg(long)]
     pub sweep_dir: Option<PathBuf>,
+    /// MLflow server (default: the experiment's tracking.uri, else $MLFLOW_TRACKING_URI).
+    #[arg(long)]
+    pub tracking_uri: Option<String>,
     /// Data set folder, overriding `data.dir`.
     #[arg(long, env = "FER2013_DIR")]
     pub data: Option<PathBuf>,
@@ -207,6 +265,7 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Data(DataCommand::Stats(args)) => data_stats(args),
         Command::Train(args) => train(args),
+        Command::Mlflow(cmd) => mlflow(cmd),
         Command::Eval(args) => eval(args),
         Command::Sweep(args) => sweep(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
@@ -275,7 +334,17 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         }
     };
     eprintln!("run folder: {}", dir.display());
-    let out = crate::train::run(&cfg, &dir, resume)?;
+    let tracker = crate::mlflow::tracker(crate::mlflow::tracking_uri(args.tracking_uri.as_deref()));
+    let result = crate::train::run_with(&cfg, &dir, resume, &mut |_| {
+        tracker.changed(&dir);
+        false
+    });
+    tracker.changed(&dir);
+    let report = tracker.finish();
+    if let Some(m) = &report.message {
+        eprintln!("{m}");
+    }
+    let out = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -295,6 +364,87 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         println!("run folder: {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn mlflow(cmd: MlflowCommand) -> Result<ExitCode> {
+    use crate::mlflow::{server, sync};
+    let dir_of = |d: &MlflowDirArgs| d.dir.clone().unwrap_or_else(crate::paths::mlflow_dir);
+    match cmd {
+        MlflowCommand::Up(a) => {
+            let port = if a.port == 0 {
+                server::free_port()?
+            } else {
+                a.port
+            };
+            let info = server::up(&server::UpArgs {
+                dir: &dir_of(&a.dir),
+                host: &a.host,
+                port,
+                wait: std::time::Duration::from_secs(a.wait),
+                basic_auth: a.basic_auth,
+            })?;
+            println!("{}", info.uri);
+            Ok(ExitCode::SUCCESS)
+        }
+        MlflowCommand::Down(a) => {
+            let dir = dir_of(&a);
+            if server::down(&dir)? {
+                eprintln!("mlflow: stopped the server of {}", dir.display());
+            } else {
+                eprintln!("mlflow: no server running for {}", dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MlflowCommand::Sync(a) => {
+            let uri = crate::mlflow::tracking_uri(a.tracking_uri.as_deref())
+                .context("no tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")?;
+            let mut syncer = sync::Syncer::new(sync::Target {
+                uri: uri.clone(),
+                experiment: a.experiment.clone(),
+                register_as: None,
+            })?;
+            let mut total = sync::Counts::default();
+            let mut roots = Vec::new();
+            for d in &a.dirs {
+                if !d.is_dir() {
+                    bail!("{}: no such folder", d.display());
+                }
+                let found = sync::find_roots(d);
+                if found.is_empty() {
+                    bail!(
+                        "{}: no run folders (config.yaml + metrics.jsonl) or sweeps (trials.jsonl) in it",
+                        d.display()
+                    );
+                }
+                roots.extend(found);
+            }
+            for r in &roots {
+                let c = syncer
+                    .sync(r)
+                    .with_context(|| format!("syncing {} to {uri}", r.display()))?;
+                eprintln!(
+                    "{}: {} runs created, {} params, {} metric points, {} artifacts, {} models",
+                    r.display(),
+                    c.runs_created,
+                    c.params,
+                    c.points,
+                    c.artifacts,
+                    c.models
+                );
+                total += c;
+            }
+            println!(
+                "synced {} folders to {uri}: {} runs created, {} params, {} metric points, {} artifacts, {} models uploaded",
+                roots.len(),
+                total.runs_created,
+                total.params,
+                total.points,
+                total.artifacts,
+                total.models
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn sweep(args: SweepArgs) -> Result<ExitCode> {
@@ -326,7 +476,16 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
         exp = saved_exp;
     }
     eprintln!("sweep folder: {}", dir.display());
-    let summary = crate::sweep::run(&exp, &dir, args.resume)?;
+    let uri =
+        crate::mlflow::tracking_uri(args.tracking_uri.as_deref().or(exp.tracking.uri.as_deref()));
+    let tracker = crate::mlflow::tracker(uri);
+    let result = crate::sweep::run(&exp, &dir, args.resume, tracker.as_ref());
+    tracker.changed(&dir);
+    let report = tracker.finish();
+    if let Some(m) = &report.message {
+        eprintln!("{m}");
+    }
+    let summary = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

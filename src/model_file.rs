@@ -126,6 +126,18 @@ pub fn pick_device(choice: crate::train::config::DeviceChoice) -> Result<Device>
     })
 }
 
+impl ModelMeta {
+    /// The metadata of a model file, without building the network.
+    pub fn read(path: &Path) -> Result<ModelMeta> {
+        let loaded = tensor_io::load(path)?;
+        let meta = loaded
+            .metadata
+            .get("fer.meta")
+            .with_context(|| format!("{}: no fer.meta", path.display()))?;
+        serde_json::from_str(meta).with_context(|| format!("{}: reading fer.meta", path.display()))
+    }
+}
+
 impl Classifier {
     /// Loads a model file, or `model.safetensors` inside a run folder.
     pub fn load(path: &Path, device: Device) -> Result<Classifier> {

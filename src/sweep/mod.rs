@@ -69,7 +69,12 @@ fn family_of(exp: &Experiment, params: &Params) -> String {
 }
 
 /// Runs (or resumes) the sweep in `dir`.
-pub fn run(exp: &Experiment, dir: &Path, resume: bool) -> Result<Summary> {
+pub fn run(
+    exp: &Experiment,
+    dir: &Path,
+    resume: bool,
+    tracker: &dyn crate::mlflow::Tracker,
+) -> Result<Summary> {
     let sd = SweepDir(dir.to_path_buf());
     if !resume && sd.0.join("trials.jsonl").exists() {
         bail!(
@@ -81,6 +86,7 @@ pub fn run(exp: &Experiment, dir: &Path, resume: bool) -> Result<Summary> {
     if !resume {
         std::fs::write(sd.config(), exp.to_yaml()?)
             .with_context(|| format!("writing {}", sd.config().display()))?;
+        crate::provenance::Provenance::here().save(dir)?;
     }
     let space = exp.space()?;
     let objective = exp.search.objective.clone();
@@ -119,9 +125,11 @@ pub fn run(exp: &Experiment, dir: &Path, resume: bool) -> Result<Summary> {
                 })?;
                 (n, params, seed)
             };
-        run_trial(exp, &sd, &journal, number, &params, seed)?;
+        run_trial(exp, &sd, &journal, number, &params, seed, tracker)?;
+        tracker.changed(dir);
     }
     let summary = summarise(exp, &sd, journal.trials()?)?;
+    tracker.changed(dir);
     Ok(summary)
 }
 
@@ -132,6 +140,7 @@ fn run_trial(
     n: usize,
     params: &Params,
     seed: u64,
+    tracker: &dyn crate::mlflow::Tracker,
 ) -> Result<()> {
     let t0 = Instant::now();
     let family = family_of(exp, params);
@@ -175,6 +184,7 @@ fn run_trial(
     }
     let mut journal_err = None;
     let mut hook = |r: &crate::train::EpochRecord| -> bool {
+        tracker.changed(&sd.0);
         let value = objective_of(exp, r);
         if let Err(e) = journal.append(&Event::Intermediate {
             trial: n,

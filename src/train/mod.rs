@@ -111,6 +111,9 @@ impl RunDir {
     pub fn eval(&self) -> PathBuf {
         self.0.join("eval.json")
     }
+    pub fn plots(&self) -> PathBuf {
+        self.0.join("plots")
+    }
 }
 
 /// Splits, subsets and de-duplicates the loaded data as the config says.
@@ -144,11 +147,7 @@ pub fn make_splits(cfg: &RunConfig, data: &FerData) -> Splits {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
+use crate::paths::write_atomic;
 
 fn write_metrics(dir: &RunDir, history: &[EpochRecord]) -> Result<()> {
     let mut jsonl = String::new();
@@ -282,6 +281,20 @@ pub fn run_with(
     let digest = loaded.data.digest.clone();
     let splits = make_splits(cfg, &loaded.data);
     drop(loaded);
+    if !resume || !dir.join(crate::provenance::FILE).exists() {
+        let mut prov = crate::provenance::Provenance::here();
+        prov.device = Some(format!("{device:?}"));
+        prov.threads = Some(threads);
+        prov.data_digest = Some(digest.clone());
+        prov.data_dir = Some(
+            std::fs::canonicalize(&cfg.data.dir)
+                .unwrap_or_else(|_| cfg.data.dir.clone())
+                .display()
+                .to_string(),
+        );
+        prov.split_sizes = Some([splits.train.len(), splits.val.len(), splits.test.len()]);
+        prov.save(dir)?;
+    }
     let k = NUM_CLASSES;
     let counts = splits.train.class_counts();
     let mut meta = ModelMeta {
@@ -580,6 +593,40 @@ fn finish(
         val,
         test,
     };
+    // Plots before eval.json: a tracker that sees eval.json sees a finished run.
+    if let Err(e) = write_plots(rd, &out) {
+        tracing::warn!("could not draw the run's plots: {e:#}");
+    }
     write_atomic(&rd.eval(), serde_json::to_string_pretty(&out)?.as_bytes())?;
     Ok(out)
+}
+
+/// Learning curves and the test confusion matrix as PNGs in `plots/`.
+fn write_plots(rd: &RunDir, out: &Outcome) -> Result<()> {
+    let classes = model_file::class_names();
+    let names: Vec<&str> = classes.iter().map(String::as_str).collect();
+    crate::plot::confusion(
+        &rd.plots().join("confusion-test.png"),
+        &format!("{}: test confusion (row-normalised)", out.name),
+        &names,
+        &out.test.overall.confusion,
+    )?;
+    if !out.history.is_empty() {
+        let epochs: Vec<f64> = out.history.iter().map(|r| r.epoch as f64).collect();
+        let col = |f: fn(&EpochRecord) -> f64| out.history.iter().map(f).collect::<Vec<f64>>();
+        crate::plot::curves(
+            &rd.plots().join("curves.png"),
+            &out.name,
+            &epochs,
+            &[
+                ("train loss", col(|r| r.train_loss)),
+                ("val loss", col(|r| r.val_loss)),
+            ],
+            &[
+                ("train acc", col(|r| r.train_acc)),
+                ("val acc", col(|r| r.val_acc)),
+            ],
+        )?;
+    }
+    Ok(())
 }

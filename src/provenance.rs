@@ -1,0 +1,76 @@
+//! Where a run came from: code version, machine, user, command and data.
+//! Written into every run folder so a later `fer mlflow sync` tags the run
+//! with the facts of the run, not of the machine doing the upload.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const FILE: &str = "provenance.json";
+
+/// The commit `fer` was built from (`+dirty` with local changes), or
+/// "unknown" when built outside a git checkout.
+pub const GIT_COMMIT: &str = env!("FER_GIT_COMMIT");
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Provenance {
+    pub fer_version: String,
+    pub git_commit: String,
+    pub host: String,
+    pub user: String,
+    pub command: String,
+    /// Unix time (s).
+    pub started: f64,
+    pub device: Option<String>,
+    pub threads: Option<usize>,
+    pub data_digest: Option<String>,
+    pub data_dir: Option<String>,
+    /// Images in the train, validation and test splits.
+    pub split_sizes: Option<[usize; 3]>,
+}
+
+impl Provenance {
+    /// The facts of this process, now.
+    pub fn here() -> Provenance {
+        Provenance {
+            fer_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: GIT_COMMIT.into(),
+            host: hostname(),
+            user: user(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            started: crate::paths::unix_now(),
+            ..Default::default()
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        crate::paths::write_atomic(&dir.join(FILE), &serde_json::to_vec_pretty(self)?)
+    }
+
+    /// The record in `dir`, if there is a readable one.
+    pub fn load(dir: &Path) -> Option<Provenance> {
+        let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("reading {}", dir.join(FILE).display()))
+            .map_err(|e| tracing::warn!("{e:#}"))
+            .ok()
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}

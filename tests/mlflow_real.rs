@@ -1,0 +1,592 @@
+//! Tracking against a real MLflow server started from `.venv` on a free
+//! loopback port: the smoke sweep read back over REST and with the Python
+//! client, a server stopped mid-sweep then synced (server == local store, no
+//! duplicates), and bad tracking settings (unreachable, 4xx, wrong token)
+//! that must leave the sweep complete locally.
+
+mod common;
+
+use fer::mlflow::client::{Auth, Client};
+use fer::sweep::journal::{read_events, rebuild, Event};
+use fer::train::EpochRecord;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
+    c.env("FER_THREADS", "2")
+        .env("FER2013_DIR", common::fer_dir())
+        .env("VIRTUAL_ENV", repo().join(".venv"))
+        .current_dir(repo());
+    for k in [
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_EXPERIMENT_NAME",
+    ] {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    fer::mlflow::server::free_port().unwrap()
+}
+
+/// A server for one test, stopped when dropped (also on a failed assert).
+struct Server {
+    dir: PathBuf,
+    uri: String,
+}
+
+impl Server {
+    fn start(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut c = fer();
+        c.args(["mlflow", "up", "--port", &port.to_string(), "--wait", "400"])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = common::run_ok(&mut c);
+        let uri = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert_eq!(uri, format!("http://127.0.0.1:{port}"), "bound to loopback");
+        Server {
+            dir: dir.to_path_buf(),
+            uri,
+        }
+    }
+    fn stop(&self) {
+        common::run_ok(fer().args(["mlflow", "down", "--dir"]).arg(&self.dir));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = fer()
+            .args(["mlflow", "down", "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// Runs the smoke sweep into `dir`; returns (success, stderr).
+fn sweep(dir: &Path, uri: &str, env: &[(&str, &str)], sets: &[&str]) -> (bool, String) {
+    let mut c = fer();
+    c.arg("sweep")
+        .arg(repo().join("experiments/smoke.yaml"))
+        .arg("--sweep-dir")
+        .arg(dir)
+        .args(["--tracking-uri", uri]);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn state(dir: &Path, uri: &str) -> Value {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("mlflow.json")).unwrap()).unwrap();
+    let mut s = v["servers"][uri].clone();
+    s["uid"] = v["uid"].clone();
+    s
+}
+
+fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
+    run["data"]["tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)
+        .and_then(|t| t["value"].as_str())
+}
+
+fn params(run: &Value) -> BTreeMap<String, String> {
+    run["data"]["params"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap().to_string(),
+                p["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every artifact path of a run, recursively.
+fn artifacts(c: &Client, run_id: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![String::new()];
+    while let Some(p) = todo.pop() {
+        let v = c
+            .get("artifacts/list", &[("run_id", run_id), ("path", &p)])
+            .unwrap();
+        for f in v["files"].as_array().into_iter().flatten() {
+            let path = f["path"].as_str().unwrap().to_string();
+            if f["is_dir"] == true {
+                todo.push(path);
+            } else {
+                out.insert(path);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that the server holds exactly the local sweep: one run per
+/// folder, every param, every metric point once, every artifact
+/// byte-identical, and the best model registered. Returns the parent run.
+fn assert_server_matches_local(c: &Client, experiment: &str, sweep: &Path) -> Value {
+    let exp = c
+        .get(
+            "experiments/get-by-name",
+            &[("experiment_name", experiment)],
+        )
+        .unwrap();
+    let exp_id = exp["experiment"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let all = c.search_runs(&exp_id, "").unwrap();
+    let trials = rebuild(&read_events(&sweep.join("trials.jsonl")).unwrap());
+    assert_eq!(
+        all.len(),
+        1 + trials.len(),
+        "one run per trial plus the parent, no duplicates"
+    );
+    let parents: Vec<&Value> = all
+        .iter()
+        .filter(|r| tag(r, "fer.kind") == Some("sweep"))
+        .collect();
+    assert_eq!(parents.len(), 1);
+    let parent = parents[0].clone();
+    let parent_id = parent["info"]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(parent["info"]["status"], "FINISHED");
+    assert_eq!(
+        state(sweep, &c.uri)["run_id"].as_str(),
+        Some(parent_id.as_str())
+    );
+    let children: Vec<&Value> = all
+        .iter()
+        .filter(|r| tag(r, "mlflow.parentRunId") == Some(parent_id.as_str()))
+        .collect();
+    assert_eq!(
+        children.len(),
+        trials.len(),
+        "every trial is a nested child run"
+    );
+    // The parent's objective per trial.
+    let h = c.history(&parent_id, "trial/val/acc").unwrap();
+    assert_eq!(h.len(), trials.iter().filter(|t| t.value.is_some()).count());
+    assert!(artifacts(c, &parent_id).contains("summary.md"));
+
+    let mut run_of_trial = BTreeMap::new();
+    for t in &trials {
+        let dir = sweep.join("trials").join(format!("{:03}", t.number));
+        let st = state(&dir, &c.uri);
+        let matching: Vec<&&Value> = children
+            .iter()
+            .filter(|r| tag(r, "fer.uid") == st["uid"].as_str())
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "trial {} is on the server once",
+            t.number
+        );
+        let run = c
+            .get(
+                "runs/get",
+                &[("run_id", matching[0]["info"]["run_id"].as_str().unwrap())],
+            )
+            .unwrap()["run"]
+            .clone();
+        let run_id = run["info"]["run_id"].as_str().unwrap().to_string();
+        run_of_trial.insert(t.number, run_id.clone());
+        assert_eq!(run["info"]["status"], "FINISHED");
+        assert!(tag(&run, "mlflow.runName")
+            .unwrap()
+            .starts_with(&format!("trial-{:03}", t.number)));
+        for k in [
+            "mlflow.user",
+            "mlflow.source.name",
+            "mlflow.source.git.commit",
+            "fer.config_hash",
+            "fer.host",
+            "fer.device",
+            "fer.data_digest",
+        ] {
+            assert!(
+                tag(&run, k).is_some_and(|v| !v.is_empty()),
+                "tag {k} on trial {}",
+                t.number
+            );
+        }
+
+        // Params: the resolved config and the sampled values.
+        let p = params(&run);
+        let lr = t.params["train.optimizer.lr"].as_f64().unwrap();
+        let sent: f64 = p["search.train.optimizer.lr"].parse().unwrap();
+        assert!((sent - lr).abs() < 1e-12 * lr);
+        let cfg: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(dir.join("config.yaml")).unwrap())
+                .unwrap();
+        assert_eq!(p["model.kind"], cfg["model"]["kind"].as_str().unwrap());
+        assert_eq!(p["train.epochs"], cfg["train"]["epochs"].to_string());
+        let local_params: BTreeMap<String, String> =
+            serde_json::from_value(st["params"].clone()).unwrap();
+        assert_eq!(p, local_params, "the server has exactly the params sent");
+
+        // Full metric histories, each point once.
+        let records: Vec<EpochRecord> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!records.is_empty());
+        for (key, f) in [
+            (
+                "train/loss",
+                (|r: &EpochRecord| r.train_loss) as fn(&EpochRecord) -> f64,
+            ),
+            ("val/acc", |r| r.val_acc),
+            ("val/loss", |r| r.val_loss),
+            ("lr", |r| r.lr),
+            ("img_per_s", |r| r.img_per_s),
+        ] {
+            let mut h = c.history(&run_id, key).unwrap();
+            h.sort_by_key(|p| p.step);
+            assert_eq!(
+                h.len(),
+                records.len(),
+                "{key} of trial {}: one point per epoch",
+                t.number
+            );
+            for (pt, r) in h.iter().zip(&records) {
+                assert_eq!(pt.step, r.epoch as i64);
+                assert!(
+                    (pt.value - f(r)).abs() <= 1e-9 * f(r).abs().max(1.0),
+                    "{key}"
+                );
+                assert_eq!(pt.timestamp_ms, (r.time * 1000.0).round() as i64);
+            }
+        }
+        let eval: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("eval.json")).unwrap()).unwrap();
+        for (key, v) in [
+            ("final/test/acc", &eval["test"]["overall"]["accuracy"]),
+            (
+                "final/test/f1_weighted",
+                &eval["test"]["overall"]["weighted_f1"],
+            ),
+            ("final/test/f1_macro", &eval["test"]["overall"]["macro_f1"]),
+            (
+                "final/test/f1/happy",
+                &eval["test"]["overall"]["per_class"][3]["f1"],
+            ),
+        ] {
+            let h = c.history(&run_id, key).unwrap();
+            assert_eq!(h.len(), 1, "{key}");
+            assert!((h[0].value - v.as_f64().unwrap()).abs() < 1e-12, "{key}");
+        }
+
+        // Artifacts, byte-identical.
+        let arts = artifacts(c, &run_id);
+        for a in [
+            "config.yaml",
+            "metrics.csv",
+            "eval.json",
+            "model.safetensors",
+            "plots/confusion-test.png",
+            "plots/curves.png",
+        ] {
+            assert!(
+                arts.contains(a),
+                "trial {} lacks artifact {a}: {arts:?}",
+                t.number
+            );
+        }
+        let root = run["info"]["artifact_uri"].as_str().unwrap();
+        for a in ["config.yaml", "model.safetensors"] {
+            assert_eq!(
+                c.get_artifact(root, a).unwrap(),
+                std::fs::read(dir.join(a)).unwrap()
+            );
+        }
+
+        // The data set as a run input, with its digest.
+        let prov: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("provenance.json")).unwrap()).unwrap();
+        let ds = &run["inputs"]["dataset_inputs"][0]["dataset"];
+        assert_eq!(ds["name"], "fer2013");
+        assert_eq!(
+            ds["digest"].as_str().unwrap(),
+            &prov["data_digest"].as_str().unwrap()[..32]
+        );
+    }
+
+    // The best model: a logged model, READY, registered with a version.
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(sweep.join("summary.json")).unwrap()).unwrap();
+    let best = summary["best"].as_u64().unwrap() as usize;
+    let st = state(sweep, &c.uri);
+    let model_id = st["model_id"].as_str().unwrap();
+    let m = c.get(&format!("logged-models/{model_id}"), &[]).unwrap();
+    assert_eq!(m["model"]["info"]["status"], "LOGGED_MODEL_READY");
+    assert_eq!(
+        m["model"]["info"]["source_run_id"].as_str(),
+        Some(run_of_trial[&best].as_str())
+    );
+    let (name, version) = (
+        st["registered"][0].as_str().unwrap(),
+        st["registered"][1].as_str().unwrap(),
+    );
+    assert_eq!(name, experiment);
+    let mv = c
+        .get(
+            "model-versions/get",
+            &[("name", name), ("version", version)],
+        )
+        .unwrap();
+    assert_eq!(mv["model_version"]["source"], format!("models:/{model_id}"));
+    assert_eq!(
+        mv["model_version"]["run_id"].as_str(),
+        Some(run_of_trial[&best].as_str())
+    );
+    let root = m["model"]["info"]["artifact_uri"].as_str().unwrap();
+    assert_eq!(
+        c.get_artifact(root, "model.safetensors").unwrap(),
+        std::fs::read(sweep.join("best-model.safetensors")).unwrap()
+    );
+    parent
+}
+
+#[test]
+fn sweep_is_tracked_in_a_real_mlflow_server_and_survives_an_outage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::start(&tmp.path().join("mlflow"), port, &[], &[]);
+    let c = Client::with_auth(&server.uri, None).unwrap();
+
+    // 1. The smoke sweep, live.
+    let a = tmp.path().join("a");
+    let (ok, err) = sweep(&a, &server.uri, &[], &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("is up to date"), "{err}");
+    let parent = assert_server_matches_local(&c, "smoke", &a);
+
+    // 2. The Python client reads the same things.
+    let script = r#"
+import json, sys
+from mlflow import MlflowClient
+c = MlflowClient(sys.argv[1])
+exp = c.get_experiment_by_name("smoke")
+kids = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{sys.argv[2]}'")
+out = {"children": {}, "version": None}
+for r in kids:
+    out["children"][r.data.tags["fer.uid"]] = {
+        "params": len(r.data.params),
+        "val_acc": [m.value for m in sorted(c.get_metric_history(r.info.run_id, "val/acc"), key=lambda m: m.step)],
+        "artifacts": sorted(f.path for f in c.list_artifacts(r.info.run_id)),
+    }
+mv = c.get_model_version("smoke", "1")
+out["version"] = {"source": mv.source, "run_id": mv.run_id, "status": mv.status}
+print(json.dumps(out))
+"#;
+    let out = common::run_ok(
+        Command::new(repo().join(".venv/bin/python"))
+            .args(["-c", script, &server.uri])
+            .arg(parent["info"]["run_id"].as_str().unwrap()),
+    );
+    let py: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trials = rebuild(&read_events(&a.join("trials.jsonl")).unwrap());
+    assert_eq!(py["children"].as_object().unwrap().len(), trials.len());
+    for t in &trials {
+        let dir = a.join("trials").join(format!("{:03}", t.number));
+        let st = state(&dir, &server.uri);
+        let kid = &py["children"][st["uid"].as_str().unwrap()];
+        assert_eq!(
+            kid["params"].as_u64().unwrap() as usize,
+            st["params"].as_object().unwrap().len()
+        );
+        let local: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<EpochRecord>(l).unwrap().val_acc)
+            .collect();
+        let remote: Vec<f64> = serde_json::from_value(kid["val_acc"].clone()).unwrap();
+        assert_eq!(remote, local);
+        let arts: Vec<String> = serde_json::from_value(kid["artifacts"].clone()).unwrap();
+        assert!(
+            arts.contains(&"model.safetensors".to_string()) && arts.contains(&"plots".to_string()),
+            "{arts:?}"
+        );
+    }
+    assert_eq!(py["version"]["status"], "READY");
+    assert!(py["version"]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("models:/m-"));
+
+    // 3. The server stops mid-sweep: training goes on, nothing is lost.
+    let b = tmp.path().join("b");
+    let log = tmp.path().join("b.log");
+    let mut child = fer()
+        .arg("sweep")
+        .arg(repo().join("experiments/smoke.yaml"))
+        .arg("--sweep-dir")
+        .arg(&b)
+        .args(["--tracking-uri", &server.uri])
+        .args(["--set", "search.n_trials=5", "--set", "train.epochs=4"])
+        .env("MLFLOW_EXPERIMENT_NAME", "outage")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let events = read_events(&b.join("trials.jsonl")).unwrap_or_default();
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::TrialFinished { .. }))
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "no trial finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("unreachable"), "the outage was noticed: {err}");
+    assert!(
+        err.contains("fer mlflow sync"),
+        "and the fix was named: {err}"
+    );
+    let journal = rebuild(&read_events(&b.join("trials.jsonl")).unwrap());
+    assert_eq!(journal.len(), 5, "every trial ran locally");
+    assert!(b.join("summary.json").exists());
+
+    // Back up (same database), then one sync uploads exactly what is missing.
+    let server = Server::start(&tmp.path().join("mlflow"), port, &[], &[]);
+    let out = common::run_ok(
+        fer()
+            .args([
+                "mlflow",
+                "sync",
+                "--tracking-uri",
+                &server.uri,
+                "--experiment",
+                "outage",
+            ])
+            .arg(&b),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("synced 1 folders"), "{said}");
+    assert_server_matches_local(&c, "outage", &b);
+    // A second sync finds nothing to do.
+    let out = common::run_ok(
+        fer()
+            .args([
+                "mlflow",
+                "sync",
+                "--tracking-uri",
+                &server.uri,
+                "--experiment",
+                "outage",
+            ])
+            .arg(&b),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("0 runs created, 0 params, 0 metric points, 0 artifacts, 0 models"),
+        "{said}"
+    );
+    // The first sweep's experiment is untouched by all this.
+    assert_server_matches_local(&c, "smoke", &a);
+}
+
+#[test]
+fn bad_tracking_settings_are_named_and_the_sweep_completes_locally() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Nothing listens on this port.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let d = tmp.path().join("unreachable");
+    let (ok, err) = sweep(&d, &closed, &[], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("MLflow at {closed} is unreachable")),
+        "{err}"
+    );
+    assert!(err.contains("fer mlflow sync"), "{err}");
+    assert!(d.join("summary.json").exists() && d.join("best-model.safetensors").exists());
+
+    // A server with users: a wrong token is refused (401), a right Basic
+    // login works, and a URI that is not the REST API answers 404.
+    let port = free_port();
+    let pw = "Right-pass-42";
+    let server = Server::start(
+        &tmp.path().join("auth"),
+        port,
+        &["--basic-auth"],
+        &[("MLFLOW_AUTH_ADMIN_PASSWORD", pw)],
+    );
+    let d = tmp.path().join("token");
+    let (ok, err) = sweep(&d, &server.uri, &[("MLFLOW_TRACKING_TOKEN", "wrong")], &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("answered 401"), "{err}");
+    assert!(err.contains("MLFLOW_TRACKING_TOKEN"), "{err}");
+    assert!(d.join("summary.json").exists());
+
+    let d = tmp.path().join("login");
+    let login = [
+        ("MLFLOW_TRACKING_USERNAME", "admin"),
+        ("MLFLOW_TRACKING_PASSWORD", pw),
+    ];
+    let (ok, err) = sweep(&d, &server.uri, &login, &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("is up to date"), "{err}");
+    let c = Client::with_auth(
+        &server.uri,
+        Some(Auth::Basic {
+            user: "admin".into(),
+            password: pw.into(),
+        }),
+    )
+    .unwrap();
+    assert_server_matches_local(&c, "smoke", &d);
+    // Basic wins over a token, as in the official client.
+    let d = tmp.path().join("both");
+    let mut env = login.to_vec();
+    env.push(("MLFLOW_TRACKING_TOKEN", "wrong"));
+    env.push(("MLFLOW_EXPERIMENT_NAME", "both"));
+    let (ok, err) = sweep(&d, &server.uri, &env, &[]);
+    assert!(ok && err.contains("is up to date"), "{err}");
+
+    let d = tmp.path().join("notfound");
+    let wrong_path = format!("{}/not-mlflow", server.uri);
+    let (ok, err) = sweep(&d, &wrong_path, &login, &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("answered 404"), "{err}");
+    assert!(err.contains("no MLflow REST API at this address"), "{err}");
+    assert!(d.join("summary.json").exists());
+}
