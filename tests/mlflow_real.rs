@@ -522,6 +522,141 @@ print(json.dumps(out))
     );
     // The first sweep's experiment is untouched by all this.
     assert_server_matches_local(&c, "smoke", &a);
+
+    // 4. An outage that ends while the sweep still runs: the tracker catches
+    // up by itself, no sync needed. The network between the two is a proxy
+    // that this test switches off and on.
+    let proxy = Proxy::start(port);
+    let d = tmp.path().join("d");
+    let log = tmp.path().join("d.log");
+    let mut child = fer()
+        .arg("sweep")
+        .arg(repo().join("experiments/smoke.yaml"))
+        .arg("--sweep-dir")
+        .arg(&d)
+        .args(["--tracking-uri", &proxy.uri()])
+        .args(["--set", "search.n_trials=10", "--set", "train.epochs=4"])
+        .env("MLFLOW_EXPERIMENT_NAME", "catch-up")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let finished = |n: usize| {
+        let t0 = Instant::now();
+        loop {
+            let events = read_events(&d.join("trials.jsonl")).unwrap_or_default();
+            let k = events
+                .iter()
+                .filter(|e| matches!(e, Event::TrialFinished { .. }))
+                .count();
+            if k >= n {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "trial {n} never finished"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    finished(1);
+    proxy.set(false);
+    // Back on once the tracker has given up retrying (a short cut is
+    // bridged by the retries and never reported).
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("unreachable")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the outage went unnoticed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let during = rebuild(&read_events(&d.join("trials.jsonl")).unwrap()).len();
+    proxy.set(true);
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(
+        during < 10,
+        "the sweep was still running when the network came back"
+    );
+    assert!(err.contains("is back; caught up"), "{err}");
+    assert!(err.contains("is up to date"), "{err}");
+    let via_proxy = Client::with_auth(&proxy.uri(), None).unwrap();
+    assert_server_matches_local(&via_proxy, "catch-up", &d);
+}
+
+/// A TCP proxy in front of the server, to cut the network and restore it
+/// in an instant (a server restart takes half a minute or more).
+struct Proxy {
+    port: u16,
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let port = free_port();
+        let on = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (on2, conns2) = (on.clone(), conns.clone());
+        std::thread::spawn(move || {
+            let mut listener: Option<TcpListener> = None;
+            loop {
+                if !on2.load(Ordering::SeqCst) {
+                    // Closed port: new connections are refused.
+                    listener = None;
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let l = listener.get_or_insert_with(|| {
+                    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+                    l.set_nonblocking(true).unwrap();
+                    l
+                });
+                match l.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        let mut held = conns2.lock().unwrap();
+                        held.push(client.try_clone().unwrap());
+                        held.push(server.try_clone().unwrap());
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy { port, on, conns }
+    }
+    fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    /// Off: open connections are cut and new ones refused.
+    fn set(&self, up: bool) {
+        self.on.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
