@@ -9,7 +9,7 @@ CARGO_ENV := LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH
 CARGO := $(CARGO_ENV) cargo
 FER := ./target/release/fer
 
-.PHONY: setup build demo test lint bench clean-cache
+.PHONY: setup build demo test lint bench clean-cache mlflow-up mlflow-down
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,13 @@ lint: setup
 
 bench: build
 	$(FER) bench data --data "$(FER2013_DIR)"
+
+# A local MLflow server (sqlite + artifacts under runs/mlflow, 127.0.0.1:5000).
+mlflow-up: build
+	VIRTUAL_ENV=$(VENV) $(FER) mlflow up
+
+mlflow-down:
+	$(FER) mlflow down
 
 clean-cache:
 	rm -rf runs/cache

@@ -334,7 +334,11 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         }
     };
     eprintln!("run folder: {}", dir.display());
-    let tracker = crate::mlflow::tracker(crate::mlflow::tracking_uri(args.tracking_uri.as_deref()));
+    let uri = args
+        .tracking_uri
+        .as_deref()
+        .or(cfg.tracking.as_ref().and_then(|t| t.uri.as_deref()));
+    let tracker = crate::mlflow::tracker(crate::mlflow::tracking_uri(uri));
     let result = crate::train::run_with(&cfg, &dir, resume, &mut |_| {
         tracker.changed(&dir);
         false

@@ -85,6 +85,9 @@ pub struct RunConfig {
     pub train: crate::train::config::TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// The MLflow server for `fer train` (else `MLFLOW_TRACKING_URI`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<crate::sweep::config::TrackingConfig>,
 }
 
 /// How the final evaluation is done.

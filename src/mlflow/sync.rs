@@ -830,9 +830,7 @@ impl Syncer {
                 "logged-models/search",
                 json!({"experiment_ids": [exp], "filter": format!("tags.`{UID_TAG}` = '{}'", state.uid)}),
             );
-            let existing = found
-                .ok()
-                .and_then(|v| v["models"].as_array().and_then(|a| a.first().cloned()));
+            let existing = found?["models"].as_array().and_then(|a| a.first().cloned());
             let info = match existing {
                 Some(m) => m["info"].clone(),
                 None => {

@@ -53,7 +53,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for GroupRef<T> {
     }
 }
 
-/// Placeholder group for the MLflow tracker (a later issue): the URI only.
+/// The tracking group: the MLflow server for this experiment (none: local
+/// folders only, unless `MLFLOW_TRACKING_URI` is set). See docs/tracking.md.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackingConfig {
@@ -330,6 +331,8 @@ impl Experiment {
             model,
             train,
             eval: self.eval.clone(),
+            // The sweep's tracker logs the trials; a trial has none of its own.
+            tracking: None,
         };
         let mut values: Vec<(String, serde_json::Value)> = self.set.clone().into_iter().collect();
         values.extend(
