@@ -200,6 +200,12 @@ pub struct EvalArgs {
     /// Ten-crop plus flip test-time augmentation.
     #[arg(long)]
     pub tta: bool,
+    /// Also run the robustness suite (accuracy under graded perturbations).
+    #[arg(long)]
+    pub robustness: bool,
+    /// Robustness on the first N images of the split only.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }
@@ -528,8 +534,15 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
         loaded.data.test.clone()
     };
     let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta);
+    let robustness = args
+        .robustness
+        .then(|| crate::eval::robust::run(&clf, &set, args.limit, 0));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(r) = &robustness {
+            v["robustness"] = serde_json::to_value(r)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "{} ({}): {} params, {} MACs",
@@ -539,6 +552,10 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
             crate::models::human(clf.meta.macs)
         );
         print!("{}", report.render(&clf.meta.classes));
+        if let Some(r) = &robustness {
+            println!("\nrobustness ({} images)", r.images);
+            print!("{}", r.markdown());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,9 @@ pub struct Provenance {
     pub fer_version: String,
     pub git_commit: String,
     pub host: String,
+    /// CPU model and logical cores, for reading timings.
+    pub cpu: String,
+    pub cores: usize,
     pub user: String,
     pub command: String,
     /// Unix time (s).
@@ -37,6 +40,8 @@ impl Provenance {
             fer_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: GIT_COMMIT.into(),
             host: hostname(),
+            cpu: cpu_model(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             user: user(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
             started: crate::paths::unix_now(),
@@ -73,4 +78,16 @@ pub fn user() -> String {
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

@@ -3,6 +3,7 @@
 //! PrivateTest) plus their union.
 
 pub mod metrics;
+pub mod robust;
 
 use crate::data::{ImageSet, Origin};
 use crate::model_file::Classifier;

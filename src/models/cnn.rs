@@ -63,17 +63,21 @@ impl CnnConfig {
 }
 
 pub fn build(p: &nn::Path, cfg: &CnnConfig, input: i64, classes: i64) -> Net {
-    let mut seq = nn::seq_t();
+    // Features end at the last block's ReLU (6x6 for 48x48 input with four
+    // blocks), where Grad-CAM reads; pooling onwards is the head.
+    let mut features = nn::seq_t();
+    let mut head = nn::seq_t();
     let (mut cin, mut side, mut macs) = (1i64, input, 0u64);
     let conv_cfg = nn::ConvConfig {
         padding: 1,
         bias: false,
         ..Default::default()
     };
+    let last = cfg.widths.len() - 1;
     for (b, &w) in cfg.widths.iter().enumerate() {
         let bp = p / "features" / b;
         for c in 0..cfg.convs {
-            seq = seq
+            features = features
                 .add(nn::conv2d(&bp / format!("conv{c}"), cin, w, 3, conv_cfg))
                 .add(nn::batch_norm2d(
                     &bp / format!("bn{c}"),
@@ -84,21 +88,23 @@ pub fn build(p: &nn::Path, cfg: &CnnConfig, input: i64, classes: i64) -> Net {
             macs += conv_macs(side, cin, w, 3);
             cin = w;
         }
-        seq = seq.add_fn(|x| x.max_pool2d_default(2));
+        let stage = if b == last { &mut head } else { &mut features };
+        let mut s = std::mem::replace(stage, nn::seq_t()).add_fn(|x| x.max_pool2d_default(2));
         side /= 2;
         if cfg.block_dropout > 0.0 {
             let d = cfg.block_dropout;
-            seq = seq.add_fn_t(move |x, train| x.dropout(d, train));
+            s = s.add_fn_t(move |x, train| x.dropout(d, train));
         }
+        *stage = s;
     }
     let d = cfg.dropout;
-    seq = seq
+    head = head
         .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
         .add_fn_t(move |x, train| x.dropout(d, train))
         .add(nn::linear(p / "head", cin, classes, Default::default()));
     macs += (cin * classes) as u64;
     Net {
-        module: Box::new(seq),
+        module: Box::new(super::Staged { features, head }),
         macs,
     }
 }

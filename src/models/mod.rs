@@ -10,7 +10,7 @@ pub mod resnet;
 pub mod vit;
 
 use serde::{Deserialize, Serialize};
-use tch::nn;
+use tch::{nn, Tensor};
 
 /// A model family and its settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,10 +64,51 @@ impl ModelConfig {
     }
 }
 
+/// A network: a module that can also show what it looks at.
+pub trait Network: nn::ModuleT + Send {
+    /// For Grad-CAM: the last spatial feature maps `[N, C, H, W]` (a leaf
+    /// that requires grad) and the logits computed from them, in eval mode.
+    /// None for models without a spatial stage (logistic, MLP).
+    fn cam(&self, _x: &Tensor) -> Option<(Tensor, Tensor)> {
+        None
+    }
+}
+
+impl Network for nn::SequentialT {}
+impl Network for nn::FuncT<'static> {}
+
+/// A network in two stages, split where Grad-CAM reads the feature maps.
+#[derive(Debug)]
+pub struct Staged {
+    pub features: nn::SequentialT,
+    pub head: nn::SequentialT,
+}
+
+use tch::nn::ModuleT as _;
+
+impl nn::ModuleT for Staged {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.head
+            .forward_t(&self.features.forward_t(x, train), train)
+    }
+}
+
+impl Network for Staged {
+    fn cam(&self, x: &Tensor) -> Option<(Tensor, Tensor)> {
+        let f = self
+            .features
+            .forward_t(x, false)
+            .detach()
+            .set_requires_grad(true);
+        let logits = self.head.forward_t(&f, false);
+        Some((f, logits))
+    }
+}
+
 /// A built network: the module and its cost.
 #[derive(Debug)]
 pub struct Net {
-    pub module: Box<dyn nn::ModuleT + Send>,
+    pub module: Box<dyn Network>,
     /// Multiply-accumulates for one image, forward pass.
     pub macs: u64,
 }

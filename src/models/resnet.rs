@@ -118,13 +118,17 @@ pub fn build(p: &nn::Path, cfg: &ResnetConfig, input: i64, classes: i64) -> Net 
         }
     }
     let d = cfg.dropout;
-    seq = seq
+    // Grad-CAM reads layer4's output; the head is pooling and the classifier.
+    let head = nn::seq_t()
         .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
         .add_fn_t(move |x, train| x.dropout(d, train))
         .add(nn::linear(p / "fc", 512, classes, Default::default()));
     macs += (512 * classes) as u64;
     Net {
-        module: Box::new(seq),
+        module: Box::new(super::Staged {
+            features: seq,
+            head,
+        }),
         macs,
     }
 }

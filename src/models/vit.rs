@@ -166,25 +166,66 @@ struct Vit {
     dropout: f64,
 }
 
-impl ModuleT for Vit {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+impl Vit {
+    /// Norm, pooling and the classifier, from the last block's tokens.
+    fn head_of(&self, t: &Tensor) -> Tensor {
+        let t = match &self.norm {
+            Some(n) => n.forward(t),
+            None => t.shallow_clone(),
+        };
+        let pooled = match self.pool {
+            Pool::Cls => t.select(1, 0),
+            Pool::Mean => t.mean_dim([1i64].as_slice(), false, Kind::Float),
+        };
+        pooled.apply(&self.head)
+    }
+
+    /// Tokens after the first `upto` blocks (all of them with `usize::MAX`).
+    fn tokens(&self, x: &Tensor, train: bool, upto: usize) -> Tensor {
         let b = x.size()[0];
         let mut t = x.apply(&self.patch_embed).flatten(2, -1).transpose(1, 2);
         if let Some(cls) = &self.cls_token {
             t = Tensor::cat(&[cls.expand([b, -1, -1], false), t], 1);
         }
         t = (t + &self.pos_embed).dropout(self.dropout, train);
-        for blk in &self.blocks {
+        for blk in self.blocks.iter().take(upto) {
             t = blk.forward_t(&t, train);
         }
-        if let Some(n) = &self.norm {
-            t = n.forward(&t);
-        }
-        let pooled = match self.pool {
-            Pool::Cls => t.select(1, 0),
-            Pool::Mean => t.mean_dim([1i64].as_slice(), false, Kind::Float),
+        t
+    }
+}
+
+impl ModuleT for Vit {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.head_of(&self.tokens(x, train, usize::MAX))
+    }
+}
+
+impl super::Network for Vit {
+    /// Grad-CAM on the last block: its input patch tokens, laid out on the
+    /// patch grid, are the feature maps. (After the last block a CLS-pooled
+    /// model no longer depends on the patch tokens, so the gradient there
+    /// would be zero.)
+    fn cam(&self, x: &Tensor) -> Option<(Tensor, Tensor)> {
+        let last = self.blocks.len().checked_sub(1)?;
+        let t = self.tokens(x, false, last).detach();
+        let (n, tokens, d) = t.size3().ok()?;
+        let skip = i64::from(self.cls_token.is_some());
+        let side = ((tokens - skip) as f64).sqrt().round() as i64;
+        let grid = t
+            .narrow(1, skip, tokens - skip)
+            .transpose(1, 2)
+            .reshape([n, d, side, side])
+            .detach()
+            .set_requires_grad(true);
+        let patches = grid.flatten(2, -1).transpose(1, 2);
+        let t = if skip == 1 {
+            Tensor::cat(&[t.narrow(1, 0, 1), patches], 1)
+        } else {
+            patches
         };
-        pooled.apply(&self.head)
+        let logits = self.head_of(&self.blocks[last].forward_t(&t, false));
+        Some((grid, logits))
     }
 }
 
