@@ -45,5 +45,7 @@ fn git_commit() {
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
         println!("cargo:rerun-if-changed={dir}/index");
+        // Edits that are not staged yet make the build dirty too.
+        println!("cargo:rerun-if-changed=src");
     }
 }

@@ -35,9 +35,26 @@ pub enum Command {
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// A Markdown report (with PNGs) of a run, a folder of runs, or a sweep.
+    Report(ReportArgs),
     /// A local MLflow server, and uploads of run folders to any server.
     #[command(subcommand)]
     Mlflow(MlflowCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A run folder, a folder of run folders (e.g. runs/zoo), or a sweep folder.
+    pub input: PathBuf,
+    /// Output folder (default: reports/<name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Data set folder, overriding the runs' data.dir.
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
+    /// Test images in the robustness suite (a seeded sample).
+    #[arg(long, default_value_t = 1000)]
+    pub robustness_images: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -272,6 +289,16 @@ pub fn run() -> Result<ExitCode> {
         Command::Data(DataCommand::Stats(args)) => data_stats(args),
         Command::Train(args) => train(args),
         Command::Mlflow(cmd) => mlflow(cmd),
+        Command::Report(a) => {
+            let path = crate::report::generate(&crate::report::ReportArgs {
+                input: a.input,
+                out: a.out,
+                data: a.data,
+                robustness_images: a.robustness_images,
+            })?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(args) => eval(args),
         Command::Sweep(args) => sweep(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),

@@ -13,6 +13,7 @@ pub mod models;
 pub mod paths;
 pub mod plot;
 pub mod provenance;
+pub mod report;
 pub mod sweep;
 pub mod tensor_io;
 pub mod train;

@@ -38,14 +38,35 @@ pub fn save_png(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer has the wrong size")?;
-    img.save(path)
+    // Best compression: report PNGs are committed to docs/.
+    let file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?,
+    );
+    let enc = image::codecs::png::PngEncoder::new_with_quality(
+        file,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::Adaptive,
+    );
+    img.write_with_encoder(enc)
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// A grouped bar chart: one group per category, one bar per series.
+/// A grouped bar chart: one group per class, one bar per series.
 pub fn grouped_bars(
     path: &Path,
     title: &str,
+    y_label: &str,
+    categories: &[&str],
+    series: &[(&str, Vec<f64>)],
+) -> Result<()> {
+    bars(path, title, "class", y_label, categories, series)
+}
+
+/// A grouped bar chart: one group per category, one bar per series.
+pub fn bars(
+    path: &Path,
+    title: &str,
+    x_label: &str,
     y_label: &str,
     categories: &[&str],
     series: &[(&str, Vec<f64>)],
@@ -71,6 +92,7 @@ pub fn grouped_bars(
             .build_cartesian_2d(0f64..n as f64, 0f64..ymax.max(1.0))?;
         chart
             .configure_mesh()
+            .max_light_lines(1)
             .disable_x_mesh()
             .x_labels(n * 2 + 1)
             .x_label_formatter(&|x| {
@@ -81,9 +103,15 @@ pub fn grouped_bars(
                     String::new()
                 }
             })
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&|y| {
+                if ymax < 5.0 {
+                    format!("{y:.2}")
+                } else {
+                    format!("{y:.0}")
+                }
+            })
             .y_desc(y_label)
-            .x_desc("class")
+            .x_desc(x_label)
             .label_style(("sans-serif", 16))
             .draw()?;
         let bar_w = 0.8 / k as f64;
@@ -140,6 +168,7 @@ pub fn confusion(path: &Path, title: &str, classes: &[&str], counts: &[Vec<usize
         };
         chart
             .configure_mesh()
+            .max_light_lines(1)
             .disable_mesh()
             .x_labels(n)
             .y_labels(n)
@@ -194,6 +223,18 @@ pub fn curves(
     losses: &[(&str, Vec<f64>)],
     accs: &[(&str, Vec<f64>)],
 ) -> Result<()> {
+    curves_marked(path, title, epochs, losses, accs, None)
+}
+
+/// As `curves`, with a dashed vertical line at `mark` (the selected epoch).
+pub fn curves_marked(
+    path: &Path,
+    title: &str,
+    epochs: &[f64],
+    losses: &[(&str, Vec<f64>)],
+    accs: &[(&str, Vec<f64>)],
+    mark: Option<(f64, &str)>,
+) -> Result<()> {
     init_fonts();
     let (w, h) = (1100u32, 450u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
@@ -218,6 +259,7 @@ pub fn curves(
                 .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))?;
             chart
                 .configure_mesh()
+                .max_light_lines(1)
                 .x_desc("epoch")
                 .y_desc(name)
                 .label_style(("sans-serif", 14))
@@ -232,6 +274,19 @@ pub fn curves(
                     .label(*label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             }
+            if let Some((at, label)) = mark {
+                let grey = RGBColor(90, 90, 90);
+                let (y0, y1) = (lo - pad, hi + pad);
+                let steps = 24;
+                chart
+                    .draw_series((0..steps).step_by(2).map(|i| {
+                        let a = y0 + (y1 - y0) * i as f64 / steps as f64;
+                        let b = y0 + (y1 - y0) * (i + 1) as f64 / steps as f64;
+                        PathElement::new(vec![(at, a), (at, b)], grey.stroke_width(2))
+                    }))?
+                    .label(label.to_string())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+            }
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::UpperRight)
@@ -239,6 +294,297 @@ pub fn curves(
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))
                 .draw()?;
+        }
+        root.present()?;
+    }
+    save_png(path, buf, w, h)
+}
+
+/// Lines over shared x positions with category labels (e.g. severities).
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_labels: &[&str],
+    y_label: &str,
+    series: &[(String, Vec<f64>)],
+    y_range: (f64, f64),
+    hline: Option<(f64, &str)>,
+) -> Result<()> {
+    init_fonts();
+    let (w, h) = (1000u32, 560u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let n = x_labels.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 24))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(-0.2f64..(n as f64 - 0.8), y_range.0..y_range.1)?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+                    x_labels[i as usize].to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_label)
+            .label_style(("sans-serif", 15))
+            .draw()?;
+        if let Some((v, label)) = hline {
+            // Dashed and black, so no series colour is mistaken for it.
+            let steps = 40;
+            let (x0, x1) = (-0.2, n as f64 - 0.8);
+            chart
+                .draw_series((0..steps).step_by(2).map(|i| {
+                    let a = x0 + (x1 - x0) * i as f64 / steps as f64;
+                    let b = x0 + (x1 - x0) * (i + 1) as f64 / steps as f64;
+                    PathElement::new(vec![(a, v), (b, v)], BLACK.stroke_width(2))
+                }))?
+                .label(label.to_string())
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2))
+                });
+        }
+        // Eleven distinct colours (tab10 plus olive-dark), none black.
+        let many = [
+            RGBColor(31, 119, 180),
+            RGBColor(255, 127, 14),
+            RGBColor(44, 160, 44),
+            RGBColor(214, 39, 40),
+            RGBColor(148, 103, 189),
+            RGBColor(140, 86, 75),
+            RGBColor(227, 119, 194),
+            RGBColor(127, 127, 127),
+            RGBColor(188, 189, 34),
+            RGBColor(23, 190, 207),
+            RGBColor(0, 70, 120),
+        ];
+        for (i, (label, values)) in series.iter().enumerate() {
+            let color = many[i % many.len()];
+            let pts: Vec<(f64, f64)> = values
+                .iter()
+                .enumerate()
+                .map(|(j, &v)| (j as f64, v))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()?;
+        root.present()?;
+    }
+    save_png(path, buf, w, h)
+}
+
+/// A reliability diagram: accuracy against confidence per bin, with the
+/// diagonal of perfect calibration and bin counts as bar shading.
+pub fn reliability(path: &Path, title: &str, bins: &[(f64, f64, usize)]) -> Result<()> {
+    init_fonts();
+    let (w, h) = (560u32, 520u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_desc("confidence (max probability)")
+            .y_desc("accuracy")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        let nb = bins.len().max(1) as f64;
+        chart
+            .draw_series(bins.iter().enumerate().filter(|(_, b)| b.2 > 0).map(
+                |(i, &(_, acc, _))| {
+                    let x0 = i as f64 / nb;
+                    Rectangle::new(
+                        [(x0 + 0.005, 0.0), (x0 + 1.0 / nb - 0.005, acc)],
+                        PALETTE[0].mix(0.75).filled(),
+                    )
+                },
+            ))?
+            .label("accuracy per bin")
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], PALETTE[0].filled()));
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                RGBColor(200, 0, 0).stroke_width(2),
+            )))?
+            .label("perfect calibration")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RGBColor(200, 0, 0)));
+        chart
+            .draw_series(
+                bins.iter()
+                    .filter(|b| b.2 > 0)
+                    .map(|&(conf, acc, _)| Circle::new((conf, acc), 4, BLACK.filled())),
+            )?
+            .label("(mean confidence, accuracy) per bin")
+            .legend(|(x, y)| Circle::new((x + 8, y), 4, BLACK.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()?;
+        root.present()?;
+    }
+    save_png(path, buf, w, h)
+}
+
+/// Sweep history: each trial's objective (complete and pruned marked apart)
+/// and the best so far.
+pub fn history(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    complete: &[(f64, f64)],
+    pruned: &[(f64, f64)],
+    best: &[(f64, f64)],
+) -> Result<()> {
+    init_fonts();
+    let (w, h) = (900u32, 480u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let all: Vec<(f64, f64)> = complete.iter().chain(pruned).chain(best).copied().collect();
+        let xmax = all.iter().map(|p| p.0).fold(1.0f64, f64::max) + 0.5;
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.1).max(1e-3);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(-0.5f64..xmax, (lo - pad)..(hi + pad))?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_desc("trial")
+            .y_desc(y_label)
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(best.to_vec(), PALETTE[2].stroke_width(3)))?
+            .label("best so far")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], PALETTE[2]));
+        chart
+            .draw_series(
+                complete
+                    .iter()
+                    .map(|&p| Circle::new(p, 5, PALETTE[0].filled())),
+            )?
+            .label("complete")
+            .legend(|(x, y)| Circle::new((x + 8, y), 5, PALETTE[0].filled()));
+        chart
+            .draw_series(
+                pruned
+                    .iter()
+                    .map(|&p| Cross::new(p, 6, PALETTE[1].stroke_width(2))),
+            )?
+            .label("pruned (last reported value)")
+            .legend(|(x, y)| Cross::new((x + 8, y), 6, PALETTE[1].stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+        root.present()?;
+    }
+    save_png(path, buf, w, h)
+}
+
+/// One small scatter per parameter: its value against the objective.
+/// A parameter's name, whether to plot it on a log scale, and its
+/// (value, objective) points.
+pub type ParamPoints = (String, bool, Vec<(f64, f64)>);
+
+pub fn param_scatter(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    params: &[ParamPoints],
+) -> Result<()> {
+    init_fonts();
+    let cols = params.len().clamp(1, 3);
+    let rows = params.len().div_ceil(cols).max(1);
+    let (w, h) = (380 * cols as u32, 60 + 330 * rows as u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(title, ("sans-serif", 22))?;
+        let panels = root.split_evenly((rows, cols));
+        for (panel, (name, log, pts)) in panels.iter().zip(params) {
+            let tx = |v: f64| if *log { v.max(1e-12).log10() } else { v };
+            let xs: Vec<f64> = pts.iter().map(|p| tx(p.0)).collect();
+            let (x0, x1) = xs
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let (x0, x1) = if x0 < x1 {
+                (x0, x1)
+            } else {
+                (x0 - 1.0, x0 + 1.0)
+            };
+            let (y0, y1) = pts
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+            let (y0, y1) = if y0 < y1 {
+                (y0, y1)
+            } else {
+                (y0 - 0.01, y0 + 0.01)
+            };
+            let (px, py) = ((x1 - x0) * 0.08, (y1 - y0) * 0.1);
+            let mut chart = ChartBuilder::on(panel)
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(55)
+                .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
+            let xdesc = if *log {
+                format!("log10({name})")
+            } else {
+                name.clone()
+            };
+            chart
+                .configure_mesh()
+                .max_light_lines(1)
+                .x_desc(xdesc)
+                .y_desc(y_label)
+                .x_labels(5)
+                .label_style(("sans-serif", 12))
+                .draw()?;
+            chart.draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((tx(p.0), p.1), 4, PALETTE[0].filled())),
+            )?;
         }
         root.present()?;
     }

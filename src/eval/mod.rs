@@ -2,6 +2,7 @@
 //! ten-crop test-time augmentation, and reports per test half (PublicTest,
 //! PrivateTest) plus their union.
 
+pub mod gradcam;
 pub mod metrics;
 pub mod robust;
 

@@ -78,7 +78,11 @@ pub struct Outcome {
     pub best_epoch: Option<usize>,
     pub epochs_run: usize,
     pub stopped_early: bool,
+    /// Absent in runs written before sweeps existed.
+    #[serde(default)]
     pub pruned: bool,
+    /// Absent in early runs; `metrics.jsonl` has it too.
+    #[serde(default)]
     pub history: Vec<EpochRecord>,
     pub train_seconds: f64,
     pub train_img_per_s: f64,

@@ -1,0 +1,182 @@
+//! `fer report` on real runs: small CNN, MLP and majority runs trained on a
+//! real FER-2013 subset, and a smoke sweep. Every section and image must be
+//! there, every image non-trivial, and a second generation identical.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
+    c.env("FER_THREADS", "2")
+        .env("FER2013_DIR", common::fer_dir())
+        .env_remove("MLFLOW_TRACKING_URI")
+        .current_dir(repo());
+    c
+}
+
+fn train(dir: &Path, config: &str, sets: &[&str]) {
+    let mut c = fer();
+    c.args(["train", config, "--run-dir"]).arg(dir);
+    for s in ["train.subset=0.03", "train.epochs=2"].iter().chain(sets) {
+        c.args(["--set", s]);
+    }
+    common::run_ok(&mut c);
+}
+
+fn report(input: &Path, out: &Path) -> String {
+    common::run_ok(
+        fer()
+            .arg("report")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .args(["--robustness-images", "120"]),
+    );
+    std::fs::read_to_string(out.join("README.md")).unwrap()
+}
+
+/// The images a report links, each checked to be a real, non-trivial chart.
+fn check_images(out: &Path, md: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for part in md.split("](").skip(1) {
+        let name = part.split(')').next().unwrap();
+        if !name.ends_with(".png") {
+            continue;
+        }
+        let img = image::open(out.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_rgb8();
+        assert!(img.width() >= 300 && img.height() >= 200, "{name} is tiny");
+        let colours: BTreeSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+        assert!(
+            colours.len() >= 20,
+            "{name} has {} colours: blank?",
+            colours.len()
+        );
+        let non_white = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+        let share = non_white as f64 / (img.width() * img.height()) as f64;
+        assert!(share > 0.03, "{name}: only {:.1}% drawn", share * 100.0);
+        names.insert(name.to_string());
+    }
+    names
+}
+
+#[test]
+fn report_of_real_runs_has_every_section_and_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zoo = tmp.path().join("zoo");
+    train(
+        &zoo.join("cnn"),
+        "configs/cnn.yaml",
+        &["model.widths=[8,16,32]", "model.convs=1"],
+    );
+    train(&zoo.join("mlp"), "configs/mlp.yaml", &["model.hidden=[64]"]);
+    train(&zoo.join("majority"), "configs/majority.yaml", &[]);
+
+    let out = tmp.path().join("report");
+    let md = report(&zoo, &out);
+    for section in [
+        "## 1. Data set",
+        "## 2. Baselines comparison",
+        "## 3. Per model",
+        "## 4. Robustness suite",
+        "## 5. Interpretability",
+        "## 6. Sweep",
+        "## 7. Reproducibility",
+    ] {
+        assert!(md.contains(section), "missing {section}");
+    }
+    // The real data set's numbers, and each run in the table.
+    assert!(md.contains("| train (all) | 3995 | 436 | 4097 | 7215 | 4830 | 3171 | 4965 | 28709 |"));
+    for m in ["| cnn | cnn |", "| mlp | mlp |", "| majority | majority |"] {
+        assert!(md.contains(m), "no row {m}");
+    }
+    assert!(md.contains("Below the 80% target") || md.contains("Every case keeps"));
+    assert!(md.contains("Most confused pairs"));
+    let images = check_images(&out, &md);
+    for need in [
+        "data-classes.png",
+        "comparison.png",
+        "cnn-curves.png",
+        "cnn-confusion.png",
+        "cnn-per-class.png",
+        "cnn-calibration.png",
+        "cnn-robustness.png",
+        "cnn-gradcam.png",
+        "mlp-robustness.png",
+        "errors.png",
+    ] {
+        assert!(
+            images.contains(need),
+            "{need} not in the report: {images:?}"
+        );
+    }
+    // The MLP has no feature maps, so no Grad-CAM; the majority baseline no
+    // robustness (it ignores the image).
+    assert!(!out.join("mlp-gradcam.png").exists());
+    assert!(!out.join("majority-robustness.png").exists());
+
+    // Same folders, same report, byte for byte.
+    let again = tmp.path().join("again");
+    let md2 = report(&zoo, &again);
+    assert_eq!(
+        md2.replace(&again.display().to_string(), ""),
+        md.replace(&out.display().to_string(), "")
+    );
+    for name in &images {
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(again.join(name)).unwrap(),
+            "{name} differs between two generations"
+        );
+    }
+
+    // The robustness suite from `fer eval` agrees with the report's cache.
+    let out_json = common::run_ok(fer().arg("eval").arg(zoo.join("cnn")).args([
+        "--robustness",
+        "--limit",
+        "120",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out_json.stdout).unwrap();
+    let rows = v["robustness"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 33, "11 perturbations x 3 severities");
+    let cached: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(zoo.join("cnn/robustness.json")).unwrap()).unwrap();
+    assert_eq!(v["robustness"], cached["r"]);
+
+    // A sweep report has the sweep section with its charts.
+    let sweep = tmp.path().join("sweep");
+    common::run_ok(
+        fer()
+            .arg("sweep")
+            .arg(repo().join("experiments/smoke.yaml"))
+            .arg("--sweep-dir")
+            .arg(&sweep)
+            .args(["--set", "search.n_trials=4"]),
+    );
+    let sout = tmp.path().join("sweep-report");
+    let smd = report(&sweep, &sout);
+    assert!(smd.contains("Best configurations"));
+    assert!(smd.contains("4 trials with the random sampler"));
+    let simages = check_images(&sout, &smd);
+    assert!(simages.contains("sweep-history.png") && simages.contains("sweep-params.png"));
+}
+
+#[test]
+fn report_names_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fer().args(["report", "/no/such/folder"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/folder: no such folder"));
+    let out = fer().arg("report").arg(tmp.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no finished runs"));
+}
