@@ -6,6 +6,12 @@ export FER2013_DIR
 VENV := $(CURDIR)/.venv
 # torch-sys finds libtorch through the venv's python (LIBTORCH_USE_PYTORCH).
 CARGO_ENV := LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH"
+# Debian's per-module OpenCV packages ship no opencv4.pc: name the libraries.
+ifeq ($(shell uname -s),Linux)
+CARGO_ENV += OPENCV_LINK_LIBS=opencv_core,opencv_imgproc,opencv_objdetect \
+	OPENCV_LINK_PATHS=/usr/lib/$(shell uname -m)-linux-gnu \
+	OPENCV_INCLUDE_PATHS=/usr/include/opencv4,/usr/include/$(shell uname -m)-linux-gnu/opencv4
+endif
 CARGO := $(CARGO_ENV) cargo
 FER := ./target/release/fer
 

@@ -45,11 +45,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   uv venv --quiet --python python3 "$VENV"
 fi
 
-# mlflow[auth] adds Flask-WTF for `fer mlflow up --basic-auth`.
-want="torch==$TORCH_VERSION mlflow[auth]==$MLFLOW_VERSION"
+# mlflow[auth] adds Flask-WTF for `fer mlflow up --basic-auth`; scikit-image
+# carries astronaut.png, the public-domain face photo the serve tests use.
+want="torch==$TORCH_VERSION mlflow[auth]==$MLFLOW_VERSION scikit-image==0.26.0"
 have_torch=$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
 have_mlflow=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null || true)
-have_tv=$("$VENV/bin/python" -c 'import torchvision, flask_wtf' 2>/dev/null && echo ok || true)
+have_tv=$("$VENV/bin/python" -c 'import torchvision, flask_wtf, skimage' 2>/dev/null && echo ok || true)
 if [ "$have_torch" != "$TORCH_VERSION" ] || [ "$have_mlflow" != "$MLFLOW_VERSION" ] || [ "$have_tv" != ok ]; then
   log "installing $want torchvision into $VENV (first time: a few minutes)"
   VIRTUAL_ENV="$PWD/$VENV" uv pip install --quiet $want torchvision safetensors pillow numpy

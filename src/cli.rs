@@ -35,6 +35,8 @@ pub enum Command {
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Live emotions from the browser's webcam (and an HTTP API).
+    Serve(crate::serve::ServeArgs),
     /// A Markdown report (with PNGs) of a run, a folder of runs, or a sweep.
     Report(ReportArgs),
     /// A local MLflow server, and uploads of run folders to any server.
@@ -118,6 +120,8 @@ pub enum BenchCommand {
     Data(crate::bench::DataBenchArgs),
     /// Training img/s per family against an equivalent PyTorch loop.
     Train(crate::bench::TrainBenchArgs),
+    /// Serving latency per stage (p50/p95) and FPS on a 640x480 face frame.
+    Serve(crate::serve::bench::ServeBenchArgs),
 }
 
 /// Where the data is and how to read it; shared by every data-using command.
@@ -289,6 +293,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Data(DataCommand::Stats(args)) => data_stats(args),
         Command::Train(args) => train(args),
         Command::Mlflow(cmd) => mlflow(cmd),
+        Command::Serve(a) => crate::serve::run(a).map(|()| ExitCode::SUCCESS),
         Command::Report(a) => {
             let path = crate::report::generate(&crate::report::ReportArgs {
                 input: a.input,
@@ -303,6 +308,9 @@ pub fn run() -> Result<ExitCode> {
         Command::Sweep(args) => sweep(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(args),
+        Command::Bench(BenchCommand::Serve(args)) => {
+            crate::serve::bench::run(args).map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod paths;
 pub mod plot;
 pub mod provenance;
 pub mod report;
+pub mod serve;
 pub mod sweep;
 pub mod tensor_io;
 pub mod train;

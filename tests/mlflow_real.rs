@@ -445,6 +445,29 @@ print(json.dumps(out))
         .unwrap()
         .starts_with("models:/m-"));
 
+    // 2b. A single `fer train` run: one run, its metrics, artifacts and a
+    // registered model version.
+    let t = tmp.path().join("train");
+    common::run_ok(
+        fer()
+            .args(["train", "configs/mlp.yaml", "--tracking-uri", &server.uri])
+            .args(["--set", "train.subset=0.02", "--set", "train.epochs=1"])
+            .args(["--set", "model.hidden=[32]", "--run-dir"])
+            .arg(&t),
+    );
+    let st = state(&t, &server.uri);
+    let run_id = st["run_id"].as_str().unwrap();
+    let run = c.get("runs/get", &[("run_id", run_id)]).unwrap()["run"].clone();
+    assert_eq!(run["info"]["status"], "FINISHED");
+    assert_eq!(tag(&run, "mlflow.source.name"), Some("fer train"));
+    assert_eq!(c.history(run_id, "val/acc").unwrap().len(), 1);
+    assert_eq!(c.history(run_id, "final/test/acc").unwrap().len(), 1);
+    assert!(artifacts(&c, run_id).contains("plots/curves.png"));
+    let mv = c
+        .get("model-versions/get", &[("name", "mlp"), ("version", "1")])
+        .unwrap();
+    assert_eq!(mv["model_version"]["run_id"].as_str(), Some(run_id));
+
     // 3. The server stops mid-sweep: training goes on, nothing is lost.
     let b = tmp.path().join("b");
     let log = tmp.path().join("b.log");

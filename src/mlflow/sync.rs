@@ -311,19 +311,11 @@ fn run_artifacts(dir: &Path) -> Vec<(PathBuf, String)> {
         "metrics.csv",
         "metrics.jsonl",
         "eval.json",
-        "report.md",
         "model.safetensors",
     ] {
         out.push((dir.join(f), f.to_string()));
     }
-    if let Ok(rd) = std::fs::read_dir(dir.join("plots")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with(".png") {
-                out.push((e.path(), format!("plots/{name}")));
-            }
-        }
-    }
+    extra_artifacts(dir, &mut out);
     out.retain(|(p, _)| p.is_file());
     out.sort_by(|a, b| a.1.cmp(&b.1));
     out
@@ -336,21 +328,36 @@ fn sweep_artifacts(dir: &Path) -> Vec<(PathBuf, String)> {
         "trials.jsonl",
         "summary.md",
         "summary.json",
-        "report.md",
     ]
     .iter()
     .map(|f| (dir.join(f), f.to_string()))
     .filter(|(p, _)| p.is_file())
     .collect();
-    if let Ok(rd) = std::fs::read_dir(dir.join("plots")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with(".png") {
-                out.push((e.path(), format!("plots/{name}")));
-            }
-        }
-    }
+    extra_artifacts(dir, &mut out);
     out
+}
+
+/// `plots/*.png`, and a report written into the folder with
+/// `fer report DIR --out DIR/report` (its README.md and PNGs).
+fn extra_artifacts(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    for sub in ["plots", "report"] {
+        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        let mut files: Vec<(PathBuf, String)> = rd
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| {
+                (
+                    e.path(),
+                    format!("{sub}/{}", e.file_name().to_string_lossy()),
+                )
+            })
+            .filter(|(_, rel)| rel.ends_with(".png") || rel.ends_with(".md"))
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
 }
 
 /// Everything needed to create or update one run.
