@@ -182,6 +182,10 @@ fn api_finds_the_face_refuses_bad_payloads_and_reports_metrics() {
         .json()
         .unwrap();
     assert_eq!(drift["faces"], 7);
+    // The reference: the model's mean confidence on its validation split.
+    let r = drift["train_mean_confidence"].as_f64().unwrap();
+    assert!(r > 1.0 / 7.0 && r < 1.0, "{r}");
+    assert!(m.contains("fer_drift_reference_confidence"));
     assert!(
         (drift["mean_confidence"].as_f64().unwrap() - f["confidence"].as_f64().unwrap()).abs()
             < 1e-6

@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Rotate the prediction log above this size in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub drift_log_max: u64,
+    /// FER-2013 folder, for the drift reference (the model's validation confidence).
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
 }
 
 /// One face in an answer.
@@ -116,6 +119,38 @@ pub fn model_path(given: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// The model's mean top probability on its own validation split: what live
+/// confidence is compared with. None (with a note) without the data set.
+fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
+    let mut cfg = crate::data::DataConfig {
+        val_fraction: clf.meta.val_fraction,
+        split_seed: clf.meta.split_seed,
+        ..Default::default()
+    };
+    if let Some(d) = dir {
+        cfg.dir = d.to_path_buf();
+    }
+    let loaded = match crate::data::load(&cfg, &crate::paths::cache_dir()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("fer serve: no reference confidence for drift ({e:#}); pass --data DIR");
+            return None;
+        }
+    };
+    let tv =
+        crate::data::split::stratified(&loaded.data.train.labels, cfg.val_fraction, cfg.split_seed);
+    let val = loaded.data.train.select(&tv.val);
+    let probs = clf.predict_set(&val, false, 256);
+    let n = val.len().max(1) as f64;
+    Some(
+        probs
+            .chunks_exact(NUM_CLASSES)
+            .map(|r| r.iter().copied().fold(0f32, f32::max) as f64)
+            .sum::<f64>()
+            / n,
+    )
+}
+
 impl Engine {
     pub fn new(a: &ServeArgs) -> Result<Engine> {
         let path = model_path(a.model.as_deref())?;
@@ -136,11 +171,17 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| crate::paths::runs_root().join("serve/predictions.jsonl"));
         let train: Vec<f64> = clf.meta.prior.iter().map(|&p| p as f64).collect();
+        let reference = reference_confidence(&clf, a.data.as_deref());
         Ok(Engine {
             classes: clf.meta.classes.clone(),
             model_name: clf.meta.name.clone(),
             max_body: a.max_body,
-            drift: Mutex::new(drift::Drift::new(Some(log), a.drift_log_max, train, None)),
+            drift: Mutex::new(drift::Drift::new(
+                Some(log),
+                a.drift_log_max,
+                train,
+                reference,
+            )),
             clf: Mutex::new(clf),
             detector: Mutex::new(detector),
             metrics: metrics::Metrics::default(),
