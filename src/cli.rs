@@ -122,6 +122,8 @@ pub enum BenchCommand {
     Train(crate::bench::TrainBenchArgs),
     /// Serving latency per stage (p50/p95) and FPS on a 640x480 face frame.
     Serve(crate::serve::bench::ServeBenchArgs),
+    /// Inference latency, throughput and GFLOP/s per model and batch size.
+    Infer(crate::bench::InferBenchArgs),
 }
 
 /// Where the data is and how to read it; shared by every data-using command.
@@ -308,6 +310,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Sweep(args) => sweep(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(args),
+        Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(args),
         Command::Bench(BenchCommand::Serve(args)) => {
             crate::serve::bench::run(args).map(|()| ExitCode::SUCCESS)
         }

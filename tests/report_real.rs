@@ -152,6 +152,25 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         serde_json::from_slice(&std::fs::read(zoo.join("cnn/robustness.json")).unwrap()).unwrap();
     assert_eq!(v["robustness"], cached["r"]);
 
+    // Inference benchmark over the same folder: networks only, each batch.
+    let b = common::run_ok(fer().args(["bench", "infer"]).arg(&zoo).args([
+        "--batches",
+        "1,4",
+        "--seconds",
+        "0.05",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "cnn and mlp at batch 1 and 4: {v}");
+    assert!(v["peak_gflops"].as_f64().unwrap() > 1.0);
+    assert!(v["sgemm_gflops"].as_f64().unwrap() > 1.0);
+    for r in rows {
+        assert!(r["gflops"].as_f64().unwrap() > 0.0 && r["img_per_s"].as_f64().unwrap() > 0.0);
+        let per = r["ms_per_batch"].as_f64().unwrap() / r["batch"].as_f64().unwrap();
+        assert!((per - r["ms_per_image"].as_f64().unwrap()).abs() < 1e-9);
+    }
+
     // A sweep report has the sweep section with its charts.
     let sweep = tmp.path().join("sweep");
     common::run_ok(
