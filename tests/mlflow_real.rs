@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::repo;
 
 fn fer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
@@ -510,35 +508,20 @@ print(json.dumps(out))
 
     // Back up (same database), then one sync uploads exactly what is missing.
     let server = Server::start(&tmp.path().join("mlflow"), port, &[], &[]);
-    let out = common::run_ok(
-        fer()
-            .args([
-                "mlflow",
-                "sync",
-                "--tracking-uri",
-                &server.uri,
-                "--experiment",
-                "outage",
-            ])
-            .arg(&b),
-    );
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sync = || {
+        let out = common::run_ok(
+            fer()
+                .args(["mlflow", "sync", "--tracking-uri", &server.uri])
+                .args(["--experiment", "outage"])
+                .arg(&b),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = sync();
     assert!(said.contains("synced 1 folders"), "{said}");
     assert_server_matches_local(&c, "outage", &b);
     // A second sync finds nothing to do.
-    let out = common::run_ok(
-        fer()
-            .args([
-                "mlflow",
-                "sync",
-                "--tracking-uri",
-                &server.uri,
-                "--experiment",
-                "outage",
-            ])
-            .arg(&b),
-    );
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said = sync();
     assert!(
         said.contains("0 runs created, 0 params, 0 metric points, 0 artifacts, 0 models"),
         "{said}"

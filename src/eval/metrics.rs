@@ -35,7 +35,8 @@ pub struct Metrics {
 /// Number of bins for ECE, as in Guo et al. 2017.
 pub const ECE_BINS: usize = 15;
 
-fn argmax(row: &[f32]) -> usize {
+/// Index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &p) in row.iter().enumerate() {
         if p > row[best] {

@@ -236,13 +236,7 @@ fn accuracy(probs: &[f32], labels: &[u8]) -> f64 {
     let right = probs
         .chunks_exact(k)
         .zip(labels)
-        .filter(|(row, &y)| {
-            let arg = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
-            arg == y as usize
-        })
+        .filter(|(row, &y)| super::metrics::argmax(row) == y as usize)
         .count();
     right as f64 / labels.len().max(1) as f64
 }

@@ -10,6 +10,7 @@
 //! create whose answer was lost is never repeated.
 
 use super::client::{self, Client, Point};
+use crate::provenance::Provenance;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -374,6 +375,17 @@ struct RunSpec {
     /// FINISHED / FAILED once known; None while running.
     status: Option<(String, i64)>,
     start_ms: i64,
+    /// The folder's `provenance.json` (empty when it predates provenance).
+    prov: Provenance,
+}
+
+/// When the run started: its provenance, else its config's time.
+fn start_ms(dir: &Path, prov: &Provenance) -> i64 {
+    ms(if prov.started > 0.0 {
+        prov.started
+    } else {
+        mtime_s(&dir.join("config.yaml"))
+    })
 }
 
 impl Syncer {
@@ -418,8 +430,7 @@ impl Syncer {
             .unwrap_or_else(|| "fer".into())
     }
 
-    fn common_tags(&self, dir: &Path, config_path: &Path) -> Vec<(String, String)> {
-        let prov = crate::provenance::Provenance::load(dir).unwrap_or_default();
+    fn common_tags(&self, prov: &Provenance, config_path: &Path) -> Vec<(String, String)> {
         let cfg_bytes = std::fs::read(config_path).unwrap_or_default();
         let mut tags = vec![
             ("mlflow.source.type".to_string(), "LOCAL".to_string()),
@@ -454,7 +465,8 @@ impl Syncer {
         let config = yaml_value(&dir.join("config.yaml"));
         let mut raw = Vec::new();
         flatten(&config, "", &mut raw);
-        let mut tags = self.common_tags(dir, &dir.join("config.yaml"));
+        let prov = Provenance::load(dir).unwrap_or_default();
+        let mut tags = self.common_tags(&prov, &dir.join("config.yaml"));
         let mut status = None;
         let eval = dir.join("eval.json");
         let name;
@@ -493,12 +505,6 @@ impl Syncer {
                 status = Some(("FINISHED".to_string(), ms(mtime_s(&eval))));
             }
         }
-        let prov = crate::provenance::Provenance::load(dir).unwrap_or_default();
-        let start = if prov.started > 0.0 {
-            prov.started
-        } else {
-            mtime_s(&dir.join("config.yaml"))
-        };
         Ok(RunSpec {
             dir: dir.to_path_buf(),
             experiment: experiment
@@ -517,7 +523,8 @@ impl Syncer {
             points: run_points(dir),
             artifacts: run_artifacts(dir),
             status,
-            start_ms: ms(start),
+            start_ms: start_ms(dir, &prov),
+            prov,
         })
     }
 
@@ -576,14 +583,9 @@ impl Syncer {
                 });
             }
         }
-        let mut tags = self.common_tags(dir, &dir.join("config.yaml"));
+        let prov = Provenance::load(dir).unwrap_or_default();
+        let mut tags = self.common_tags(&prov, &dir.join("config.yaml"));
         tags.push(("fer.kind".into(), "sweep".into()));
-        let prov = crate::provenance::Provenance::load(dir).unwrap_or_default();
-        let start = if prov.started > 0.0 {
-            prov.started
-        } else {
-            mtime_s(&dir.join("config.yaml"))
-        };
         let parent = RunSpec {
             dir: dir.to_path_buf(),
             experiment: experiment.clone(),
@@ -595,7 +597,8 @@ impl Syncer {
             points,
             artifacts: sweep_artifacts(dir),
             status: done.then(|| ("FINISHED".to_string(), ms(mtime_s(&summary)))),
-            start_ms: ms(start),
+            start_ms: start_ms(dir, &prov),
+            prov,
         };
         let (mut counts, parent_id) = self.sync_run(parent)?;
 
@@ -723,21 +726,21 @@ impl Syncer {
         }
 
         if !s.inputs_done {
-            if let Some(prov) = crate::provenance::Provenance::load(&spec.dir) {
-                if let Some(d) = &prov.data_digest {
-                    let source = json!({"uri": format!("file://{}", prov.data_dir.clone().unwrap_or_default())});
-                    let profile = json!({"digest_blake3": d, "split_sizes": prov.split_sizes});
-                    self.client.post(
-                        "runs/log-inputs",
-                        json!({"run_id": run_id, "datasets": [{
-                            "tags": [{"key": "mlflow.data.context", "value": "training"}],
-                            "dataset": {"name": "fer2013", "digest": &d[..d.len().min(32)],
-                                "source_type": "local", "source": source.to_string(),
-                                "profile": profile.to_string()}}]}),
-                    )?;
-                    s.inputs_done = true;
-                    save(&mut state, &s)?;
-                }
+            let prov = &spec.prov;
+            if let Some(d) = &prov.data_digest {
+                let source =
+                    json!({"uri": format!("file://{}", prov.data_dir.clone().unwrap_or_default())});
+                let profile = json!({"digest_blake3": d, "split_sizes": prov.split_sizes});
+                self.client.post(
+                    "runs/log-inputs",
+                    json!({"run_id": run_id, "datasets": [{
+                        "tags": [{"key": "mlflow.data.context", "value": "training"}],
+                        "dataset": {"name": "fer2013", "digest": &d[..d.len().min(32)],
+                            "source_type": "local", "source": source.to_string(),
+                            "profile": profile.to_string()}}]}),
+                )?;
+                s.inputs_done = true;
+                save(&mut state, &s)?;
             }
         }
 

@@ -8,6 +8,7 @@ pub mod images;
 
 use crate::config::RunConfig;
 use crate::data::{self, ImageSet, CLASSES, NUM_CLASSES, PIXELS};
+use crate::eval::metrics::argmax;
 use crate::eval::robust::{self, Robustness};
 use crate::model_file::Classifier;
 use crate::sweep::journal::{read_events, rebuild, TrialRecord, TrialState};
@@ -237,12 +238,6 @@ fn slug(s: &str) -> String {
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join("-")
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |b, (i, &p)| if p > row[b] { i } else { b })
 }
 
 /// Writes the report; returns the README path.

@@ -26,6 +26,9 @@ pub struct Summary {
 
 pub struct Drift {
     log: Option<PathBuf>,
+    /// The open log and its size, so a frame costs one append, not a stat
+    /// and an open.
+    file: Option<(std::fs::File, u64)>,
     max_bytes: u64,
     recent: VecDeque<(usize, f32)>,
     frames: u64,
@@ -46,6 +49,7 @@ impl Drift {
         }
         Drift {
             log,
+            file: None,
             max_bytes,
             recent: VecDeque::with_capacity(WINDOW),
             frames: 0,
@@ -67,20 +71,31 @@ impl Drift {
         }
         if let Some(path) = &self.log {
             // Rotate: the log never exceeds max_bytes plus one older file.
-            if std::fs::metadata(path).is_ok_and(|m| m.len() > self.max_bytes) {
+            if self.file.as_ref().is_some_and(|f| f.1 > self.max_bytes) {
+                self.file = None;
                 let _ = std::fs::rename(path, path.with_extension("jsonl.1"));
+            }
+            if self.file.is_none() {
+                self.file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ok()
+                    .map(|f| {
+                        let len = f.metadata().map_or(0, |m| m.len());
+                        (f, len)
+                    });
             }
             let line = serde_json::json!({
                 "time": crate::paths::unix_now(),
                 "faces": faces.iter().map(|&(c, p)| serde_json::json!({
                     "class": classes.get(c), "confidence": p})).collect::<Vec<_>>(),
             });
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = writeln!(f, "{line}");
+            if let Some((f, len)) = &mut self.file {
+                let text = format!("{line}\n");
+                if f.write_all(text.as_bytes()).is_ok() {
+                    *len += text.len() as u64;
+                }
             }
         }
     }

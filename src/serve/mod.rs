@@ -287,10 +287,7 @@ impl Engine {
             .iter()
             .zip(probs.chunks_exact(NUM_CLASSES))
             .map(|(b, p)| {
-                let k = p
-                    .iter()
-                    .enumerate()
-                    .fold(0, |best, (i, &v)| if v > p[best] { i } else { best });
+                let k = crate::eval::metrics::argmax(p);
                 Face {
                     bbox: [b.x, b.y, b.w, b.h],
                     label: self.classes[k].clone(),
@@ -329,11 +326,7 @@ fn smooth(faces: &mut [Face], prev: &[Face], classes: &[String]) {
         for (v, o) in f.probs.iter_mut().zip(&p.probs) {
             *v = 0.6 * *v + 0.4 * o;
         }
-        let k = f
-            .probs
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, &v)| if v > f.probs[best] { i } else { best });
+        let k = crate::eval::metrics::argmax(&f.probs);
         f.label = classes[k].clone();
         f.confidence = f.probs[k];
     }

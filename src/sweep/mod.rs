@@ -53,12 +53,6 @@ pub struct Summary {
     pub best_model: Option<PathBuf>,
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 fn family_of(exp: &Experiment, params: &Params) -> String {
     params
         .get(space::FAMILY)
@@ -121,7 +115,7 @@ pub fn run(
                     trial: n,
                     params: params.clone(),
                     seed,
-                    time: now(),
+                    time: crate::paths::unix_now(),
                 })?;
                 (n, params, seed)
             };

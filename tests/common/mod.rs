@@ -3,6 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// The repository root (the binary under test runs from here).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// The real data set: `$FER2013_DIR`, else `../shared/fer2013` beside the
 /// repo. Missing data fails the test (CI always has it).
 pub fn fer_dir() -> PathBuf {
