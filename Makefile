@@ -15,7 +15,7 @@ endif
 CARGO := $(CARGO_ENV) cargo
 FER := ./target/release/fer
 
-.PHONY: setup build demo test lint bench clean-cache mlflow-up mlflow-down
+.PHONY: setup build demo demo-sweep test lint bench clean-cache mlflow-up mlflow-down
 
 setup:
 	@bash scripts/setup.sh
@@ -23,7 +23,12 @@ setup:
 build: setup
 	$(CARGO) build --release
 
+# The webcam demo with the release model (models/fer-release.safetensors).
 demo: build
+	$(FER) serve
+
+# The quick sweep: MLP, CNN, ResNet18 and ViT trials on 20% of train.
+demo-sweep: build
 	$(FER) data stats --data "$(FER2013_DIR)"
 	$(FER) sweep experiments/quick.yaml --data "$(FER2013_DIR)"
 

@@ -493,6 +493,8 @@ pub struct InferBenchArgs {
 pub struct InferRow {
     pub model: String,
     pub family: String,
+    /// `fp32`, or `int8` for files written by `fer quantize`.
+    pub precision: String,
     pub params: u64,
     pub macs: u64,
     pub batch: usize,
@@ -542,6 +544,37 @@ pub fn sgemm_gflops(seconds: f64) -> f64 {
     2.0 * (n * n * n) as f64 / median(times) / 1e9
 }
 
+/// Median seconds of one eval-mode forward pass and softmax of `module` on a
+/// random batch of `batch` images `side x side`, timed for at least
+/// `seconds` after 3 warm-up passes.
+pub fn forward_seconds(
+    module: &dyn tch::nn::ModuleT,
+    batch: usize,
+    side: i64,
+    seconds: f64,
+) -> f64 {
+    let x = tch::Tensor::randn(
+        [batch as i64, 1, side, side],
+        (tch::Kind::Float, tch::Device::Cpu),
+    );
+    let run = || {
+        tch::no_grad(|| {
+            let _ = module.forward_t(&x, false).softmax(-1, tch::Kind::Float);
+        })
+    };
+    for _ in 0..3 {
+        run();
+    }
+    let mut times = Vec::new();
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < seconds || times.len() < 5 {
+        let t0 = Instant::now();
+        run();
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    median(times)
+}
+
 fn model_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
@@ -579,30 +612,12 @@ pub fn infer(args: InferBenchArgs) -> Result<ExitCode> {
         };
         let s = clf.meta.preprocess.size as i64;
         for &b in &args.batches {
-            let x = tch::Tensor::randn([b as i64, 1, s, s], (tch::Kind::Float, tch::Device::Cpu));
-            let run = || {
-                tch::no_grad(|| {
-                    let _ = net
-                        .module
-                        .forward_t(&x, false)
-                        .softmax(-1, tch::Kind::Float);
-                })
-            };
-            for _ in 0..3 {
-                run();
-            }
-            let mut times = Vec::new();
-            let t = Instant::now();
-            while t.elapsed().as_secs_f64() < args.seconds || times.len() < 5 {
-                let t0 = Instant::now();
-                run();
-                times.push(t0.elapsed().as_secs_f64());
-            }
-            let med = median(times);
+            let med = forward_seconds(net.module.as_ref(), b, s, args.seconds);
             let ips = b as f64 / med;
             rows.push(InferRow {
                 model: clf.meta.name.clone(),
                 family: clf.meta.model.family().to_string(),
+                precision: if clf.quant.is_some() { "int8" } else { "fp32" }.into(),
                 params: clf.meta.params,
                 macs: clf.meta.macs,
                 batch: b,
@@ -624,14 +639,15 @@ pub fn infer(args: InferBenchArgs) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "fer bench infer: fp32, CPU, {threads} threads. Nominal peak {nominal:.0} GFLOP/s = {how}; a 2048x2048 matrix product (libtorch sgemm) reaches {sgemm:.0} GFLOP/s, the practical ceiling used for \"% of sgemm\" (above the nominal peak, the cores run faster than the base clock /proc/cpuinfo reports).\n"
+            "fer bench infer: CPU, {threads} threads; GFLOP/s counts int8 multiply-adds as 2 operations like fp32 ones. Nominal peak {nominal:.0} GFLOP/s = {how}; a 2048x2048 matrix product (libtorch sgemm) reaches {sgemm:.0} GFLOP/s, the practical ceiling used for \"% of sgemm\" (above the nominal peak, the cores run faster than the base clock /proc/cpuinfo reports).\n"
         );
-        println!("| model | params | MACs/img | batch | ms/batch | ms/image | img/s | GFLOP/s | % of sgemm |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| model | precision | params | MACs/img | batch | ms/batch | ms/image | img/s | GFLOP/s | % of sgemm |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in &rows {
             println!(
-                "| {} | {} | {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1}% |",
+                "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1}% |",
                 r.model,
+                r.precision,
                 r.params,
                 crate::models::human(r.macs),
                 r.batch,

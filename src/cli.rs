@@ -32,6 +32,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Hyperparameter sweep over an experiment's search space.
     Sweep(SweepArgs),
+    /// Post-training int8 quantization of a model file.
+    Quantize(crate::quant::QuantizeArgs),
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -308,6 +310,7 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Eval(args) => eval(args),
         Command::Sweep(args) => sweep(args),
+        Command::Quantize(args) => crate::quant::run(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(args),
         Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(args),
@@ -589,6 +592,9 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
             clf.meta.params,
             crate::models::human(clf.meta.macs)
         );
+        if let Some(q) = &clf.quant {
+            println!("{}", q.summary());
+        }
         print!("{}", report.render(&clf.meta.classes));
         if let Some(r) = &robustness {
             println!("\nrobustness ({} images)", r.images);

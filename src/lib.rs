@@ -13,6 +13,7 @@ pub mod models;
 pub mod paths;
 pub mod plot;
 pub mod provenance;
+pub mod quant;
 pub mod report;
 pub mod serve;
 pub mod sweep;

@@ -48,6 +48,8 @@ pub struct Classifier {
     pub vs: Option<nn::VarStore>,
     pub net: Option<Net>,
     pub device: Device,
+    /// Set for int8 model files written by `fer quantize`.
+    pub quant: Option<crate::quant::QuantMeta>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -168,19 +170,54 @@ impl Classifier {
                 .context("model file has no fer.meta")?,
         )
         .with_context(|| format!("{}: reading fer.meta", file.display()))?;
+        let quant = match loaded.metadata.get(crate::quant::META_KEY) {
+            Some(q) => Some(serde_json::from_str(q).with_context(|| {
+                format!("{}: reading {}", file.display(), crate::quant::META_KEY)
+            })?),
+            None => None,
+        };
+        Classifier::from_tensors(meta, loaded.tensors, quant, device)
+            .with_context(|| format!("loading weights from {}", file.display()))
+    }
+
+    /// A classifier from a model file's parts; `quant` makes it int8.
+    pub fn from_tensors(
+        meta: ModelMeta,
+        tensors: BTreeMap<String, Tensor>,
+        quant: Option<crate::quant::QuantMeta>,
+        device: Device,
+    ) -> Result<Classifier> {
         let (vs, net) = if meta.model.is_network() {
             let vs = nn::VarStore::new(device);
-            let net = models::build(
-                &vs.root(),
-                &meta.model,
-                meta.preprocess.size,
-                meta.classes.len(),
-            )
-            .expect("a network config builds a network");
-            copy_into(&vs, &loaded.tensors, "")
-                .with_context(|| format!("loading weights from {}", file.display()))?;
+            let build = || {
+                models::build(
+                    &vs.root(),
+                    &meta.model,
+                    meta.preprocess.size,
+                    meta.classes.len(),
+                )
+                .expect("a network config builds a network")
+            };
+            let (net, tensors) = match &quant {
+                None => (build(), tensors),
+                Some(q) => {
+                    let (table, floats) = crate::quant::int8_table(q, tensors)?;
+                    let (net, unclaimed) = crate::models::layers::int8(table, build);
+                    if !unclaimed.is_empty() {
+                        bail!(
+                            "int8 layers {unclaimed:?} are not in a {} network",
+                            meta.model.family()
+                        );
+                    }
+                    (net, floats)
+                }
+            };
+            copy_into(&vs, &tensors, "")?;
             (Some(vs), Some(net))
         } else {
+            if quant.is_some() {
+                bail!("a {} baseline cannot be quantized", meta.model.family());
+            }
             (None, None)
         };
         Ok(Classifier {
@@ -188,6 +225,7 @@ impl Classifier {
             vs,
             net,
             device,
+            quant,
         })
     }
 

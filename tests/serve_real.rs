@@ -200,6 +200,23 @@ fn serve_names_a_missing_model_or_cascade() {
         err.contains("release model") && err.contains("--model"),
         "{err}"
     );
+    // From the repository root the committed release model is the default.
+    let mut child = fer()
+        .args(["serve", "--addr", "127.0.0.1:0", "--drift-log"])
+        .arg(tmp.path().join("predictions.jsonl"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let health = client().get(format!("{}healthz", line.trim())).send();
+    let _ = child.kill();
+    let _ = child.wait();
+    let health: Value = health.unwrap().json().unwrap();
+    assert_eq!(health["model"], "release", "{health}");
+
     let model = trained_model(tmp.path());
     let out = fer()
         .args(["serve", "--cascade-path", "/no/cascade.xml", "--model"])

@@ -5,7 +5,7 @@
 //! convs per block, 1.17M parameters) is the calibration network of
 //! `../shared/docs/training-calibration.md`.
 
-use super::{conv_macs, Net};
+use super::{conv_macs, layers, Net};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -78,7 +78,13 @@ pub fn build(p: &nn::Path, cfg: &CnnConfig, input: i64, classes: i64) -> Net {
         let bp = p / "features" / b;
         for c in 0..cfg.convs {
             features = features
-                .add(nn::conv2d(&bp / format!("conv{c}"), cin, w, 3, conv_cfg))
+                .add(layers::conv2d(
+                    &bp / format!("conv{c}"),
+                    cin,
+                    w,
+                    3,
+                    conv_cfg,
+                ))
                 .add(nn::batch_norm2d(
                     &bp / format!("bn{c}"),
                     w,
@@ -101,7 +107,7 @@ pub fn build(p: &nn::Path, cfg: &CnnConfig, input: i64, classes: i64) -> Net {
     head = head
         .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
         .add_fn_t(move |x, train| x.dropout(d, train))
-        .add(nn::linear(p / "head", cin, classes, Default::default()));
+        .add(layers::linear(p / "head", cin, classes));
     macs += (cin * classes) as u64;
     Net {
         module: Box::new(super::Staged { features, head }),

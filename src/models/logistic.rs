@@ -15,7 +15,7 @@ pub struct LogisticConfig {}
 
 pub fn build(p: &nn::Path, _cfg: &LogisticConfig, input: i64, classes: i64) -> Net {
     let d = input * input;
-    let fc = nn::linear(p / "fc", d, classes, Default::default());
+    let fc = super::layers::linear(p / "fc", d, classes);
     Net {
         module: Box::new(nn::func_t(move |x, _train| x.flatten(1, -1).apply(&fc))),
         macs: (d * classes) as u64,

@@ -1,7 +1,7 @@
 //! A multilayer perceptron on flattened pixels: Linear, optional BatchNorm,
 //! ReLU and dropout per hidden layer, then a linear head.
 
-use super::Net;
+use super::{layers, Net};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -47,7 +47,7 @@ pub fn build(p: &nn::Path, cfg: &MlpConfig, input: i64, classes: i64) -> Net {
     let mut macs = 0u64;
     for (i, &h) in cfg.hidden.iter().enumerate() {
         let l = p / format!("hidden{i}");
-        seq = seq.add(nn::linear(&l / "fc", d, h, Default::default()));
+        seq = seq.add(layers::linear(&l / "fc", d, h));
         if cfg.batch_norm {
             seq = seq.add(nn::batch_norm1d(&l / "bn", h, Default::default()));
         }
@@ -57,7 +57,7 @@ pub fn build(p: &nn::Path, cfg: &MlpConfig, input: i64, classes: i64) -> Net {
         macs += (d * h) as u64;
         d = h;
     }
-    seq = seq.add(nn::linear(p / "head", d, classes, Default::default()));
+    seq = seq.add(layers::linear(p / "head", d, classes));
     macs += (d * classes) as u64;
     Net {
         module: Box::new(seq),

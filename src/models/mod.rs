@@ -4,6 +4,7 @@
 //! families, parsed from YAML by its `kind` tag.
 
 pub mod cnn;
+pub mod layers;
 pub mod logistic;
 pub mod mlp;
 pub mod resnet;

@@ -5,6 +5,7 @@
 //! or a 3x3/1 conv with or without max-pool (no early downsampling, about 4x
 //! or 16x the compute).
 
+use super::layers::{self, Conv2d};
 use super::{conv_macs, out_side, Net};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -37,11 +38,11 @@ pub struct ResnetConfig {
 
 #[derive(Debug)]
 struct BasicBlock {
-    conv1: nn::Conv2D,
+    conv1: Conv2d,
     bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
+    conv2: Conv2d,
     bn2: nn::BatchNorm,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    downsample: Option<(Conv2d, nn::BatchNorm)>,
 }
 
 impl ModuleT for BasicBlock {
@@ -60,14 +61,14 @@ impl ModuleT for BasicBlock {
     }
 }
 
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Conv2d {
     let cfg = nn::ConvConfig {
         stride,
         padding,
         bias: false,
         ..Default::default()
     };
-    nn::conv2d(p, cin, cout, k, cfg)
+    layers::conv2d(p, cin, cout, k, cfg)
 }
 
 fn block(p: nn::Path, cin: i64, cout: i64, stride: i64) -> BasicBlock {
@@ -122,7 +123,7 @@ pub fn build(p: &nn::Path, cfg: &ResnetConfig, input: i64, classes: i64) -> Net 
     let head = nn::seq_t()
         .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
         .add_fn_t(move |x, train| x.dropout(d, train))
-        .add(nn::linear(p / "fc", 512, classes, Default::default()));
+        .add(layers::linear(p / "fc", 512, classes));
     macs += (512 * classes) as u64;
     Net {
         module: Box::new(super::Staged {

@@ -4,6 +4,7 @@
 //! heads, MLP ratio, dropout, pre- or post-norm, learned or fixed
 //! sinusoidal position embeddings, CLS-token or mean pooling.
 
+use super::layers::{self, Conv2d, Linear};
 use super::Net;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
@@ -89,11 +90,11 @@ impl VitConfig {
 #[derive(Debug)]
 struct Block {
     norm1: nn::LayerNorm,
-    qkv: nn::Linear,
-    proj: nn::Linear,
+    qkv: Linear,
+    proj: Linear,
     norm2: nn::LayerNorm,
-    fc1: nn::Linear,
-    fc2: nn::Linear,
+    fc1: Linear,
+    fc2: Linear,
     heads: i64,
     dropout: f64,
     attn_dropout: f64,
@@ -106,11 +107,11 @@ impl Block {
         let hidden = (d as f64 * cfg.mlp_ratio).round() as i64;
         Block {
             norm1: nn::layer_norm(&p / "norm1", vec![d], Default::default()),
-            qkv: nn::linear(&p / "attn" / "qkv", d, 3 * d, Default::default()),
-            proj: nn::linear(&p / "attn" / "proj", d, d, Default::default()),
+            qkv: layers::linear(&p / "attn" / "qkv", d, 3 * d),
+            proj: layers::linear(&p / "attn" / "proj", d, d),
             norm2: nn::layer_norm(&p / "norm2", vec![d], Default::default()),
-            fc1: nn::linear(&p / "mlp" / "fc1", d, hidden, Default::default()),
-            fc2: nn::linear(&p / "mlp" / "fc2", hidden, d, Default::default()),
+            fc1: layers::linear(&p / "mlp" / "fc1", d, hidden),
+            fc2: layers::linear(&p / "mlp" / "fc2", hidden, d),
             heads: cfg.heads,
             dropout: cfg.dropout,
             attn_dropout: cfg.attn_dropout,
@@ -156,12 +157,12 @@ impl ModuleT for Block {
 
 #[derive(Debug)]
 struct Vit {
-    patch_embed: nn::Conv2D,
+    patch_embed: Conv2d,
     cls_token: Option<Tensor>,
     pos_embed: Tensor,
     blocks: Vec<Block>,
     norm: Option<nn::LayerNorm>,
-    head: nn::Linear,
+    head: Linear,
     pool: Pool,
     dropout: f64,
 }
@@ -248,7 +249,7 @@ pub fn build(p: &nn::Path, cfg: &VitConfig, input: i64, classes: i64) -> Net {
         stride: cfg.patch,
         ..Default::default()
     };
-    let patch_embed = nn::conv2d(p / "patch_embed" / "proj", 1, d, cfg.patch, conv);
+    let patch_embed = layers::conv2d(p / "patch_embed" / "proj", 1, d, cfg.patch, conv);
     let cls_token = (cfg.pool == Pool::Cls).then(|| {
         p.var(
             "cls_token",
@@ -277,7 +278,7 @@ pub fn build(p: &nn::Path, cfg: &VitConfig, input: i64, classes: i64) -> Net {
     let norm = cfg
         .pre_norm
         .then(|| nn::layer_norm(p / "norm", vec![d], Default::default()));
-    let head = nn::linear(p / "head", d, classes, Default::default());
+    let head = layers::linear(p / "head", d, classes);
     let hidden = (d as f64 * cfg.mlp_ratio).round() as i64;
     let per_block =
         tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * hidden;

@@ -112,7 +112,7 @@ pub fn model_path(given: Option<&Path>) -> Result<PathBuf> {
             let p = PathBuf::from(RELEASE_MODEL);
             anyhow::ensure!(
                 p.exists(),
-                "no --model given, and the release model {RELEASE_MODEL} is not in this checkout yet; serve a trained one with --model runs/<name>/<time> (or a .safetensors model file)"
+                "no --model given, and the release model {RELEASE_MODEL} is not under the current folder; run from the repository root, or pass --model runs/<name>/<time> (or a .safetensors model file)"
             );
             Ok(p)
         }

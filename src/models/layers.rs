@@ -1,0 +1,384 @@
+//! Linear and convolution layers that can also run in int8.
+//!
+//! A network is built in one of three modes, set for the duration of
+//! `models::build` by a scoped thread-local (so the family builders keep one
+//! signature and name their layers as before):
+//! - float: tch's own layers, as in training;
+//! - calibrating: float, and each layer records the largest |input| it sees;
+//! - int8: the layers of a quantized model file (`crate::quant`) multiply in
+//!   int8 with libtorch's `_int_mm` (oneDNN; VNNI where the CPU has it).
+//!
+//! Int8 arithmetic: weights are symmetric per output channel; a linear layer
+//! quantizes its input per call (dynamic, as PyTorch's `quantize_dynamic`); a
+//! convolution uses the input scale calibrated on training images (static),
+//! and is computed as im2col (channels-last shifted views of the int8 input)
+//! times the int8 weight matrix. Whenever the input requires grad (Grad-CAM)
+//! the float path runs, with the dequantized weights, so gradients exist.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tch::{nn, Kind, Tensor};
+
+/// How a quantized layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exec {
+    /// Int8 matrix products.
+    Int8,
+    /// Float arithmetic on the dequantized int8 weights (stored as int8 only).
+    Float,
+}
+
+/// The int8 form of one layer, as read from a quantized model file.
+pub struct QLayer {
+    /// Int8 weight values, in the layer's float weight shape.
+    pub values: Tensor,
+    /// Per-output-channel scale: weight = values x scale.
+    pub scale: Tensor,
+    /// Static input scale (convolutions).
+    pub input_scale: Option<f64>,
+    pub exec: Exec,
+}
+
+/// A layer seen while building in calibrating mode.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Layer path, e.g. `features.0.conv0`; its weight is `<name>.weight`.
+    pub name: String,
+    pub kind: LayerKind,
+    /// Input features (linear) or input channels (convolution).
+    pub inputs: i64,
+    /// Largest |input| seen.
+    pub max_abs: Arc<Mutex<f64>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerKind {
+    Linear,
+    Conv,
+}
+
+enum Mode {
+    Float,
+    Calibrate(Vec<Observed>),
+    Int8(BTreeMap<String, QLayer>),
+}
+
+thread_local! {
+    static MODE: RefCell<Mode> = const { RefCell::new(Mode::Float) };
+}
+
+/// Resets the mode to float when dropped, also on panic.
+struct Reset;
+impl Drop for Reset {
+    fn drop(&mut self) {
+        MODE.with(|m| *m.borrow_mut() = Mode::Float);
+    }
+}
+
+/// Runs `build` with calibrating layers; returns what it built and the
+/// layers, in build order.
+pub fn calibrating<R>(build: impl FnOnce() -> R) -> (R, Vec<Observed>) {
+    MODE.with(|m| *m.borrow_mut() = Mode::Calibrate(Vec::new()));
+    let _reset = Reset;
+    let r = build();
+    let seen = MODE.with(
+        |m| match std::mem::replace(&mut *m.borrow_mut(), Mode::Float) {
+            Mode::Calibrate(v) => v,
+            _ => Vec::new(),
+        },
+    );
+    (r, seen)
+}
+
+/// Runs `build` with the int8 layers of `table` (by layer name); returns what
+/// it built and the names of table entries no layer claimed.
+pub fn int8<R>(table: BTreeMap<String, QLayer>, build: impl FnOnce() -> R) -> (R, Vec<String>) {
+    MODE.with(|m| *m.borrow_mut() = Mode::Int8(table));
+    let _reset = Reset;
+    let r = build();
+    let left = MODE.with(
+        |m| match std::mem::replace(&mut *m.borrow_mut(), Mode::Float) {
+            Mode::Int8(t) => t.into_keys().collect(),
+            _ => Vec::new(),
+        },
+    );
+    (r, left)
+}
+
+fn layer_name(p: &nn::Path) -> String {
+    p.components().collect::<Vec<_>>().join(".")
+}
+
+/// What the current mode gives a new layer: an observer or its int8 form.
+fn hook(p: &nn::Path, kind: LayerKind, inputs: i64) -> (Option<Arc<Mutex<f64>>>, Option<QLayer>) {
+    let name = layer_name(p);
+    MODE.with(|m| match &mut *m.borrow_mut() {
+        Mode::Float => (None, None),
+        Mode::Calibrate(seen) => {
+            let max_abs = Arc::new(Mutex::new(0.0));
+            seen.push(Observed {
+                name,
+                kind,
+                inputs,
+                max_abs: max_abs.clone(),
+            });
+            (Some(max_abs), None)
+        }
+        Mode::Int8(table) => (None, table.remove(&name)),
+    })
+}
+
+fn observe(obs: &Option<Arc<Mutex<f64>>>, x: &Tensor) {
+    if let Some(o) = obs {
+        let m = x.abs().max().double_value(&[]);
+        let mut v = o.lock().expect("observer lock");
+        *v = v.max(m);
+    }
+}
+
+/// Symmetric int8 values of `x` with `scale` (saturating). Plain tensor ops:
+/// libtorch's quantized tensor types are deprecated.
+fn to_int8(x: &Tensor, scale: f64) -> Tensor {
+    (x * (1.0 / scale))
+        .round_()
+        .clamp_(-127, 127)
+        .to_kind(Kind::Int8)
+}
+
+/// `[M, K] int8 x [K, N] int8 -> [M, N]` float, rescaled per column.
+fn int_matmul(xq: &Tensor, w: &Tensor, x_scale: f64, w_scale: &Tensor) -> Tensor {
+    xq.internal_int_mm(w).to_kind(Kind::Float) * (w_scale * x_scale)
+}
+
+#[derive(Debug)]
+struct Int8Linear {
+    /// `[in, out]` int8.
+    w: Tensor,
+    scale: Tensor,
+}
+
+/// A linear layer (see the module docs for its modes).
+#[derive(Debug)]
+pub struct Linear {
+    fp: nn::Linear,
+    int8: Option<Int8Linear>,
+    observer: Option<Arc<Mutex<f64>>>,
+}
+
+pub fn linear(p: nn::Path, inputs: i64, outputs: i64) -> Linear {
+    let (observer, q) = hook(&p, LayerKind::Linear, inputs);
+    let fp = nn::linear(&p, inputs, outputs, Default::default());
+    let int8 = q.filter(|q| q.exec == Exec::Int8).map(|q| Int8Linear {
+        w: q.values.tr().contiguous(),
+        scale: q.scale,
+    });
+    Linear { fp, int8, observer }
+}
+
+impl nn::Module for Linear {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        observe(&self.observer, x);
+        match &self.int8 {
+            Some(q) if !x.requires_grad() => {
+                let mut shape = x.size();
+                let k = *shape.last().expect("linear input has a feature dim");
+                let x2 = x.reshape([-1, k]);
+                // Dynamic: the scale of this very input.
+                let s = (x2.abs().max().double_value(&[]) / 127.0).max(f64::MIN_POSITIVE);
+                let mut y = int_matmul(&to_int8(&x2, s), &q.w, s, &q.scale);
+                if let Some(b) = &self.fp.bs {
+                    y += b;
+                }
+                *shape.last_mut().expect("non-empty") = q.w.size()[1];
+                y.reshape(shape)
+            }
+            _ => x.apply(&self.fp),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Int8Conv {
+    /// `[k*k*in, out]` int8, rows in (dy, dx, channel) order.
+    w: Tensor,
+    scale: Tensor,
+    input_scale: f64,
+}
+
+/// A 2-D convolution (square kernel, no groups or dilation).
+#[derive(Debug)]
+pub struct Conv2d {
+    fp: nn::Conv2D,
+    k: i64,
+    stride: i64,
+    padding: i64,
+    int8: Option<Int8Conv>,
+    observer: Option<Arc<Mutex<f64>>>,
+}
+
+pub fn conv2d(p: nn::Path, inputs: i64, outputs: i64, k: i64, cfg: nn::ConvConfig) -> Conv2d {
+    assert!(
+        cfg.groups == 1 && cfg.dilation == 1,
+        "int8-capable convolutions have no groups or dilation"
+    );
+    let (observer, q) = hook(&p, LayerKind::Conv, inputs);
+    let fp = nn::conv2d(&p, inputs, outputs, k, cfg);
+    let int8 = q.filter(|q| q.exec == Exec::Int8).map(|q| Int8Conv {
+        w: q.values
+            .permute([2, 3, 1, 0])
+            .reshape([k * k * inputs, outputs])
+            .contiguous(),
+        scale: q.scale,
+        input_scale: q
+            .input_scale
+            .expect("an int8 convolution has a calibrated input scale"),
+    });
+    Conv2d {
+        fp,
+        k,
+        stride: cfg.stride,
+        padding: cfg.padding,
+        int8,
+        observer,
+    }
+}
+
+impl Conv2d {
+    fn forward_int8(&self, x: &Tensor, q: &Int8Conv) -> Tensor {
+        let (b, c, h, w) = x.size4().expect("convolution input is [B, C, H, W]");
+        let (k, s, p) = (self.k, self.stride, self.padding);
+        let ho = (h + 2 * p - k) / s + 1;
+        let wo = (w + 2 * p - k) / s + 1;
+        // Channels-last int8, zero-padded (zero is exact in symmetric int8).
+        let xq = to_int8(x, q.input_scale).permute([0, 2, 3, 1]);
+        let xq = if p > 0 {
+            xq.constant_pad_nd([0, 0, p, p, p, p])
+        } else {
+            xq
+        };
+        let mut views = Vec::with_capacity((k * k) as usize);
+        for dy in 0..k {
+            for dx in 0..k {
+                views.push(xq.slice(1, dy, dy + s * (ho - 1) + 1, s).slice(
+                    2,
+                    dx,
+                    dx + s * (wo - 1) + 1,
+                    s,
+                ));
+            }
+        }
+        let cols = Tensor::cat(&views, 3).reshape([b * ho * wo, k * k * c]);
+        let mut y = int_matmul(&cols, &q.w, q.input_scale, &q.scale);
+        if let Some(bias) = &self.fp.bs {
+            y += bias;
+        }
+        y.reshape([b, ho, wo, -1])
+            .permute([0, 3, 1, 2])
+            .contiguous()
+    }
+}
+
+impl nn::Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        observe(&self.observer, x);
+        match &self.int8 {
+            Some(q) if !x.requires_grad() => self.forward_int8(x, q),
+            _ => x.apply(&self.fp),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// Per-channel symmetric int8 of a weight, as `crate::quant` writes it.
+    fn quantize(w: &Tensor) -> (Tensor, Tensor) {
+        let out = w.size()[0];
+        let scale = w.reshape([out, -1]).abs().amax([1], false) / 127.0;
+        let shape: Vec<i64> = std::iter::once(out)
+            .chain(std::iter::repeat_n(1, w.dim() - 1))
+            .collect();
+        let values = (w / scale.reshape(&shape[..]))
+            .round()
+            .clamp(-127, 127)
+            .to_kind(Kind::Int8);
+        (values, scale)
+    }
+
+    #[test]
+    fn int8_layers_match_float_within_quantization_error() {
+        tch::manual_seed(0);
+        for (k, stride, padding, cin) in [(3, 1, 1, 8), (7, 2, 3, 1), (1, 2, 0, 16), (4, 4, 0, 1)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = nn::ConvConfig {
+                stride,
+                padding,
+                ..Default::default()
+            };
+            let fp = conv2d(vs.root() / "c", cin, 12, k, cfg);
+            let x = Tensor::randn([3, cin, 13, 13], (Kind::Float, Device::Cpu)).relu();
+            let want = tch::no_grad(|| x.apply(&fp));
+            let (values, scale) = quantize(&fp.fp.ws);
+            let max = x.abs().max().double_value(&[]);
+            let mut table = BTreeMap::new();
+            table.insert(
+                "c".to_string(),
+                QLayer {
+                    values,
+                    scale,
+                    input_scale: Some(max / 127.0),
+                    exec: Exec::Int8,
+                },
+            );
+            let vs2 = nn::VarStore::new(Device::Cpu);
+            let (q, left) = int8(table, || conv2d(vs2.root() / "c", cin, 12, k, cfg));
+            assert!(left.is_empty());
+            tch::no_grad(|| {
+                let mut q = q;
+                q.fp.ws.copy_(&fp.fp.ws);
+                q.fp.bs.as_mut().unwrap().copy_(fp.fp.bs.as_ref().unwrap());
+                let got = x.apply(&q);
+                assert_eq!(got.size(), want.size(), "k {k} stride {stride}");
+                let err = (&got - &want).abs().max().double_value(&[]);
+                let range = want.abs().max().double_value(&[]);
+                // Two 7-bit roundings: well under 3% of the output range.
+                assert!(err < 0.03 * range, "k {k}: error {err} of {range}");
+                assert!(err > 0.0, "the int8 path ran");
+            });
+        }
+        let vs = nn::VarStore::new(Device::Cpu);
+        let fp = linear(vs.root() / "l", 40, 9);
+        let x = Tensor::randn([2, 5, 40], (Kind::Float, Device::Cpu));
+        let want = tch::no_grad(|| x.apply(&fp));
+        let (values, scale) = quantize(&fp.fp.ws);
+        let mut table = BTreeMap::new();
+        table.insert(
+            "l".to_string(),
+            QLayer {
+                values,
+                scale,
+                input_scale: None,
+                exec: Exec::Int8,
+            },
+        );
+        let vs2 = nn::VarStore::new(Device::Cpu);
+        let (mut q, _) = int8(table, || linear(vs2.root() / "l", 40, 9));
+        tch::no_grad(|| {
+            q.fp.ws.copy_(&fp.fp.ws);
+            q.fp.bs.as_mut().unwrap().copy_(fp.fp.bs.as_ref().unwrap());
+        });
+        let got = tch::no_grad(|| x.apply(&q));
+        assert_eq!(got.size(), vec![2, 5, 9]);
+        let err = (&got - &want).abs().max().double_value(&[]);
+        assert!(err > 0.0 && err < 0.03 * want.abs().max().double_value(&[]));
+        // With grad the float path runs: the same weights, the same output.
+        let xg = x.set_requires_grad(true);
+        let diff = (xg.apply(&q) - xg.apply(&fp)).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "float path under grad: {diff}");
+    }
+}

@@ -1,0 +1,175 @@
+//! `fer quantize` on real models trained on real FER-2013: the int8 file is
+//! smaller, keeps its accuracy, gives the same numbers in `fer eval`, serves
+//! a real photo, and the accuracy gate refuses to write a file.
+
+mod common;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::repo;
+
+fn fer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
+    c.env("FER_THREADS", "2")
+        .env("FER2013_DIR", common::fer_dir())
+        .current_dir(repo());
+    c
+}
+
+fn train(dir: &Path, config: &str, sets: &[&str]) {
+    let mut c = fer();
+    c.args(["train", config, "--run-dir"]).arg(dir);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    common::run_ok(&mut c);
+}
+
+fn quantize(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    fer()
+        .arg("quantize")
+        .arg(model)
+        .arg("--out")
+        .arg(out)
+        .args(["--json", "--seconds", "0.05", "--calibration", "256"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn int8_models_keep_accuracy_shrink_evaluate_and_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // The last block's conv has 64 input channels: it and the head run in int8.
+    let cnn = t.join("cnn");
+    train(
+        &cnn,
+        "configs/cnn.yaml",
+        &[
+            "train.subset=0.5",
+            "train.epochs=1",
+            "model.widths=[16,64,64]",
+            "model.convs=1",
+            "model.dropout=0",
+            "train.optimizer={kind: adamw, lr: 0.003, weight_decay: 0.0}",
+            "data.augment.erasing=0",
+            "data.augment.rotation=0",
+        ],
+    );
+    let mlp = t.join("mlp");
+    train(
+        &mlp,
+        "configs/mlp.yaml",
+        &["train.subset=0.1", "train.epochs=1", "model.hidden=[256]"],
+    );
+
+    for (run, family, layers, int8_layers) in [(&cnn, "cnn", 4, 2), (&mlp, "mlp", 2, 2)] {
+        let q = t.join(format!("{family}-int8.safetensors"));
+        let v = json(&quantize(run, &q, &["--max-drop", "100"]));
+        assert_eq!(v["family"], family);
+        assert_eq!(v["layers"], layers, "{v}");
+        assert_eq!(v["int8_layers"], int8_layers, "{v}");
+        assert_eq!(v["written"], true);
+        // Weights dominate the file, and int8 stores a quarter of fp32's bytes.
+        let (fp, i8) = (
+            v["fp32"]["file_bytes"].as_f64().unwrap(),
+            v["int8"]["file_bytes"].as_f64().unwrap(),
+        );
+        assert_eq!(i8, std::fs::metadata(&q).unwrap().len() as f64);
+        assert!(i8 < 0.4 * fp, "{family}: int8 {i8} bytes vs fp32 {fp}");
+        // Quantization costs little accuracy on 2873 val and 3589 test images.
+        for split in ["val_accuracy", "test_accuracy"] {
+            let (a, b) = (
+                v["fp32"][split].as_f64().unwrap(),
+                v["int8"][split].as_f64().unwrap(),
+            );
+            // Above the 24.9% of always answering "happy": the model learned.
+            assert!(a > 0.28, "{family} fp32 {split} {a}");
+            assert!((a - b).abs() < 0.02, "{family} {split}: fp32 {a} int8 {b}");
+        }
+        for side in ["fp32", "int8"] {
+            for b in ["ms_batch1", "ms_batch32"] {
+                assert!(v[side][b].as_f64().unwrap() > 0.0);
+            }
+        }
+
+        // `fer eval` on the int8 file gives the numbers `fer quantize` printed.
+        let e = json(&fer().arg("eval").arg(&q).arg("--json").output().unwrap());
+        let acc = e["overall"]["accuracy"].as_f64().unwrap();
+        assert!(
+            (acc - v["int8"]["test_accuracy"].as_f64().unwrap()).abs() < 1e-9,
+            "eval {acc} vs quantize {}",
+            v["int8"]["test_accuracy"]
+        );
+        let text = common::run_ok(fer().arg("eval").arg(&q));
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            text.contains(&format!("int8: {int8_layers} of {layers} layers")),
+            "{text}"
+        );
+    }
+
+    // The int8 CNN serves a real photo.
+    let photo = repo().join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
+    let mut child = fer()
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(t.join("cnn-int8.safetensors"))
+        .arg("--drift-log")
+        .arg(t.join("predictions.jsonl"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_string();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}api/predict"))
+        .body(std::fs::read(photo).unwrap())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    let faces = body["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{body}");
+    let probs: Vec<f64> = serde_json::from_value(faces[0]["probs"].clone()).unwrap();
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-3);
+
+    // The gate: a drop limit no model can meet writes nothing.
+    let gated = t.join("gated.safetensors");
+    let out = quantize(&cnn, &gated, &["--max-drop=-100"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-drop") && err.contains("not written"),
+        "{err}"
+    );
+    assert!(!gated.exists());
+    // Clear errors for what cannot be quantized.
+    let again = quantize(&t.join("cnn-int8.safetensors"), &t.join("x"), &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already an int8 model file"));
+    let majority = t.join("majority");
+    train(&majority, "configs/majority.yaml", &[]);
+    let base = quantize(&majority, &t.join("y"), &[]);
+    assert!(!base.status.success());
+    assert!(String::from_utf8_lossy(&base.stderr).contains("baseline has no weights"));
+}
