@@ -215,7 +215,7 @@ fn bad_experiments_name_file_line_and_choices() {
 
 #[test]
 fn shipped_experiments_load() {
-    for name in ["smoke", "quick", "baselines", "tune-cnn"] {
+    for name in ["smoke", "quick", "baselines", "tune-cnn", "release-search"] {
         let p = repo().join(format!("experiments/{name}.yaml"));
         let exp = Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(exp.name, name);
@@ -223,4 +223,28 @@ fn shipped_experiments_load() {
     let quick = Experiment::load(&repo().join("experiments/quick.yaml"), &[]).unwrap();
     let fams: Vec<&String> = quick.family_models.keys().collect();
     assert_eq!(fams, vec!["cnn", "mlp", "resnet18", "vit"]);
+}
+
+#[test]
+fn shipped_run_configs_load_and_release_config_matches_the_release_model() {
+    let mut n = 0;
+    for e in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            fer::config::RunConfig::load(&p, &[])
+                .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 8, "{n} run configs");
+    let cfg = fer::config::RunConfig::load(&repo().join("configs/release.yaml"), &[]).unwrap();
+    let meta =
+        fer::model_file::ModelMeta::read(&repo().join("models/fer-release.safetensors")).unwrap();
+    assert_eq!(meta.name, cfg.name);
+    assert_eq!(meta.model, cfg.model);
+    assert_eq!(meta.preprocess.size, cfg.data.augment.size);
+    assert_eq!(
+        (meta.val_fraction, meta.split_seed),
+        (cfg.data.val_fraction, cfg.data.split_seed)
+    );
 }
