@@ -128,8 +128,23 @@ fn api_finds_the_face_refuses_bad_payloads_and_reports_metrics() {
     assert!(msg.contains("not a decodable image"), "{msg}");
     let (st, msg) = post(&s.url, photo[..photo.len() / 3].to_vec());
     assert_eq!(st, 400, "truncated PNG: {msg}");
-    let (st, _) = post(&s.url, vec![0u8; 5 << 20]);
-    assert_eq!(st, 413, "over the 4 MiB limit");
+    // Over the 4 MiB limit: refused on the declared length, before any body
+    // byte (raw TCP, so no client races the early answer with its upload).
+    {
+        use std::io::{Read, Write};
+        let addr = s.url.trim_start_matches("http://").trim_end_matches('/');
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            tcp,
+            "POST /api/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+            5 << 20
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 413", "over the 4 MiB limit");
+    }
     let h = client().get(format!("{}healthz", s.url)).send().unwrap();
     assert_eq!(h.status().as_u16(), 200);
 
@@ -161,8 +176,9 @@ fn api_finds_the_face_refuses_bad_payloads_and_reports_metrics() {
             .parse()
             .unwrap()
     };
-    assert_eq!(value("fer_requests_total{endpoint=\"predict\"}"), 10.0);
+    assert_eq!(value("fer_requests_total{endpoint=\"predict\"}"), 11.0);
     assert_eq!(value("fer_errors_total{reason=\"bad_payload\"}"), 3.0);
+    assert_eq!(value("fer_errors_total{reason=\"too_large\"}"), 1.0);
     assert_eq!(value("fer_stage_seconds_count{stage=\"total\"}"), 7.0);
     assert_eq!(value("fer_faces_per_frame_sum"), 7.0);
     let predicted: f64 = classes

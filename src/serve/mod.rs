@@ -338,8 +338,28 @@ fn error_json(status: StatusCode, msg: String) -> Response {
     (status, Json(serde_json::json!({"error": msg}))).into_response()
 }
 
-async fn predict(State(e): State<Shared>, body: axum::body::Bytes) -> Response {
+async fn predict(State(e): State<Shared>, req: axum::extract::Request) -> Response {
     e.metrics.request("predict");
+    let too_large = || {
+        e.metrics.error("too_large");
+        error_json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over the {} byte limit (--max-body)", e.max_body),
+        )
+    };
+    // Refuse a declared oversize upload before reading any of it, so the
+    // client gets its 413 instead of a connection reset mid-upload.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > e.max_body) {
+        return too_large();
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), e.max_body).await else {
+        return too_large();
+    };
     let e2 = e.clone();
     match tokio::task::spawn_blocking(move || e2.process(&body, None)).await {
         Ok(Ok(r)) => Json(r).into_response(),
@@ -434,6 +454,7 @@ pub fn router(engine: Shared, max_body: usize) -> Router {
     let api = Router::new()
         .route("/api/predict", post(predict))
         .layer(DefaultBodyLimit::max(max_body));
+    // (predict enforces the limit itself; the layer covers any other extractor.)
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/healthz", get(health))
