@@ -62,16 +62,36 @@ impl std::fmt::Debug for Classifier {
 
 /// Writes the model file.
 pub fn save(path: &Path, meta: &ModelMeta, vs: Option<&nn::VarStore>) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = match vs {
+    let tensors = match vs {
         Some(vs) => vs.variables().into_iter().collect(),
-        None => vec![],
+        None => BTreeMap::new(),
     };
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    save_tensors(path, meta, tensors, BTreeMap::new())
+}
+
+/// Writes a model file from named weights (plus the prior), with `extra`
+/// metadata beside `fer.format` and `fer.meta`.
+pub fn save_tensors(
+    path: &Path,
+    meta: &ModelMeta,
+    weights: BTreeMap<String, Tensor>,
+    extra: BTreeMap<String, String>,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = weights.into_iter().collect();
     tensors.push(("prior".into(), Tensor::from_slice(&meta.prior)));
-    let mut md = BTreeMap::new();
+    let mut md = extra;
     md.insert("fer.format".into(), FORMAT.into());
     md.insert("fer.meta".into(), serde_json::to_string(meta)?);
     tensor_io::save(path, &tensors, &md)
+}
+
+/// The model file a path names: itself, or `model.safetensors` in a run folder.
+pub fn file_of(path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    }
 }
 
 /// Copies `tensors` (by name, with an optional prefix) into `vs`.
@@ -143,11 +163,7 @@ impl ModelMeta {
 impl Classifier {
     /// Loads a model file, or `model.safetensors` inside a run folder.
     pub fn load(path: &Path, device: Device) -> Result<Classifier> {
-        let file = if path.is_dir() {
-            path.join("model.safetensors")
-        } else {
-            path.to_path_buf()
-        };
+        let file = file_of(path);
         if !file.exists() {
             bail!(
                 "{}: no model file (expected a .safetensors written by fer, or a run folder holding model.safetensors)",

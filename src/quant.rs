@@ -189,16 +189,8 @@ pub struct Outcome {
     pub layers: usize,
 }
 
-fn model_path(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        p.join("model.safetensors")
-    } else {
-        p.to_path_buf()
-    }
-}
-
 pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
-    let file = model_path(&args.model);
+    let file = crate::model_file::file_of(&args.model);
     let fp = Classifier::load(&file, Device::Cpu)?;
     if fp.quant.is_some() {
         bail!("{}: already an int8 model file", file.display());
@@ -230,7 +222,14 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
     pick.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
     pick.truncate(args.calibration.max(1));
     let calib = loaded.data.train.select(&pick);
-    let source = crate::tensor_io::load(&file)?;
+    // The float weights, by name, from the model already loaded.
+    let mut tensors: BTreeMap<String, Tensor> = fp
+        .vs
+        .as_ref()
+        .expect("a network has weights")
+        .variables()
+        .into_iter()
+        .collect();
     let vs = nn::VarStore::new(Device::Cpu);
     let (net, seen) = layers::calibrating(|| {
         crate::models::build(
@@ -241,7 +240,7 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         )
         .expect("a network builds")
     });
-    crate::model_file::copy_into(&vs, &source.tensors, "")?;
+    crate::model_file::copy_into(&vs, &tensors, "")?;
     crate::model_file::predict_set(
         net.module.as_ref(),
         &meta.preprocess,
@@ -251,7 +250,6 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         128,
     );
 
-    let mut tensors = source.tensors;
     let mut layer_meta = Vec::new();
     for o in &seen {
         let wname = format!("{}.weight", o.name);
@@ -358,12 +356,8 @@ fn write(
     tensors: BTreeMap<String, Tensor>,
     q: &QuantMeta,
 ) -> Result<()> {
-    let mut md = BTreeMap::new();
-    md.insert("fer.format".into(), crate::model_file::FORMAT.into());
-    md.insert("fer.meta".into(), serde_json::to_string(meta)?);
-    md.insert(META_KEY.into(), serde_json::to_string(q)?);
-    let tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
-    crate::tensor_io::save(out, &tensors, &md)
+    let extra = BTreeMap::from([(META_KEY.to_string(), serde_json::to_string(q)?)]);
+    crate::model_file::save_tensors(out, meta, tensors, extra)
 }
 
 fn render(o: &Outcome) -> String {

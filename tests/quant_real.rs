@@ -5,9 +5,8 @@
 mod common;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::repo;
 
@@ -123,30 +122,20 @@ fn int8_models_keep_accuracy_shrink_evaluate_and_serve() {
     }
 
     // The int8 CNN serves a real photo.
-    let photo = repo().join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
-    let mut child = fer()
-        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+    let mut cmd = fer();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--model"])
         .arg(t.join("cnn-int8.safetensors"))
         .arg("--drift-log")
-        .arg(t.join("predictions.jsonl"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().to_string();
+        .arg(t.join("predictions.jsonl"));
+    let server = common::spawn_server(cmd);
     let r = reqwest::blocking::Client::new()
-        .post(format!("{url}api/predict"))
-        .body(std::fs::read(photo).unwrap())
+        .post(format!("{}api/predict", server.url))
+        .body(std::fs::read(common::astronaut()).unwrap())
         .send()
         .unwrap();
     let status = r.status().as_u16();
     let body: Value = r.json().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     assert_eq!(status, 200, "{body}");
     let faces = body["faces"].as_array().unwrap();
     assert_eq!(faces.len(), 1, "{body}");

@@ -6,12 +6,11 @@
 mod common;
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::repo;
+use common::{astronaut, repo, Server};
 
 fn fer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
@@ -21,42 +20,14 @@ fn fer() -> Command {
     c
 }
 
-fn astronaut() -> PathBuf {
-    let p = repo().join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
-    assert!(p.exists(), "{} missing: run make setup", p.display());
-    p
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(model: &Path, tmp: &Path, extra: &[&str]) -> Server {
-    let mut child = fer()
-        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+    let mut cmd = fer();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--model"])
         .arg(model)
         .arg("--drift-log")
         .arg(tmp.join("predictions.jsonl"))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "served on {url:?}");
-    Server { child, url }
+        .args(extra);
+    common::spawn_server(cmd)
 }
 
 fn client() -> reqwest::blocking::Client {
@@ -217,20 +188,17 @@ fn serve_names_a_missing_model_or_cascade() {
         "{err}"
     );
     // From the repository root the committed release model is the default.
-    let mut child = fer()
-        .args(["serve", "--addr", "127.0.0.1:0", "--drift-log"])
-        .arg(tmp.path().join("predictions.jsonl"))
-        .stdout(Stdio::piped())
-        .spawn()
+    let mut cmd = fer();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--drift-log"])
+        .arg(tmp.path().join("predictions.jsonl"));
+    let s = common::spawn_server(cmd);
+    let health: Value = client()
+        .get(format!("{}healthz", s.url))
+        .send()
+        .unwrap()
+        .json()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let health = client().get(format!("{}healthz", line.trim())).send();
-    let _ = child.kill();
-    let _ = child.wait();
-    let health: Value = health.unwrap().json().unwrap();
+    drop(s);
     assert_eq!(health["model"], "release", "{health}");
 
     let model = trained_model(tmp.path());

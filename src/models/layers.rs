@@ -78,34 +78,31 @@ impl Drop for Reset {
     }
 }
 
+/// Runs `build` in `mode`; returns what it built and the mode as it ended.
+fn scoped<R>(mode: Mode, build: impl FnOnce() -> R) -> (R, Mode) {
+    MODE.with(|m| *m.borrow_mut() = mode);
+    let _reset = Reset;
+    let r = build();
+    let end = MODE.with(|m| std::mem::replace(&mut *m.borrow_mut(), Mode::Float));
+    (r, end)
+}
+
 /// Runs `build` with calibrating layers; returns what it built and the
 /// layers, in build order.
 pub fn calibrating<R>(build: impl FnOnce() -> R) -> (R, Vec<Observed>) {
-    MODE.with(|m| *m.borrow_mut() = Mode::Calibrate(Vec::new()));
-    let _reset = Reset;
-    let r = build();
-    let seen = MODE.with(
-        |m| match std::mem::replace(&mut *m.borrow_mut(), Mode::Float) {
-            Mode::Calibrate(v) => v,
-            _ => Vec::new(),
-        },
-    );
-    (r, seen)
+    match scoped(Mode::Calibrate(Vec::new()), build) {
+        (r, Mode::Calibrate(seen)) => (r, seen),
+        (r, _) => (r, Vec::new()),
+    }
 }
 
 /// Runs `build` with the int8 layers of `table` (by layer name); returns what
 /// it built and the names of table entries no layer claimed.
 pub fn int8<R>(table: BTreeMap<String, QLayer>, build: impl FnOnce() -> R) -> (R, Vec<String>) {
-    MODE.with(|m| *m.borrow_mut() = Mode::Int8(table));
-    let _reset = Reset;
-    let r = build();
-    let left = MODE.with(
-        |m| match std::mem::replace(&mut *m.borrow_mut(), Mode::Float) {
-            Mode::Int8(t) => t.into_keys().collect(),
-            _ => Vec::new(),
-        },
-    );
-    (r, left)
+    match scoped(Mode::Int8(table), build) {
+        (r, Mode::Int8(left)) => (r, left.into_keys().collect()),
+        (r, _) => (r, Vec::new()),
+    }
 }
 
 fn layer_name(p: &nn::Path) -> String {
@@ -294,21 +291,8 @@ impl nn::Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::quantize_weight as quantize;
     use tch::Device;
-
-    /// Per-channel symmetric int8 of a weight, as `crate::quant` writes it.
-    fn quantize(w: &Tensor) -> (Tensor, Tensor) {
-        let out = w.size()[0];
-        let scale = w.reshape([out, -1]).abs().amax([1], false) / 127.0;
-        let shape: Vec<i64> = std::iter::once(out)
-            .chain(std::iter::repeat_n(1, w.dim() - 1))
-            .collect();
-        let values = (w / scale.reshape(&shape[..]))
-            .round()
-            .clamp(-127, 127)
-            .to_kind(Kind::Int8);
-        (values, scale)
-    }
 
     #[test]
     fn int8_layers_match_float_within_quantization_error() {

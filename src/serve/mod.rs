@@ -12,7 +12,7 @@ use crate::data::{ImageSet, Origin, NUM_CLASSES, PIXELS, SIDE};
 use crate::model_file::Classifier;
 use anyhow::{Context, Result};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -450,11 +450,8 @@ async fn drift_json(State(e): State<Shared>) -> Response {
     Json(e.drift.lock().unwrap().summary()).into_response()
 }
 
-pub fn router(engine: Shared, max_body: usize) -> Router {
-    let api = Router::new()
-        .route("/api/predict", post(predict))
-        .layer(DefaultBodyLimit::max(max_body));
-    // (predict enforces the limit itself; the layer covers any other extractor.)
+pub fn router(engine: Shared) -> Router {
+    let api = Router::new().route("/api/predict", post(predict));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/healthz", get(health))
@@ -482,7 +479,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         );
         // Tests and scripts read the bound address from stdout.
         println!("http://{addr}/");
-        axum::serve(listener, router(engine, a.max_body))
+        axum::serve(listener, router(engine))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

@@ -53,6 +53,44 @@ pub fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A running `fer serve`, killed when dropped (also when a test panics).
+pub struct Server {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` (a `fer serve ... --addr 127.0.0.1:0` command) and waits for
+/// the URL it prints on its first stdout line.
+pub fn spawn_server(mut cmd: std::process::Command) -> Server {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "served on {url:?}");
+    Server { child, url }
+}
+
+/// scikit-image's public-domain astronaut.png (one face), installed in .venv.
+pub fn astronaut() -> PathBuf {
+    let p = repo().join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
+    assert!(p.exists(), "{} missing: run make setup", p.display());
+    p
+}
+
 /// Runs a command and fails the test with its stderr unless it succeeds.
 pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     let out = cmd.output().unwrap();
