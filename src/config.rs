@@ -1,6 +1,7 @@
 //! YAML config files parsed into typed structs. Errors name the file, line
 //! and column, with serde's list of the allowed keys or values.
 
+use crate::models::ModelConfig;
 use anyhow::{anyhow, Context, Result};
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -88,6 +89,17 @@ pub struct RunConfig {
     /// The MLflow server for `fer train` (else `MLFLOW_TRACKING_URI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<crate::sweep::config::TrackingConfig>,
+    /// Train this config once per seed and ship the members' average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleRunConfig>,
+}
+
+/// A seed ensemble: `fer train` trains member `s` with `seed: s` into
+/// `member-<s>/` of the run folder, then writes the averaged model file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleRunConfig {
+    pub seeds: Vec<u64>,
 }
 
 /// How the final evaluation is done.
@@ -115,6 +127,23 @@ impl RunConfig {
         self.data.validate().map_err(fail)?;
         self.model.validate(self.data.augment.size).map_err(fail)?;
         self.train.validate().map_err(fail)?;
+        if let Some(e) = &self.ensemble {
+            let mut seeds = e.seeds.clone();
+            seeds.sort_unstable();
+            seeds.dedup();
+            if seeds.len() < 2 || seeds.len() != e.seeds.len() {
+                return Err(fail(format!(
+                    "ensemble.seeds must list at least 2 different seeds, got {:?}",
+                    e.seeds
+                )));
+            }
+            if !self.model.is_network() || matches!(self.model, ModelConfig::Ensemble(_)) {
+                return Err(fail(format!(
+                    "ensemble.seeds needs a network to train, not a {}",
+                    self.model.family()
+                )));
+            }
+        }
         Ok(())
     }
 

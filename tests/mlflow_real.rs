@@ -627,11 +627,18 @@ impl Proxy {
                 });
                 match l.accept() {
                     Ok((client, _)) => {
+                        // Under the lock that `set` holds while it cuts, so
+                        // a connection accepted as the switch flips is either
+                        // cut with the others or refused here, never left up.
+                        let mut held = conns2.lock().unwrap();
+                        if !on2.load(Ordering::SeqCst) {
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            continue;
+                        }
                         client.set_nonblocking(false).unwrap();
                         let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                             continue;
                         };
-                        let mut held = conns2.lock().unwrap();
                         held.push(client.try_clone().unwrap());
                         held.push(server.try_clone().unwrap());
                         for (mut from, mut to) in [
@@ -655,12 +662,14 @@ impl Proxy {
     }
     /// Off: open connections are cut and new ones refused.
     fn set(&self, up: bool) {
+        let mut held = self.conns.lock().unwrap();
         self.on.store(up, std::sync::atomic::Ordering::SeqCst);
         if !up {
-            for c in self.conns.lock().unwrap().drain(..) {
+            for c in held.drain(..) {
                 let _ = c.shutdown(std::net::Shutdown::Both);
             }
         }
+        drop(held);
         std::thread::sleep(Duration::from_millis(50));
     }
 }

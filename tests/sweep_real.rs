@@ -241,7 +241,13 @@ fn shipped_run_configs_load_and_release_config_matches_the_release_model() {
     let meta =
         fer::model_file::ModelMeta::read(&repo().join("models/fer-release.safetensors")).unwrap();
     assert_eq!(meta.name, cfg.name);
-    assert_eq!(meta.model, cfg.model);
+    let want = match &cfg.ensemble {
+        Some(e) => fer::models::ModelConfig::Ensemble(fer::models::ensemble::EnsembleConfig {
+            members: vec![cfg.model.clone(); e.seeds.len()],
+        }),
+        None => cfg.model.clone(),
+    };
+    assert_eq!(meta.model, want);
     assert_eq!(meta.preprocess.size, cfg.data.augment.size);
     assert_eq!(
         (meta.val_fraction, meta.split_seed),

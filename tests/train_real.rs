@@ -318,3 +318,90 @@ fn freeze_then_unfreeze_trains_only_the_head_first() {
         "frozen BN affine weights must not move"
     );
 }
+
+#[test]
+fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_cfg(
+        tmp.path(),
+        &format!("{}ensemble: {{seeds: [3, 4]}}\n", tiny_yaml(1)),
+    );
+    let run = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        let out = common::run_ok(
+            fer()
+                .arg("train")
+                .arg(&path)
+                .arg("--run-dir")
+                .arg(&run)
+                .args(["--set", "train.subset=0.02"])
+                .args(extra),
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = train(&[]);
+    assert!(said.contains("ensemble member 2/2 (seed 4)"), "{said}");
+
+    // The shipped file averages the members' probabilities.
+    let ens = Classifier::load(&run, tch::Device::Cpu).unwrap();
+    assert_eq!(ens.meta.model.family(), "ensemble");
+    let a = Classifier::load(&run.join("member-3"), tch::Device::Cpu).unwrap();
+    let b = Classifier::load(&run.join("member-4"), tch::Device::Cpu).unwrap();
+    assert_eq!(ens.meta.params, a.meta.params + b.meta.params);
+    let cfg = RunConfig::load(&path, &[]).unwrap();
+    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+        .unwrap()
+        .data;
+    let pe = ens.predict_set(&data.test, false, 256);
+    let (pa, pb) = (
+        a.predict_set(&data.test, false, 256),
+        b.predict_set(&data.test, false, 256),
+    );
+    let worst = pe
+        .iter()
+        .zip(pa.iter().zip(&pb))
+        .map(|(e, (a, b))| (e - (a + b) / 2.0).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "max deviation from the average {worst}");
+    assert_ne!(pa, pb, "two seeds gave the same member");
+    let out: fer::train::Outcome =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    let m = fer::eval::metrics::compute(&pe, &data.test.labels, 7);
+    assert_eq!(m.accuracy, out.test.overall.accuracy);
+    assert_eq!(out.epochs_run, 2);
+
+    // Training again reuses the finished members; one trained with another
+    // recipe is refused rather than silently mixed in.
+    let said = train(&[]);
+    assert!(
+        said.contains("finished in") && said.contains("reused"),
+        "{said}"
+    );
+    let st = fer()
+        .arg("train")
+        .arg(&path)
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--set", "train.subset=0.02", "--set", "model.dropout=0.3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success());
+    assert!(
+        err.contains("member-3") && err.contains("different config"),
+        "{err}"
+    );
+
+    // The config is checked: one seed is not an ensemble.
+    let st = fer()
+        .arg("train")
+        .arg(&path)
+        .args(["--set", "ensemble.seeds=[3]"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success() && err.contains("at least 2 different seeds"),
+        "{err}"
+    );
+}

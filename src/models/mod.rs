@@ -4,6 +4,7 @@
 //! families, parsed from YAML by its `kind` tag.
 
 pub mod cnn;
+pub mod ensemble;
 pub mod layers;
 pub mod logistic;
 pub mod mlp;
@@ -26,6 +27,9 @@ pub enum ModelConfig {
     Cnn(cnn::CnnConfig),
     Resnet18(resnet::ResnetConfig),
     Vit(vit::VitConfig),
+    /// Averaged probabilities of member networks (`fer train` builds one
+    /// from a run config's `ensemble.seeds`).
+    Ensemble(ensemble::EnsembleConfig),
 }
 
 impl ModelConfig {
@@ -38,6 +42,7 @@ impl ModelConfig {
             ModelConfig::Cnn(_) => "cnn",
             ModelConfig::Resnet18(_) => "resnet18",
             ModelConfig::Vit(_) => "vit",
+            ModelConfig::Ensemble(_) => "ensemble",
         }
     }
 
@@ -60,6 +65,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.validate(),
             ModelConfig::Cnn(c) => c.validate(input),
             ModelConfig::Vit(c) => c.validate(input),
+            ModelConfig::Ensemble(c) => c.validate(input),
             _ => Ok(()),
         }
     }
@@ -126,6 +132,7 @@ pub fn build(p: &nn::Path, cfg: &ModelConfig, input: usize, classes: usize) -> O
         ModelConfig::Cnn(c) => cnn::build(p, c, input, classes),
         ModelConfig::Resnet18(c) => resnet::build(p, c, input, classes),
         ModelConfig::Vit(c) => vit::build(p, c, input, classes),
+        ModelConfig::Ensemble(c) => ensemble::build(p, c, input, classes),
     })
 }
 

@@ -333,6 +333,7 @@ impl Experiment {
             eval: self.eval.clone(),
             // The sweep's tracker logs the trials; a trial has none of its own.
             tracking: None,
+            ensemble: None,
         };
         let mut values: Vec<(String, serde_json::Value)> = self.set.clone().into_iter().collect();
         values.extend(

@@ -271,6 +271,9 @@ pub fn run_with(
     resume: bool,
     after_epoch: &mut dyn FnMut(&EpochRecord) -> bool,
 ) -> Result<Outcome> {
+    if let Some(ens) = &cfg.ensemble {
+        return run_ensemble(cfg, &ens.seeds, dir, resume, after_epoch);
+    }
     let rd = RunDir(dir.to_path_buf());
     std::fs::create_dir_all(dir.join("checkpoints"))
         .with_context(|| format!("creating {}", dir.display()))?;
@@ -563,6 +566,137 @@ pub fn run_with(
     model_file::save(&rd.model(), &meta, Some(&vs))?;
     drop(net);
     // finish() reads params and MACs back from the model file just saved.
+    finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
+}
+
+/// A seed ensemble: member `s` is this config with `seed: s`, trained (or
+/// resumed, or reused once finished) in `member-<s>/`; the members' weights
+/// then go under `m0.`, `m1.`, ... of one `ensemble` model file, which is
+/// evaluated like any other. Members select their own best epoch on the
+/// shared validation split, so nothing here sees the test set.
+fn run_ensemble(
+    cfg: &RunConfig,
+    seeds: &[u64],
+    dir: &Path,
+    resume: bool,
+    after_epoch: &mut dyn FnMut(&EpochRecord) -> bool,
+) -> Result<Outcome> {
+    let rd = RunDir(dir.to_path_buf());
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !resume {
+        write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
+    }
+    let mut weights = BTreeMap::new();
+    let mut metas: Vec<ModelMeta> = Vec::new();
+    let (mut seconds, mut images, mut epochs) = (0.0, 0.0, 0);
+    for (k, &seed) in seeds.iter().enumerate() {
+        let member = RunConfig {
+            seed,
+            ensemble: None,
+            ..cfg.clone()
+        };
+        let mdir = dir.join(format!("member-{seed}"));
+        let mrd = RunDir(mdir.clone());
+        let out: Outcome = if mrd.eval().exists() {
+            let mut found = crate::config::RunConfig::load(&mrd.config(), &[])?;
+            // Where the data sat and where runs were logged may differ.
+            found.data.dir.clone_from(&member.data.dir);
+            found.tracking.clone_from(&member.tracking);
+            if found != member {
+                bail!(
+                    "{}: this member was trained with a different config than {} with seed {seed}",
+                    mrd.config().display(),
+                    cfg.name
+                );
+            }
+            eprintln!(
+                "ensemble member {}/{} (seed {seed}): finished in {}, reused",
+                k + 1,
+                seeds.len(),
+                mdir.display()
+            );
+            serde_json::from_slice(&std::fs::read(mrd.eval())?)
+                .with_context(|| format!("reading {}", mrd.eval().display()))?
+        } else {
+            eprintln!(
+                "ensemble member {}/{} (seed {seed}) in {}",
+                k + 1,
+                seeds.len(),
+                mdir.display()
+            );
+            let out = run_with(&member, &mdir, mrd.last().exists(), after_epoch)?;
+            if out.pruned {
+                return Ok(out);
+            }
+            out
+        };
+        seconds += out.train_seconds;
+        images += out.train_seconds * out.train_img_per_s;
+        epochs += out.epochs_run;
+        let loaded = tensor_io::load(&mrd.model())?;
+        let meta: ModelMeta = serde_json::from_str(
+            loaded
+                .metadata
+                .get("fer.meta")
+                .with_context(|| format!("{}: no fer.meta", mrd.model().display()))?,
+        )?;
+        for (name, t) in loaded.tensors {
+            if name != "prior" {
+                weights.insert(format!("m{k}.{name}"), t);
+            }
+        }
+        metas.push(meta);
+    }
+    let first = &metas[0];
+    let mut meta = ModelMeta {
+        model: ModelConfig::Ensemble(models::ensemble::EnsembleConfig {
+            members: metas.iter().map(|m| m.model.clone()).collect(),
+        }),
+        seed: cfg.seed,
+        params: metas.iter().map(|m| m.params).sum(),
+        macs: metas.iter().map(|m| m.macs).sum(),
+        val_accuracy: None,
+        ..first.clone()
+    };
+    let threads = crate::cli::init_threads(cfg.train.threads);
+    let device = model_file::pick_device(cfg.train.device)?;
+    let loaded = data::load(&cfg.data, &crate::paths::cache_dir())?;
+    let digest = loaded.data.digest.clone();
+    let splits = make_splits(cfg, &loaded.data);
+    drop(loaded);
+    for m in &metas {
+        if m.data_digest != digest || m.preprocess != meta.preprocess {
+            bail!(
+                "ensemble members of {} disagree on the data or its preprocessing",
+                dir.display()
+            );
+        }
+    }
+    // Validation accuracy of the average, recorded like a single model's.
+    let clf = Classifier::from_tensors(meta.clone(), weights, None, device)?;
+    let val = eval::evaluate(&clf, &splits.val, "val", false);
+    meta.val_accuracy = Some(val.overall.accuracy);
+    model_file::save(&rd.model(), &meta, clf.vs.as_ref())?;
+    drop(clf);
+    let state = TrainerState {
+        epochs_done: epochs,
+        step: 0,
+        plateau: Plateau::new(cfg.train.optimizer.lr()),
+        early: EarlyStop::default(),
+        best_epoch: None,
+        best_value: None,
+        stopped_early: false,
+        pruned: false,
+        train_seconds: seconds,
+        images_seen: images as u64,
+        history: vec![],
+    };
+    eprintln!(
+        "ensemble of {}: val accuracy {:.4} (members trained {:.0} s in all)",
+        seeds.len(),
+        val.overall.accuracy,
+        seconds
+    );
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
 }
 
