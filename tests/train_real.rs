@@ -370,6 +370,29 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
     assert_eq!(m.accuracy, out.test.overall.accuracy);
     assert_eq!(out.epochs_run, 2);
 
+    // The report shows each member alone beside the ensemble.
+    let rep = tmp.path().join("report");
+    common::run_ok(
+        fer()
+            .arg("report")
+            .arg(&run)
+            .arg("--out")
+            .arg(&rep)
+            .args(["--robustness-images", "60"]),
+    );
+    let md = std::fs::read_to_string(rep.join("README.md")).unwrap();
+    assert!(
+        md.contains("Seed ensemble: the softmax of 2 members"),
+        "{md}"
+    );
+    let a_out: fer::train::Outcome =
+        serde_json::from_slice(&std::fs::read(run.join("member-3/eval.json")).unwrap()).unwrap();
+    assert!(
+        md.contains(&format!("| 0 | 3 | 1 | 1 | {:.0} s |", a_out.train_seconds)),
+        "{md}"
+    );
+    assert!(rep.join("tiny-member-4-curves.png").exists());
+
     // Training again reuses the finished members; one trained with another
     // recipe is refused rather than silently mixed in.
     let said = train(&[]);

@@ -446,33 +446,11 @@ pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
             o.test.overall.ece
         );
         if !o.history.is_empty() {
-            let h: &[EpochRecord] = &o.history;
-            let ep: Vec<f64> = h.iter().map(|r| r.epoch as f64).collect();
-            let c = |f: fn(&EpochRecord) -> f64| h.iter().map(f).collect::<Vec<f64>>();
-            crate::plot::curves_marked(
-                &out.join(format!("{s}-curves.png")),
-                &format!("{}: learning curves", r.label),
-                &ep,
-                &[
-                    ("train loss", c(|r| r.train_loss)),
-                    ("val loss", c(|r| r.val_loss)),
-                ],
-                &[
-                    ("train acc", c(|r| r.train_acc)),
-                    ("val acc", c(|r| r.val_acc)),
-                ],
-                o.best_epoch.map(|b| {
-                    (
-                        b as f64,
-                        if o.stopped_early {
-                            "selected epoch (stopped early)"
-                        } else {
-                            "selected epoch"
-                        },
-                    )
-                }),
-            )?;
+            learning_curves(&out.join(format!("{s}-curves.png")), &r.label, o)?;
             let _ = writeln!(md, "![learning curves]({s}-curves.png)\n");
+        }
+        if let Some(e) = &r.cfg.ensemble {
+            ensemble_members(&mut md, &out, &r.dir, &s, &e.seeds)?;
         }
         let names: Vec<&str> = CLASSES.to_vec();
         crate::plot::confusion(
@@ -1034,5 +1012,83 @@ fn sweep_section(
         );
     }
     md.push('\n');
+    Ok(())
+}
+
+/// Learning curves of one run, with its selected epoch marked.
+fn learning_curves(path: &Path, label: &str, o: &Outcome) -> Result<()> {
+    let h: &[EpochRecord] = &o.history;
+    let ep: Vec<f64> = h.iter().map(|r| r.epoch as f64).collect();
+    let c = |f: fn(&EpochRecord) -> f64| h.iter().map(f).collect::<Vec<f64>>();
+    crate::plot::curves_marked(
+        path,
+        &format!("{label}: learning curves"),
+        &ep,
+        &[
+            ("train loss", c(|r| r.train_loss)),
+            ("val loss", c(|r| r.val_loss)),
+        ],
+        &[
+            ("train acc", c(|r| r.train_acc)),
+            ("val acc", c(|r| r.val_acc)),
+        ],
+        o.best_epoch.map(|b| {
+            (
+                b as f64,
+                if o.stopped_early {
+                    "selected epoch (stopped early)"
+                } else {
+                    "selected epoch"
+                },
+            )
+        }),
+    )
+}
+
+/// A seed ensemble's members, each alone, beside the ensemble's own row, so
+/// the gain from averaging is visible; and each member's learning curves.
+fn ensemble_members(
+    md: &mut String,
+    out: &Path,
+    dir: &Path,
+    slug: &str,
+    seeds: &[u64],
+) -> Result<()> {
+    let _ = writeln!(
+        md,
+        "Seed ensemble: the softmax of {} members, each this config trained with its own seed, is averaged. Each member alone, evaluated as it was trained (`member-<seed>/eval.json`):\n",
+        seeds.len()
+    );
+    let _ = writeln!(
+        md,
+        "| member | seed | epochs | best epoch | training | val acc | test acc | weighted F1 | macro F1 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut curves = Vec::new();
+    for (k, seed) in seeds.iter().enumerate() {
+        let mdir = dir.join(format!("member-{seed}"));
+        let m = load_run(&mdir, None)?;
+        let o = &m.out;
+        let _ = writeln!(
+            md,
+            "| {k} | {seed} | {} | {} | {:.0} s | {} | {} | {:.3} | {:.3} |",
+            o.epochs_run,
+            o.best_epoch.map_or("-".into(), |b| b.to_string()),
+            o.train_seconds,
+            pct(o.val.overall.accuracy),
+            pct(o.test.overall.accuracy),
+            o.test.overall.weighted_f1,
+            o.test.overall.macro_f1
+        );
+        if !o.history.is_empty() {
+            let name = format!("{slug}-member-{seed}-curves.png");
+            learning_curves(&out.join(&name), &format!("member {k} (seed {seed})"), o)?;
+            curves.push(name);
+        }
+    }
+    let _ = writeln!(md);
+    for c in curves {
+        let _ = write!(md, "![member learning curves]({c}) ");
+    }
+    let _ = writeln!(md, "\n");
     Ok(())
 }
