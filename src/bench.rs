@@ -507,15 +507,13 @@ pub struct InferRow {
 /// fp32 peak of this machine: threads x clock x 32 FLOP per cycle with AVX2
 /// and FMA (two 8-wide fused multiply-adds per cycle), 16 without FMA.
 pub fn peak_gflops(threads: usize) -> (f64, String) {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let mhz = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    use crate::provenance::cpuinfo;
+    let mhz = cpuinfo("cpu MHz")
+        .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
-    let fma = flags.contains(" fma") && flags.contains(" avx2");
+    let flags = cpuinfo("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let fma = has("fma") && has("avx2");
     let per_cycle = if fma { 32.0 } else { 16.0 };
     let peak = threads as f64 * mhz / 1000.0 * per_cycle;
     (
@@ -544,15 +542,16 @@ pub fn sgemm_gflops(seconds: f64) -> f64 {
     2.0 * (n * n * n) as f64 / median(times) / 1e9
 }
 
-/// Median seconds of one eval-mode forward pass and softmax of `module` on a
-/// random batch of `batch` images `side x side`, timed for at least
-/// `seconds` after 3 warm-up passes.
-pub fn forward_seconds(
+/// Seconds of timed forward passes (softmax included) over one random
+/// `batch x 1 x side x side` input after 3 warm-ups, sorted: at least `runs`
+/// of them, for at least `seconds` in all.
+pub fn forward_times(
     module: &dyn tch::nn::ModuleT,
     batch: usize,
     side: i64,
     seconds: f64,
-) -> f64 {
+    runs: usize,
+) -> Vec<f64> {
     let x = tch::Tensor::randn(
         [batch as i64, 1, side, side],
         (tch::Kind::Float, tch::Device::Cpu),
@@ -567,21 +566,31 @@ pub fn forward_seconds(
     }
     let mut times = Vec::new();
     let t = Instant::now();
-    while t.elapsed().as_secs_f64() < seconds || times.len() < 5 {
+    while t.elapsed().as_secs_f64() < seconds || times.len() < runs.max(1) {
         let t0 = Instant::now();
         run();
         times.push(t0.elapsed().as_secs_f64());
     }
-    median(times)
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+/// Median seconds of one forward pass (see `forward_times`).
+pub fn forward_seconds(
+    module: &dyn tch::nn::ModuleT,
+    batch: usize,
+    side: i64,
+    seconds: f64,
+) -> f64 {
+    median(forward_times(module, batch, side, seconds, 5))
 }
 
 fn model_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_file() {
-            out.push(p.clone());
-        } else if p.join("model.safetensors").is_file() {
-            out.push(p.join("model.safetensors"));
+        let file = crate::model_file::file_of(p);
+        if file.is_file() {
+            out.push(file);
         } else if let Ok(rd) = std::fs::read_dir(p) {
             let mut subs: Vec<PathBuf> = rd
                 .flatten()

@@ -81,13 +81,15 @@ pub fn user() -> String {
 }
 
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    cpuinfo("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The first `field` of `/proc/cpuinfo` (Linux only; None elsewhere).
+pub fn cpuinfo(field: &str) -> Option<String> {
+    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == field))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    })
 }

@@ -158,24 +158,10 @@ fn latency(run: &Run, clf: &Classifier) -> Option<Latency> {
     }
     let net = clf.net.as_ref()?;
     let s = clf.meta.preprocess.size as i64;
-    let x = tch::Tensor::zeros([1, 1, s, s], (tch::Kind::Float, tch::Device::Cpu));
-    let mut times = Vec::new();
-    tch::no_grad(|| {
-        for i in 0..60 {
-            let t = std::time::Instant::now();
-            let _ = net
-                .module
-                .forward_t(&x, false)
-                .softmax(-1, tch::Kind::Float);
-            if i >= 10 {
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
-    });
-    times.sort_by(f64::total_cmp);
+    let times = crate::bench::forward_times(net.module.as_ref(), 1, s, 0.0, 50);
     let l = Latency {
-        batch1_ms_median: times[times.len() / 2],
-        batch1_ms_p95: times[times.len() * 95 / 100],
+        batch1_ms_median: times[times.len() / 2] * 1000.0,
+        batch1_ms_p95: times[times.len() * 95 / 100] * 1000.0,
         threads: tch::get_num_threads() as usize,
         cpu: crate::provenance::cpu_model(),
     };
