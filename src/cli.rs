@@ -401,7 +401,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     } else {
         let classes = crate::model_file::class_names();
         println!(
-            "{} ({}): {} params, {} MACs, {:.0} s training at {:.0} img/s, best epoch {:?}",
+            "{} ({}): {} params, {} MACs, {:.0} s training at {:.0} img/s{}",
             out.name,
             out.family,
             out.params,
@@ -409,6 +409,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             out.train_seconds,
             out.train_img_per_s,
             out.best_epoch
+                .map_or(String::new(), |b| format!(", best epoch {b}"))
         );
         print!("{}", out.val.render(&classes));
         print!("{}", out.test.render(&classes));

@@ -1042,7 +1042,7 @@ fn ensemble_members(
 ) -> Result<()> {
     let _ = writeln!(
         md,
-        "Seed ensemble: the softmax of {} members, each this config trained with its own seed, is averaged. Each member alone, evaluated as it was trained (`member-<seed>/eval.json`):\n",
+        "Seed ensemble: the softmax of {} members, each this config trained with its own seed, is averaged; training time and epochs above are the members' sums, and Grad-CAM (section 5) explains member 0. Each member alone, evaluated as it was trained (`member-<seed>/eval.json`):\n",
         seeds.len()
     );
     let _ = writeln!(

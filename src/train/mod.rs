@@ -289,18 +289,7 @@ pub fn run_with(
     let splits = make_splits(cfg, &loaded.data);
     drop(loaded);
     if !resume || !dir.join(crate::provenance::FILE).exists() {
-        let mut prov = crate::provenance::Provenance::here();
-        prov.device = Some(format!("{device:?}"));
-        prov.threads = Some(threads);
-        prov.data_digest = Some(digest.clone());
-        prov.data_dir = Some(
-            std::fs::canonicalize(&cfg.data.dir)
-                .unwrap_or_else(|_| cfg.data.dir.clone())
-                .display()
-                .to_string(),
-        );
-        prov.split_sizes = Some([splits.train.len(), splits.val.len(), splits.test.len()]);
-        prov.save(dir)?;
+        save_provenance(cfg, dir, device, threads, &digest, &splits)?;
     }
     let k = NUM_CLASSES;
     let counts = splits.train.class_counts();
@@ -569,6 +558,29 @@ pub fn run_with(
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
 }
 
+/// Where, on what and from which code a run was made (`provenance.json`).
+fn save_provenance(
+    cfg: &RunConfig,
+    dir: &Path,
+    device: Device,
+    threads: usize,
+    digest: &str,
+    splits: &Splits,
+) -> Result<()> {
+    let mut prov = crate::provenance::Provenance::here();
+    prov.device = Some(format!("{device:?}"));
+    prov.threads = Some(threads);
+    prov.data_digest = Some(digest.to_string());
+    prov.data_dir = Some(
+        std::fs::canonicalize(&cfg.data.dir)
+            .unwrap_or_else(|_| cfg.data.dir.clone())
+            .display()
+            .to_string(),
+    );
+    prov.split_sizes = Some([splits.train.len(), splits.val.len(), splits.test.len()]);
+    prov.save(dir)
+}
+
 /// A seed ensemble: member `s` is this config with `seed: s`, trained (or
 /// resumed, or reused once finished) in `member-<s>/`; the members' weights
 /// then go under `m0.`, `m1.`, ... of one `ensemble` model file, which is
@@ -664,6 +676,7 @@ fn run_ensemble(
     let digest = loaded.data.digest.clone();
     let splits = make_splits(cfg, &loaded.data);
     drop(loaded);
+    save_provenance(cfg, dir, device, threads, &digest, &splits)?;
     for m in &metas {
         if m.data_digest != digest || m.preprocess != meta.preprocess {
             bail!(
@@ -715,7 +728,7 @@ fn finish(
     let test = eval::evaluate(&clf, &splits.test, "test", cfg.eval.tta);
     let out = Outcome {
         name: cfg.name.clone(),
-        family: cfg.model.family().to_string(),
+        family: clf.meta.model.family().to_string(),
         params: clf.meta.params,
         macs: clf.meta.macs,
         device: format!("{device:?}"),
