@@ -151,9 +151,12 @@ pub fn pick_device(choice: crate::train::config::DeviceChoice) -> Result<Device>
 impl ModelMeta {
     /// The metadata of a model file, without building the network.
     pub fn read(path: &Path) -> Result<ModelMeta> {
-        let loaded = tensor_io::load(path)?;
-        let meta = loaded
-            .metadata
+        ModelMeta::from_metadata(path, &tensor_io::load(path)?.metadata)
+    }
+
+    /// `fer.meta` from the metadata of the file at `path`, already loaded.
+    pub fn from_metadata(path: &Path, metadata: &BTreeMap<String, String>) -> Result<ModelMeta> {
+        let meta = metadata
             .get("fer.meta")
             .with_context(|| format!("{}: no fer.meta", path.display()))?;
         serde_json::from_str(meta).with_context(|| format!("{}: reading fer.meta", path.display()))
@@ -179,13 +182,7 @@ impl Classifier {
                 other
             ),
         }
-        let meta: ModelMeta = serde_json::from_str(
-            loaded
-                .metadata
-                .get("fer.meta")
-                .context("model file has no fer.meta")?,
-        )
-        .with_context(|| format!("{}: reading fer.meta", file.display()))?;
+        let meta = ModelMeta::from_metadata(&file, &loaded.metadata)?;
         let quant = match loaded.metadata.get(crate::quant::META_KEY) {
             Some(q) => Some(serde_json::from_str(q).with_context(|| {
                 format!("{}: reading {}", file.display(), crate::quant::META_KEY)

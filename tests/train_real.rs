@@ -327,19 +327,19 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
         &format!("{}ensemble: {{seeds: [3, 4]}}\n", tiny_yaml(1)),
     );
     let run = tmp.path().join("run");
+    // `fer train` of this config into `run`, plus `extra` arguments.
     let train = |extra: &[&str]| {
-        let out = common::run_ok(
-            fer()
-                .arg("train")
-                .arg(&path)
-                .arg("--run-dir")
-                .arg(&run)
-                .args(["--set", "train.subset=0.02"])
-                .args(extra),
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let mut c = fer();
+        c.arg("train")
+            .arg(&path)
+            .arg("--run-dir")
+            .arg(&run)
+            .args(["--set", "train.subset=0.02"])
+            .args(extra);
+        c
     };
-    let said = train(&[]);
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let said = stderr(&common::run_ok(&mut train(&[])));
     assert!(said.contains("ensemble member 2/2 (seed 4)"), "{said}");
 
     // The shipped file averages the members' probabilities.
@@ -395,20 +395,13 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
 
     // Training again reuses the finished members; one trained with another
     // recipe is refused rather than silently mixed in.
-    let said = train(&[]);
+    let said = stderr(&common::run_ok(&mut train(&[])));
     assert!(
         said.contains("finished in") && said.contains("reused"),
         "{said}"
     );
-    let st = fer()
-        .arg("train")
-        .arg(&path)
-        .arg("--run-dir")
-        .arg(&run)
-        .args(["--set", "train.subset=0.02", "--set", "model.dropout=0.3"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&st.stderr);
+    let st = train(&["--set", "model.dropout=0.3"]).output().unwrap();
+    let err = stderr(&st);
     assert!(!st.status.success());
     assert!(
         err.contains("member-3") && err.contains("different config"),
@@ -416,13 +409,8 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
     );
 
     // The config is checked: one seed is not an ensemble.
-    let st = fer()
-        .arg("train")
-        .arg(&path)
-        .args(["--set", "ensemble.seeds=[3]"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&st.stderr);
+    let st = train(&["--set", "ensemble.seeds=[3]"]).output().unwrap();
+    let err = stderr(&st);
     assert!(
         !st.status.success() && err.contains("at least 2 different seeds"),
         "{err}"

@@ -38,12 +38,7 @@ struct Run {
 }
 
 fn load_run(dir: &Path, label: Option<String>) -> Result<Run> {
-    let out: Outcome = serde_json::from_slice(
-        &std::fs::read(dir.join("eval.json"))
-            .with_context(|| format!("reading {}", dir.join("eval.json").display()))?,
-    )
-    .with_context(|| format!("{}: not an eval.json written by fer", dir.display()))?;
-    let mut out = out;
+    let mut out = Outcome::read(dir)?;
     if out.history.is_empty() {
         out.history = std::fs::read_to_string(dir.join("metrics.jsonl"))
             .unwrap_or_default()

@@ -90,6 +90,16 @@ pub struct Outcome {
     pub test: EvalReport,
 }
 
+impl Outcome {
+    /// The `eval.json` of a finished run folder.
+    pub fn read(dir: &Path) -> Result<Outcome> {
+        let path = RunDir(dir.to_path_buf()).eval();
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not an eval.json written by fer", dir.display()))
+    }
+}
+
 /// The files of a run folder; only this type knows their names.
 pub struct RunDir(pub PathBuf);
 
@@ -281,13 +291,7 @@ pub fn run_with(
         // The resolved config goes first, before anything can fail.
         write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
     }
-    let threads = crate::cli::init_threads(cfg.train.threads);
-    let device = model_file::pick_device(cfg.train.device)?;
-
-    let loaded = data::load(&cfg.data, &crate::paths::cache_dir())?;
-    let digest = loaded.data.digest.clone();
-    let splits = make_splits(cfg, &loaded.data);
-    drop(loaded);
+    let (threads, device, digest, splits) = setup(cfg)?;
     if !resume || !dir.join(crate::provenance::FILE).exists() {
         save_provenance(cfg, dir, device, threads, &digest, &splits)?;
     }
@@ -558,6 +562,16 @@ pub fn run_with(
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
 }
 
+/// Threads, device, data digest and splits of a run: what both a single
+/// run and an ensemble need before their first model.
+fn setup(cfg: &RunConfig) -> Result<(usize, Device, String, Splits)> {
+    let threads = crate::cli::init_threads(cfg.train.threads);
+    let device = model_file::pick_device(cfg.train.device)?;
+    let loaded = data::load(&cfg.data, &crate::paths::cache_dir())?;
+    let splits = make_splits(cfg, &loaded.data);
+    Ok((threads, device, loaded.data.digest.clone(), splits))
+}
+
 /// Where, on what and from which code a run was made (`provenance.json`).
 fn save_provenance(
     cfg: &RunConfig,
@@ -627,8 +641,7 @@ fn run_ensemble(
                 seeds.len(),
                 mdir.display()
             );
-            serde_json::from_slice(&std::fs::read(mrd.eval())?)
-                .with_context(|| format!("reading {}", mrd.eval().display()))?
+            Outcome::read(&mdir)?
         } else {
             eprintln!(
                 "ensemble member {}/{} (seed {seed}) in {}",
@@ -646,12 +659,7 @@ fn run_ensemble(
         images += out.train_seconds * out.train_img_per_s;
         epochs += out.epochs_run;
         let loaded = tensor_io::load(&mrd.model())?;
-        let meta: ModelMeta = serde_json::from_str(
-            loaded
-                .metadata
-                .get("fer.meta")
-                .with_context(|| format!("{}: no fer.meta", mrd.model().display()))?,
-        )?;
+        let meta = ModelMeta::from_metadata(&mrd.model(), &loaded.metadata)?;
         for (name, t) in loaded.tensors {
             if name != "prior" {
                 weights.insert(format!("m{k}.{name}"), t);
@@ -670,12 +678,7 @@ fn run_ensemble(
         val_accuracy: None,
         ..first.clone()
     };
-    let threads = crate::cli::init_threads(cfg.train.threads);
-    let device = model_file::pick_device(cfg.train.device)?;
-    let loaded = data::load(&cfg.data, &crate::paths::cache_dir())?;
-    let digest = loaded.data.digest.clone();
-    let splits = make_splits(cfg, &loaded.data);
-    drop(loaded);
+    let (threads, device, digest, splits) = setup(cfg)?;
     save_provenance(cfg, dir, device, threads, &digest, &splits)?;
     for m in &metas {
         if m.data_digest != digest || m.preprocess != meta.preprocess {
