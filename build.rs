@@ -1,10 +1,12 @@
 //! Bakes libtorch's folder into the binaries' rpath, so `fer` runs without
-//! `LD_LIBRARY_PATH`. torch-sys publishes the folder through `links = "tch"`.
+//! `LD_LIBRARY_PATH`, and compiles the small C++ shim for what tch does not
+//! bind (`csrc/`). torch-sys publishes the folder through `links = "tch"`.
 fn main() {
     git_commit();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
+        shim(std::path::Path::new(&lib));
         let lib = lib.to_string_lossy();
         match os.as_str() {
             "linux" => {
@@ -16,6 +18,24 @@ fn main() {
             _ => {}
         }
     }
+}
+
+/// `csrc/autocast.cpp` against libtorch's headers, which sit beside its
+/// library folder in both the wheel and the standalone archive.
+fn shim(lib: &std::path::Path) {
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    let include = lib
+        .parent()
+        .expect("libtorch lib folder has a parent")
+        .join("include");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .file("csrc/autocast.cpp")
+        .compile("fer_shim");
 }
 
 /// `FER_GIT_COMMIT`: the commit being built, `+dirty` with local changes,

@@ -1,7 +1,10 @@
 """The PyTorch side of `fer bench train`: the same models, batch, loss,
 optimiser and augmentation as fer's defaults, timed the usual PyTorch way.
 
-Prints one JSON object: {family: {"model_only": img/s, "end_to_end": img/s}}.
+Modes: fp32 or bf16 (torch.autocast on CPU), with "-nhwc" for the
+channels_last layout of model and input.
+
+Prints one JSON object: {mode: {family: {"model_only": img/s, "end_to_end": img/s}}}.
 """
 import argparse
 import json
@@ -105,14 +108,21 @@ FAMILIES = {
 }
 
 
-def step_fn(model):
+def step_fn(model, mode):
+    bf16, nhwc = mode.startswith("bf16"), mode.endswith("-nhwc")
+    if nhwc:
+        model = model.to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0}],
                           lr=0.01, momentum=0.9, nesterov=True)
 
     def step(x, y):
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        if nhwc and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -124,6 +134,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--modes", default="fp32")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batches", type=int, default=20)
@@ -137,9 +148,10 @@ def main():
     x_all = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("L")) for f in files])).unsqueeze(1)
     y_all = torch.randint(0, 7, (len(files),))
     bs, out = a.batch_size, {}
-    for fam in a.families.split(","):
+    for fam, mode in ((f, m) for f in a.families.split(",") for m in a.modes.split(",")):
+        torch.manual_seed(0)
         model = FAMILIES[fam]().train()
-        step = step_fn(model)
+        step = step_fn(model, mode)
         # Model only: one fixed, already-normalised batch.
         xb = torch.randn(bs, 1, SIZE, SIZE)
         yb = torch.randint(0, 7, (bs,))
@@ -161,7 +173,7 @@ def main():
             step(*next(it))
         e2e = a.batches * bs / (time.perf_counter() - t)
         del it, dl
-        out[fam] = {"model_only": model_only, "end_to_end": e2e,
+        out.setdefault(mode, {})[fam] = {"model_only": model_only, "end_to_end": e2e,
                     "params": sum(p.numel() for p in model.parameters())}
     out["versions"] = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
     print(json.dumps(out))

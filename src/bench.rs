@@ -261,6 +261,10 @@ pub struct TrainBenchArgs {
     /// Families to measure, comma-separated.
     #[arg(long, default_value = "logistic,mlp,cnn,resnet18,vit")]
     pub families: String,
+    /// Arithmetic and layout per measurement, comma-separated: fp32, bf16,
+    /// fp32-nhwc, bf16-nhwc (train.precision and train.channels_last).
+    #[arg(long, default_value = "fp32,bf16-nhwc", value_delimiter = ',')]
+    pub modes: Vec<TrainMode>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 3)]
@@ -276,9 +280,51 @@ pub struct TrainBenchArgs {
     pub json: bool,
 }
 
+/// One training set-up of `fer bench train`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrainMode {
+    pub precision: crate::train::config::Precision,
+    pub channels_last: bool,
+}
+
+impl std::str::FromStr for TrainMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use crate::train::config::Precision;
+        let (p, cl) = match s.strip_suffix("-nhwc") {
+            Some(p) => (p, true),
+            None => (s, false),
+        };
+        let precision = match p {
+            "fp32" => Precision::Fp32,
+            "bf16" => Precision::Bf16,
+            _ => {
+                return Err(format!(
+                    "unknown mode '{s}'; expected fp32, bf16, fp32-nhwc or bf16-nhwc"
+                ))
+            }
+        };
+        Ok(TrainMode {
+            precision,
+            channels_last: cl,
+        })
+    }
+}
+
+impl std::fmt::Display for TrainMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = match self.precision {
+            crate::train::config::Precision::Fp32 => "fp32",
+            crate::train::config::Precision::Bf16 => "bf16",
+        };
+        write!(f, "{p}{}", if self.channels_last { "-nhwc" } else { "" })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainBenchRow {
     pub family: String,
+    pub mode: String,
     pub params: u64,
     pub gmacs: f64,
     pub rust_model_only: f64,
@@ -305,6 +351,7 @@ fn rust_train_rate(
     cfg: &crate::models::ModelConfig,
     set: &std::sync::Arc<crate::data::ImageSet>,
     args: &TrainBenchArgs,
+    mode: TrainMode,
     fixed: bool,
 ) -> Result<(f64, u64, u64)> {
     use crate::data::loader::{start_epoch, LoaderSpec, Order};
@@ -314,6 +361,9 @@ fn rust_train_rate(
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = crate::models::build(&vs.root(), cfg, aug.size, 7).expect("network");
     let params = crate::models::parameter_count(&vs);
+    if mode.channels_last {
+        crate::train::to_channels_last(&vs);
+    }
     let mut opt = Optimizer::new(
         OptimizerConfig::Sgd {
             lr: 0.01,
@@ -327,18 +377,21 @@ fn rust_train_rate(
     let bs = args.batch_size as i64;
     let xb = tch::Tensor::randn([bs, 1, s, s], (tch::Kind::Float, tch::Device::Cpu));
     let yb = tch::Tensor::randint(7, [bs], (tch::Kind::Int64, tch::Device::Cpu));
-    let mut step = |x: &tch::Tensor, y: &tch::Tensor| {
-        let loss = net.module.forward_t(x, true).cross_entropy_loss(
-            y,
-            None::<tch::Tensor>,
-            tch::Reduction::Mean,
-            -100,
-            0.1,
-        );
+    let mut step = |x: &tch::Tensor, y: &tch::Tensor| -> Result<f64> {
+        // The same forward as the trainer's, for this mode.
+        let logits = crate::train::forward_train(
+            &net,
+            x,
+            tch::Device::Cpu,
+            mode.precision,
+            mode.channels_last,
+        )?;
+        let loss =
+            logits.cross_entropy_loss(y, None::<tch::Tensor>, tch::Reduction::Mean, -100, 0.1);
         opt.zero_grad();
         loss.backward();
         opt.step(0.01);
-        loss.double_value(&[])
+        Ok(loss.double_value(&[]))
     };
     let n = args.warmup + args.batches;
     let mut t = Instant::now();
@@ -347,7 +400,7 @@ fn rust_train_rate(
             if i == args.warmup {
                 t = Instant::now();
             }
-            step(&xb, &yb);
+            step(&xb, &yb)?;
         }
     } else {
         let spec = LoaderSpec {
@@ -364,7 +417,7 @@ fn rust_train_rate(
             if i == args.warmup {
                 t = Instant::now();
             }
-            step(&b.x, &b.y);
+            step(&b.x, &b.y)?;
             steps += 1;
         }
         anyhow::ensure!(steps == n, "the loader gave {steps} batches, {n} needed");
@@ -389,19 +442,23 @@ pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for f in &families {
         let mc = family_config(f)?;
-        let (fixed, params, macs) = rust_train_rate(&mc, &set, &args, true)?;
-        let (e2e, _, _) = rust_train_rate(&mc, &set, &args, false)?;
-        eprintln!("{f}: {fixed:.0} img/s (model only), {e2e:.0} img/s (with data)");
-        rows.push(TrainBenchRow {
-            family: f.to_string(),
-            params,
-            gmacs: macs as f64 / 1e9,
-            rust_model_only: fixed,
-            rust_end_to_end: e2e,
-            torch_model_only: None,
-            torch_end_to_end: None,
-        });
+        for &mode in &args.modes {
+            let (fixed, params, macs) = rust_train_rate(&mc, &set, &args, mode, true)?;
+            let (e2e, _, _) = rust_train_rate(&mc, &set, &args, mode, false)?;
+            eprintln!("{f} {mode}: {fixed:.0} img/s (model only), {e2e:.0} img/s (with data)");
+            rows.push(TrainBenchRow {
+                family: f.to_string(),
+                mode: mode.to_string(),
+                params,
+                gmacs: macs as f64 / 1e9,
+                rust_model_only: fixed,
+                rust_end_to_end: e2e,
+                torch_model_only: None,
+                torch_end_to_end: None,
+            });
+        }
     }
+    let modes: Vec<String> = args.modes.iter().map(|m| m.to_string()).collect();
     let mut versions = None;
     if !args.no_python {
         let py = python(args.python.as_deref())?;
@@ -414,6 +471,7 @@ pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
                 &std::fs::canonicalize(&cfg.dir)?.display().to_string(),
             ])
             .args(["--families", &families.join(",")])
+            .args(["--modes", &modes.join(",")])
             .args(["--batch-size", &args.batch_size.to_string()])
             .args(["--warmup", &args.warmup.to_string()])
             .args(["--batches", &args.batches.to_string()])
@@ -429,15 +487,15 @@ pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         versions = v["versions"].as_str().map(String::from);
         for r in &mut rows {
-            r.torch_model_only = v[&r.family]["model_only"].as_f64();
-            r.torch_end_to_end = v[&r.family]["end_to_end"].as_f64();
+            r.torch_model_only = v[&r.mode][&r.family]["model_only"].as_f64();
+            r.torch_end_to_end = v[&r.mode][&r.family]["end_to_end"].as_f64();
         }
     }
     let mut s = format!(
         "fer bench train: batch {}, {} timed batches after {} warm-up, {} threads, SGD Nesterov, \
          label smoothing 0.1, 44x44 input\nPyTorch side: {}\n\n\
-         | family | params | GMACs/img | fer model only | PyTorch model only | ratio | fer with data | PyTorch with DataLoader | ratio |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | family | mode | params | GMACs/img | fer model only | PyTorch model only | ratio | fer with data | PyTorch with DataLoader | ratio |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.batch_size,
         args.batches,
         args.warmup,
@@ -448,8 +506,9 @@ pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
     let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}x", a / b));
     for r in &rows {
         s += &format!(
-            "| {} | {} | {:.3} | {:.0} | {} | {} | {:.0} | {} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.0} | {} | {} | {:.0} | {} | {} |\n",
             r.family,
+            r.mode,
             r.params,
             r.gmacs,
             r.rust_model_only,

@@ -1,6 +1,7 @@
 //! `fer`: a research harness for facial emotion recognition on FER-2013.
 //! The binary is a thin shell over this library.
 
+pub mod autocast;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -1,5 +1,5 @@
 //! The `fer` binary end to end: `fer data stats` on the real data, its
-//! errors on a missing data set and on a bad config.
+//! errors on a missing data set and on a bad config, and `fer bench train`.
 
 mod common;
 
@@ -89,6 +89,64 @@ fn bad_data_config_names_file_line_and_choices() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("val_fraction") && err.contains("data.yaml"),
+        "{err}"
+    );
+}
+
+/// `fer bench train` measures each mode on both sides: fer's trainer step and
+/// the PyTorch script's, with the same precision and layout.
+#[test]
+fn bench_train_compares_fp32_and_bf16_against_pytorch() {
+    let runs = tempfile::tempdir().unwrap();
+    let dir = common::fer_dir();
+    let out = fer(
+        &[
+            "bench",
+            "train",
+            "--data",
+            dir.to_str().unwrap(),
+            "--families",
+            "cnn",
+            "--modes",
+            "fp32,bf16-nhwc",
+            "--warmup",
+            "1",
+            "--batches",
+            "2",
+            "--json",
+        ],
+        runs.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["fp32", "bf16-nhwc"]);
+    for r in &rows {
+        assert_eq!(r["family"], "cnn");
+        assert_eq!(r["params"], 1174439);
+        for k in [
+            "rust_model_only",
+            "rust_end_to_end",
+            "torch_model_only",
+            "torch_end_to_end",
+        ] {
+            let v = r[k].as_f64().unwrap_or(0.0);
+            assert!(v > 1.0 && v.is_finite(), "{k} = {} in {r}", r[k]);
+        }
+    }
+
+    let bad = fer(
+        &["bench", "train", "--no-python", "--modes", "fp16"],
+        runs.path(),
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("unknown mode 'fp16'") && err.contains("bf16-nhwc"),
         "{err}"
     );
 }

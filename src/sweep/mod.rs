@@ -192,10 +192,13 @@ fn run_trial(
         let Some(me) = trials.iter().find(|t| t.number == n) else {
             return false;
         };
-        let prune =
-            exp.search
-                .pruner
-                .should_prune(me, &trials, r.epoch, exp.search.objective.direction);
+        let prune = exp.search.pruner.should_prune(
+            me,
+            &trials,
+            r.epoch,
+            cfg.train.epochs,
+            exp.search.objective.direction,
+        );
         if prune {
             eprintln!(
                 "sweep: trial {n} pruned at epoch {} ({} = {value:.4})",

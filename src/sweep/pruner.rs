@@ -60,14 +60,20 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 impl PrunerConfig {
-    /// Whether `current` (its values up to `epoch`) should stop now.
+    /// Whether `current` (its values up to `epoch`) should stop now. A trial
+    /// at its `last_epoch` has finished its schedule: it completes, as in
+    /// Optuna, even when that epoch is a rung it would fail.
     pub fn should_prune(
         &self,
         current: &TrialRecord,
         others: &[TrialRecord],
         epoch: usize,
+        last_epoch: usize,
         dir: Direction,
     ) -> bool {
+        if epoch >= last_epoch {
+            return false;
+        }
         let Some(now) = value_at(current, epoch) else {
             return false;
         };
@@ -162,13 +168,13 @@ mod tests {
         let bad = trial(9, &[0.1, 0.2], TrialState::Running);
         let good = trial(9, &[0.1, 0.5], TrialState::Running);
         assert!(
-            !p.should_prune(&bad, &others, 1, Direction::Maximize),
+            !p.should_prune(&bad, &others, 1, 99, Direction::Maximize),
             "warm-up epoch"
         );
-        assert!(p.should_prune(&bad, &others, 2, Direction::Maximize));
-        assert!(!p.should_prune(&good, &others, 2, Direction::Maximize));
+        assert!(p.should_prune(&bad, &others, 2, 99, Direction::Maximize));
+        assert!(!p.should_prune(&good, &others, 2, 99, Direction::Maximize));
         // Fewer finished trials than n_startup_trials: never prune.
-        assert!(!p.should_prune(&bad, &others[..3], 2, Direction::Maximize));
+        assert!(!p.should_prune(&bad, &others[..3], 2, 99, Direction::Maximize));
     }
 
     #[test]
@@ -187,12 +193,14 @@ mod tests {
             &trial(9, &[0.45], TrialState::Running),
             &others,
             1,
+            99,
             Direction::Maximize
         ));
         assert!(!p.should_prune(
             &trial(9, &[0.55], TrialState::Running),
             &others,
             1,
+            99,
             Direction::Maximize
         ));
         // Epoch 2 is not a rung (rungs 1, 3, 9).
@@ -200,6 +208,7 @@ mod tests {
             &trial(9, &[0.55, 0.0], TrialState::Running),
             &others,
             2,
+            99,
             Direction::Maximize
         ));
         // Minimising flips the order.
@@ -207,7 +216,16 @@ mod tests {
             &trial(9, &[0.25], TrialState::Running),
             &others,
             1,
+            99,
             Direction::Minimize
+        ));
+        // The rung that would prune it is the trial's last epoch: it completes.
+        assert!(!p.should_prune(
+            &trial(9, &[0.45], TrialState::Running),
+            &others,
+            1,
+            1,
+            Direction::Maximize
         ));
     }
 }

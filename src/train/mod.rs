@@ -18,7 +18,7 @@ use crate::model_file::{self, Classifier, ModelMeta};
 use crate::models::{self, ModelConfig};
 use crate::tensor_io;
 use anyhow::{bail, Context, Result};
-use config::{SamplerKind, Select};
+use config::{Precision, SamplerKind, Select};
 use indicatif::{ProgressBar, ProgressStyle};
 use schedule::{lr_at, EarlyStop, Plateau};
 use serde::{Deserialize, Serialize};
@@ -244,6 +244,49 @@ fn load_checkpoint(
     Ok(serde_json::from_str(state)?)
 }
 
+/// The training forward pass in the configured arithmetic and layout.
+pub fn forward_train(
+    net: &models::Net,
+    x: &Tensor,
+    device: Device,
+    precision: Precision,
+    channels_last: bool,
+) -> Result<Tensor> {
+    let x = if channels_last {
+        nhwc(x)
+    } else {
+        x.shallow_clone()
+    };
+    Ok(match precision {
+        Precision::Fp32 => net.module.forward_t(&x, true),
+        Precision::Bf16 => {
+            let _bf16 = crate::autocast::Bf16::enter(device)?;
+            // The loss and its softmax stay in float32.
+            net.module.forward_t(&x, true).to_kind(Kind::Float)
+        }
+    })
+}
+
+/// The same 4-d tensor with NHWC strides (PyTorch's channels_last): a
+/// permuted contiguous copy, viewed back in NCHW order.
+fn nhwc(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Moves every 4-d parameter (the convolution kernels) to NHWC strides, so
+/// oneDNN keeps activations in that layout through the network. Optimiser
+/// state made from these tensors inherits the layout; files stay contiguous.
+pub fn to_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let t = nhwc(&v);
+                v.set_data(&t);
+            }
+        }
+    });
+}
+
 fn select_value(sel: Select, r: &EpochRecord) -> f64 {
     // Larger is better for every selector (loss is negated).
     match sel {
@@ -348,6 +391,18 @@ pub fn run_with(
             );
         }
     }
+    if cfg.train.channels_last {
+        to_channels_last(&vs);
+    }
+    if cfg.train.precision == Precision::Bf16
+        && device == Device::Cpu
+        && !crate::autocast::cpu_has_bf16()
+    {
+        eprintln!(
+            "warning: train.precision is bf16 but this CPU has no native bfloat16 \
+             (AVX-512 BF16 or AMX); oneDNN emulates it, which is slower than fp32"
+        );
+    }
     let trainable: Vec<String> = vs
         .variables()
         .into_iter()
@@ -436,7 +491,7 @@ pub fn run_with(
             );
             let x = batch.x.to_device(device);
             let y = batch.y.to_device(device);
-            let logits = net.module.forward_t(&x, true);
+            let logits = forward_train(&net, &x, device, tc.precision, tc.channels_last)?;
             let loss = logits.cross_entropy_loss(
                 &y,
                 loss_weight.as_ref(),
