@@ -51,6 +51,58 @@ pub fn save_png(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draws a `w` x `h` chart on white with `draw`, then saves it as PNG: the
+/// set-up and tear-down every chart shares.
+fn render(path: &Path, (w, h): (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
+    init_fonts();
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        draw(&root)?;
+        root.present()?;
+    }
+    save_png(path, buf, w, h)
+}
+
+/// The legend box of every chart: white, framed, at `pos`.
+fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    pos: SeriesLabelPosition,
+    font: u32,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font))
+        .draw()?;
+    Ok(())
+}
+
+/// A value range around every finite value with `frac` of its span as
+/// margin (at least 1e-3); (0, 1) when there is none.
+fn padded(values: impl Iterator<Item = f64>, frac: f64) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * frac).max(1e-3);
+    (lo - pad, hi + pad)
+}
+
+/// A dashed line from `a` to `b`: every other of `steps` equal segments.
+fn dashes(a: (f64, f64), b: (f64, f64), steps: usize) -> impl Iterator<Item = Vec<(f64, f64)>> {
+    let at = move |i: usize| {
+        let t = i as f64 / steps as f64;
+        (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)
+    };
+    (0..steps).step_by(2).map(move |i| vec![at(i), at(i + 1)])
+}
+
 /// A grouped bar chart: one group per class, one bar per series.
 pub fn grouped_bars(
     path: &Path,
@@ -71,12 +123,7 @@ pub fn bars(
     categories: &[&str],
     series: &[(&str, Vec<f64>)],
 ) -> Result<()> {
-    init_fonts();
-    let (w, h) = (900u32, 500u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE)?;
+    render(path, (900u32, 500u32), |root| {
         let ymax = series
             .iter()
             .flat_map(|(_, v)| v.iter().copied())
@@ -84,7 +131,7 @@ pub fn bars(
             * 1.12;
         let n = categories.len();
         let k = series.len().max(1);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 26))
             .margin(16)
             .x_label_area_size(50)
@@ -127,29 +174,17 @@ pub fn bars(
                     Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 16))
-            .draw()?;
-        root.present()?;
-    }
-    save_png(path, buf, w, h)
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 16)?;
+        Ok(())
+    })
 }
 
 /// A confusion matrix as a heatmap: rows are true classes, normalised by
 /// their support, with the share and the count written in each cell.
 pub fn confusion(path: &Path, title: &str, classes: &[&str], counts: &[Vec<usize>]) -> Result<()> {
-    init_fonts();
     let n = classes.len();
-    let (w, h) = (760u32, 700u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+    render(path, (760u32, 700u32), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(60)
@@ -210,9 +245,8 @@ pub fn confusion(path: &Path, title: &str, classes: &[&str], counts: &[Vec<usize
                 ))?;
             }
         }
-        root.present()?;
-    }
-    save_png(path, buf, w, h)
+        Ok(())
+    })
 }
 
 /// Learning curves: losses on the left panel, accuracies on the right.
@@ -235,28 +269,17 @@ pub fn curves_marked(
     accs: &[(&str, Vec<f64>)],
     mark: Option<(f64, &str)>,
 ) -> Result<()> {
-    init_fonts();
-    let (w, h) = (1100u32, 450u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE)?;
+    render(path, (1100u32, 450u32), |root| {
         let root = root.titled(title, ("sans-serif", 22))?;
         let panels = root.split_evenly((1, 2));
         let x_max = epochs.iter().copied().fold(1.0f64, f64::max);
         for (panel, (name, series)) in panels.iter().zip([("loss", losses), ("accuracy", accs)]) {
-            let finite = series
-                .iter()
-                .flat_map(|(_, v)| v.iter().copied())
-                .filter(|v| v.is_finite());
-            let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-            let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
-            let pad = ((hi - lo) * 0.08).max(1e-3);
+            let (y0, y1) = padded(series.iter().flat_map(|(_, v)| v.iter().copied()), 0.08);
             let mut chart = ChartBuilder::on(panel)
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))?;
+                .build_cartesian_2d(0f64..x_max, y0..y1)?;
             chart
                 .configure_mesh()
                 .max_light_lines(1)
@@ -276,28 +299,18 @@ pub fn curves_marked(
             }
             if let Some((at, label)) = mark {
                 let grey = RGBColor(90, 90, 90);
-                let (y0, y1) = (lo - pad, hi + pad);
-                let steps = 24;
                 chart
-                    .draw_series((0..steps).step_by(2).map(|i| {
-                        let a = y0 + (y1 - y0) * i as f64 / steps as f64;
-                        let b = y0 + (y1 - y0) * (i + 1) as f64 / steps as f64;
-                        PathElement::new(vec![(at, a), (at, b)], grey.stroke_width(2))
-                    }))?
+                    .draw_series(
+                        dashes((at, y0), (at, y1), 24)
+                            .map(|seg| PathElement::new(seg, grey.stroke_width(2))),
+                    )?
                     .label(label.to_string())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight, 14)?;
         }
-        root.present()?;
-    }
-    save_png(path, buf, w, h)
+        Ok(())
+    })
 }
 
 /// Lines over shared x positions with category labels (e.g. severities).
@@ -310,14 +323,9 @@ pub fn lines(
     y_range: (f64, f64),
     hline: Option<(f64, &str)>,
 ) -> Result<()> {
-    init_fonts();
-    let (w, h) = (1000u32, 560u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE)?;
+    render(path, (1000u32, 560u32), |root| {
         let n = x_labels.len();
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 24))
             .margin(16)
             .x_label_area_size(45)
@@ -340,14 +348,11 @@ pub fn lines(
             .draw()?;
         if let Some((v, label)) = hline {
             // Dashed and black, so no series colour is mistaken for it.
-            let steps = 40;
-            let (x0, x1) = (-0.2, n as f64 - 0.8);
             chart
-                .draw_series((0..steps).step_by(2).map(|i| {
-                    let a = x0 + (x1 - x0) * i as f64 / steps as f64;
-                    let b = x0 + (x1 - x0) * (i + 1) as f64 / steps as f64;
-                    PathElement::new(vec![(a, v), (b, v)], BLACK.stroke_width(2))
-                }))?
+                .draw_series(
+                    dashes((-0.2, v), (n as f64 - 0.8, v), 40)
+                        .map(|seg| PathElement::new(seg, BLACK.stroke_width(2))),
+                )?
                 .label(label.to_string())
                 .legend(|(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2))
@@ -380,28 +385,16 @@ pub fn lines(
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()?;
-        root.present()?;
-    }
-    save_png(path, buf, w, h)
+        legend(&mut chart, SeriesLabelPosition::LowerLeft, 13)?;
+        Ok(())
+    })
 }
 
 /// A reliability diagram: accuracy against confidence per bin, with the
 /// diagonal of perfect calibration and bin counts as bar shading.
 pub fn reliability(path: &Path, title: &str, bins: &[(f64, f64, usize)]) -> Result<()> {
-    init_fonts();
-    let (w, h) = (560u32, 520u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+    render(path, (560u32, 520u32), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(16)
             .x_label_area_size(45)
@@ -442,16 +435,9 @@ pub fn reliability(path: &Path, title: &str, bins: &[(f64, f64, usize)]) -> Resu
             )?
             .label("(mean confidence, accuracy) per bin")
             .legend(|(x, y)| Circle::new((x + 8, y), 4, BLACK.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()?;
-        root.present()?;
-    }
-    save_png(path, buf, w, h)
+        legend(&mut chart, SeriesLabelPosition::UpperLeft, 13)?;
+        Ok(())
+    })
 }
 
 /// Sweep history: each trial's objective (complete and pruned marked apart)
@@ -464,25 +450,16 @@ pub fn history(
     pruned: &[(f64, f64)],
     best: &[(f64, f64)],
 ) -> Result<()> {
-    init_fonts();
-    let (w, h) = (900u32, 480u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE)?;
+    render(path, (900u32, 480u32), |root| {
         let all: Vec<(f64, f64)> = complete.iter().chain(pruned).chain(best).copied().collect();
         let xmax = all.iter().map(|p| p.0).fold(1.0f64, f64::max) + 0.5;
-        let (lo, hi) = all
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
-        let pad = ((hi - lo) * 0.1).max(1e-3);
-        let mut chart = ChartBuilder::on(&root)
+        let (y0, y1) = padded(all.iter().map(|p| p.1), 0.1);
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(45)
             .y_label_area_size(65)
-            .build_cartesian_2d(-0.5f64..xmax, (lo - pad)..(hi + pad))?;
+            .build_cartesian_2d(-0.5f64..xmax, y0..y1)?;
         chart
             .configure_mesh()
             .max_light_lines(1)
@@ -510,16 +487,9 @@ pub fn history(
             )?
             .label("pruned (last reported value)")
             .legend(|(x, y)| Cross::new((x + 8, y), 6, PALETTE[1].stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
-        root.present()?;
-    }
-    save_png(path, buf, w, h)
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
+        Ok(())
+    })
 }
 
 /// One small scatter per parameter: its value against the objective.
@@ -533,14 +503,9 @@ pub fn param_scatter(
     y_label: &str,
     params: &[ParamPoints],
 ) -> Result<()> {
-    init_fonts();
     let cols = params.len().clamp(1, 3);
     let rows = params.len().div_ceil(cols).max(1);
-    let (w, h) = (380 * cols as u32, 60 + 330 * rows as u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE)?;
+    render(path, (380 * cols as u32, 60 + 330 * rows as u32), |root| {
         let root = root.titled(title, ("sans-serif", 22))?;
         let panels = root.split_evenly((rows, cols));
         for (panel, (name, log, pts)) in panels.iter().zip(params) {
@@ -586,7 +551,6 @@ pub fn param_scatter(
                     .map(|p| Circle::new((tx(p.0), p.1), 4, PALETTE[0].filled())),
             )?;
         }
-        root.present()?;
-    }
-    save_png(path, buf, w, h)
+        Ok(())
+    })
 }
