@@ -570,9 +570,7 @@ pub fn peak_gflops(threads: usize) -> (f64, String) {
     let mhz = cpuinfo("cpu MHz")
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    let flags = cpuinfo("flags").unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let fma = has("fma") && has("avx2");
+    let fma = crate::provenance::cpu_flags(&["fma", "avx2"]);
     let per_cycle = if fma { 32.0 } else { 16.0 };
     let peak = threads as f64 * mhz / 1000.0 * per_cycle;
     (

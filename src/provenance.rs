@@ -84,6 +84,15 @@ pub fn cpu_model() -> String {
     cpuinfo("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// Whether the CPU lists every one of `names` among its `/proc/cpuinfo`
+/// flags (false where there is no such file).
+pub fn cpu_flags(names: &[&str]) -> bool {
+    cpuinfo("flags").is_some_and(|f| {
+        let flags: Vec<&str> = f.split_whitespace().collect();
+        names.iter().all(|n| flags.contains(n))
+    })
+}
+
 /// The first `field` of `/proc/cpuinfo` (Linux only; None elsewhere).
 pub fn cpuinfo(field: &str) -> Option<String> {
     std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
