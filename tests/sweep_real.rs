@@ -215,10 +215,23 @@ fn bad_experiments_name_file_line_and_choices() {
 
 #[test]
 fn shipped_experiments_load() {
-    for name in ["smoke", "quick", "baselines", "tune-cnn", "release-search"] {
-        let p = repo().join(format!("experiments/{name}.yaml"));
-        let exp = Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        assert_eq!(exp.name, name);
+    let mut names = vec![];
+    for e in std::fs::read_dir(repo().join("experiments")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let exp =
+                Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            // The name picks the default sweep folder, runs/<name>/<timestamp>.
+            assert_eq!(
+                Some(exp.name.as_str()),
+                p.file_stem().and_then(|s| s.to_str())
+            );
+            names.push(exp.name);
+        }
+    }
+    names.sort();
+    for want in ["quick", "release-search", "release-search-long", "smoke"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
     let quick = Experiment::load(&repo().join("experiments/quick.yaml"), &[]).unwrap();
     let fams: Vec<&String> = quick.family_models.keys().collect();
