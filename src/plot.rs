@@ -83,12 +83,18 @@ fn legend<'a, CT: plotters::coord::CoordTranslate>(
     Ok(())
 }
 
+/// The smallest and largest of `values`: (f64::MAX, f64::MIN) when there
+/// are none, so `lo <= hi` tells whether there were any.
+pub fn span(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    values
+        .into_iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)))
+}
+
 /// A value range around every finite value with `frac` of its span as
 /// margin (at least 1e-3); (0, 1) when there is none.
 fn padded(values: impl Iterator<Item = f64>, frac: f64) -> (f64, f64) {
-    let (lo, hi) = values
-        .filter(|v| v.is_finite())
-        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = span(values.filter(|v| v.is_finite()));
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * frac).max(1e-3);
     (lo - pad, hi + pad)
@@ -510,18 +516,13 @@ pub fn param_scatter(
         let panels = root.split_evenly((rows, cols));
         for (panel, (name, log, pts)) in panels.iter().zip(params) {
             let tx = |v: f64| if *log { v.max(1e-12).log10() } else { v };
-            let xs: Vec<f64> = pts.iter().map(|p| tx(p.0)).collect();
-            let (x0, x1) = xs
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let (x0, x1) = span(pts.iter().map(|p| tx(p.0)));
             let (x0, x1) = if x0 < x1 {
                 (x0, x1)
             } else {
                 (x0 - 1.0, x0 + 1.0)
             };
-            let (y0, y1) = pts
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+            let (y0, y1) = span(pts.iter().map(|p| p.1));
             let (y0, y1) = if y0 < y1 {
                 (y0, y1)
             } else {

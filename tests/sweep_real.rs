@@ -230,7 +230,14 @@ fn shipped_experiments_load() {
         }
     }
     names.sort();
-    for want in ["quick", "release-search", "release-search-long", "smoke"] {
+    for want in [
+        "smoke",
+        "quick",
+        "baselines",
+        "tune-cnn",
+        "release-search",
+        "release-search-long",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
     let quick = Experiment::load(&repo().join("experiments/quick.yaml"), &[]).unwrap();

@@ -945,9 +945,7 @@ fn sweep_section(
         if pts.len() < 2 {
             continue;
         }
-        let (lo, hi) = pts
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (lo, hi) = crate::plot::span(pts.iter().map(|p| p.0));
         panels.push((k.clone(), lo > 0.0 && hi / lo > 20.0, pts));
     }
     if !panels.is_empty() {
