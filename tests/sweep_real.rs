@@ -213,21 +213,26 @@ fn bad_experiments_name_file_line_and_choices() {
     );
 }
 
+/// The YAML files directly in the repository folder `dir`.
+fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(repo().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect()
+}
+
 #[test]
 fn shipped_experiments_load() {
     let mut names = vec![];
-    for e in std::fs::read_dir(repo().join("experiments")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            let exp =
-                Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
-            // The name picks the default sweep folder, runs/<name>/<timestamp>.
-            assert_eq!(
-                Some(exp.name.as_str()),
-                p.file_stem().and_then(|s| s.to_str())
-            );
-            names.push(exp.name);
-        }
+    for p in yaml_files("experiments") {
+        let exp = Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        // The name picks the default sweep folder, runs/<name>/<timestamp>.
+        assert_eq!(
+            Some(exp.name.as_str()),
+            p.file_stem().and_then(|s| s.to_str())
+        );
+        names.push(exp.name);
     }
     names.sort();
     for want in [
@@ -248,13 +253,9 @@ fn shipped_experiments_load() {
 #[test]
 fn shipped_run_configs_load_and_release_config_matches_the_release_model() {
     let mut n = 0;
-    for e in std::fs::read_dir(repo().join("configs")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            fer::config::RunConfig::load(&p, &[])
-                .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
-            n += 1;
-        }
+    for p in yaml_files("configs") {
+        fer::config::RunConfig::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        n += 1;
     }
     assert!(n >= 8, "{n} run configs");
     let cfg = fer::config::RunConfig::load(&repo().join("configs/release.yaml"), &[]).unwrap();
