@@ -58,6 +58,64 @@ mod tests {
         );
     }
 
+    fn ensemble(section: &str) -> Result<Vec<Member>> {
+        let text = format!(
+            "name: e\nmodel: {{kind: cnn, widths: [8, 16]}}\ntrain: {{epochs: 2}}\nensemble:\n{section}"
+        );
+        let cfg: RunConfig = parse_yaml(Path::new("e.yaml"), &text)?;
+        cfg.validate()?;
+        cfg.members()
+    }
+
+    #[test]
+    fn ensemble_members_resolve_their_overrides_and_folders() {
+        let m = ensemble("  seeds: [4, 2]\n").unwrap();
+        let dirs: Vec<(&str, u64)> = m.iter().map(|m| (m.dir.as_str(), m.cfg.seed)).collect();
+        assert_eq!(dirs, [("member-4", 4), ("member-2", 2)]);
+
+        let m = ensemble(
+            "  members:\n    - {seed: 0}\n    - {seed: 0, set: {model.widths: [4, 8], train.epochs: 5}}\n",
+        )
+        .unwrap();
+        assert_eq!((m[1].dir.as_str(), m[1].cfg.train.epochs), ("member-1", 5));
+        assert_eq!(m[0].cfg.train.epochs, 2);
+        match (&m[0].cfg.model, &m[1].cfg.model) {
+            (ModelConfig::Cnn(a), ModelConfig::Cnn(b)) => {
+                assert_eq!(
+                    (a.widths.clone(), b.widths.clone()),
+                    (vec![8, 16], vec![4, 8])
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(m.iter().all(|m| m.cfg.ensemble.is_none()));
+    }
+
+    #[test]
+    fn bad_ensemble_sections_are_refused_with_the_reason() {
+        let err = |section: &str| format!("{:#}", ensemble(section).unwrap_err());
+        let e = err("  seeds: [1, 1]\n");
+        assert!(e.contains("at least 2 different seeds"), "{e}");
+        let e = err("  seeds: [1, 2]\n  members: [{seed: 3}, {seed: 4}]\n");
+        assert!(e.contains("exactly one of seeds"), "{e}");
+        let e = err("  members: [{seed: 3}, {seed: 3, set: {train.epochs: 2}}]\n");
+        assert!(
+            e.contains("members[0] and [1] would train the same model"),
+            "{e}"
+        );
+        let e = err("  members: [{seed: 3}, {seed: 4, set: {name: x}}]\n");
+        assert!(e.contains("members[1].set: 'name'"), "{e}");
+        let e = err("  members: [{seed: 3}, {seed: 4, set: {train.epochs: many}}]\n");
+        assert!(
+            e.contains("members[1].set") && e.contains("train.epochs"),
+            "{e}"
+        );
+        let e = err("  members: [{seed: 3}]\n");
+        assert!(e.contains("at least 2 members"), "{e}");
+        let e = err("  seeds: [1, 2]\n  weights: f8\n");
+        assert!(e.contains("e.yaml:") && e.contains("f16"), "{e}");
+    }
+
     #[test]
     fn shipped_data_config_parses_and_validates() {
         let cfg: DataConfig = load_yaml(Path::new(concat!(
@@ -94,12 +152,141 @@ pub struct RunConfig {
     pub ensemble: Option<EnsembleRunConfig>,
 }
 
-/// A seed ensemble: `fer train` trains member `s` with `seed: s` into
-/// `member-<s>/` of the run folder, then writes the averaged model file.
+/// An ensemble: `fer train` trains each member into its own folder of the
+/// run, then writes one model file averaging their probabilities. Either
+/// `seeds` (this config once per seed, into `member-<seed>/`) or `members`
+/// (each a seed plus its own overrides, into `member-<k>/`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnsembleRunConfig {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberConfig>,
+    /// How the shipped file stores the weights. Members keep float32 files;
+    /// f16 halves the size for the 20 MB release limit.
+    #[serde(skip_serializing_if = "is_default")]
+    pub weights: WeightsDtype,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// One member of `ensemble.members`: its seed and `key: value` overrides of
+/// the config's `model.` and `train.` sections, as `--set` would apply them.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EnsembleRunConfig {
-    pub seeds: Vec<u64>,
+pub struct MemberConfig {
+    pub seed: u64,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub set: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Storage type of an ensemble's model file. Inference always runs in
+/// float32: half-precision weights are widened when the file is loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsDtype {
+    #[default]
+    F32,
+    F16,
+}
+
+/// A member to train: its folder name under the run and its resolved config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub dir: String,
+    pub seed: u64,
+    pub cfg: RunConfig,
+}
+
+impl RunConfig {
+    /// The ensemble's members, resolved and checked; empty without an
+    /// `ensemble` section.
+    pub fn members(&self) -> Result<Vec<Member>> {
+        let Some(e) = &self.ensemble else {
+            return Ok(vec![]);
+        };
+        let fail = |m: String| anyhow!("invalid config: {m}");
+        let base = RunConfig {
+            ensemble: None,
+            ..self.clone()
+        };
+        let members: Vec<Member> = match (e.seeds.is_empty(), e.members.is_empty()) {
+            (false, true) => e
+                .seeds
+                .iter()
+                .map(|&seed| Member {
+                    dir: format!("member-{seed}"),
+                    seed,
+                    cfg: RunConfig {
+                        seed,
+                        ..base.clone()
+                    },
+                })
+                .collect(),
+            (true, false) => e
+                .members
+                .iter()
+                .enumerate()
+                .map(|(k, m)| {
+                    let values: Vec<(String, serde_json::Value)> = m
+                        .set
+                        .iter()
+                        .map(|(key, v)| (key.clone(), v.clone()))
+                        .collect();
+                    for (key, _) in &values {
+                        if !(key.starts_with("model.") || key.starts_with("train.")) {
+                            return Err(fail(format!(
+                                "ensemble.members[{k}].set: '{key}' is not a model. or train. key; \
+                                 members share the data, its split and the evaluation"
+                            )));
+                        }
+                    }
+                    let cfg = apply_values(
+                        RunConfig {
+                            seed: m.seed,
+                            ..base.clone()
+                        },
+                        &values,
+                    )
+                    .map_err(|e| fail(format!("ensemble.members[{k}].set: {e}")))?;
+                    cfg.validate()
+                        .map_err(|e| anyhow!("ensemble.members[{k}]: {e}"))?;
+                    Ok(Member {
+                        dir: format!("member-{k}"),
+                        seed: m.seed,
+                        cfg,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            _ => {
+                return Err(fail(
+                    "ensemble needs exactly one of seeds (one config, several seeds) \
+                     or members (each a seed and its own overrides)"
+                        .into(),
+                ))
+            }
+        };
+        let same = (1..members.len()).find_map(|i| {
+            let j = members[..i].iter().position(|b| b.cfg == members[i].cfg)?;
+            Some((j, i))
+        });
+        if members.len() < 2 || same.is_some() {
+            return Err(fail(match (e.seeds.is_empty(), same) {
+                (false, _) => format!(
+                    "ensemble.seeds must list at least 2 different seeds, got {:?}",
+                    e.seeds
+                ),
+                (true, Some((j, i))) => {
+                    format!("ensemble.members[{j}] and [{i}] would train the same model")
+                }
+                (true, None) => "ensemble.members must list at least 2 members".into(),
+            }));
+        }
+        Ok(members)
+    }
 }
 
 /// How the final evaluation is done.
@@ -127,22 +314,14 @@ impl RunConfig {
         self.data.validate().map_err(fail)?;
         self.model.validate(self.data.augment.size).map_err(fail)?;
         self.train.validate().map_err(fail)?;
-        if let Some(e) = &self.ensemble {
-            let mut seeds = e.seeds.clone();
-            seeds.sort_unstable();
-            seeds.dedup();
-            if seeds.len() < 2 || seeds.len() != e.seeds.len() {
-                return Err(fail(format!(
-                    "ensemble.seeds must list at least 2 different seeds, got {:?}",
-                    e.seeds
-                )));
-            }
+        if self.ensemble.is_some() {
             if !self.model.is_network() || matches!(self.model, ModelConfig::Ensemble(_)) {
                 return Err(fail(format!(
-                    "ensemble.seeds needs a network to train, not a {}",
+                    "an ensemble needs a network to train, not a {}",
                     self.model.family()
                 )));
             }
+            self.members()?;
         }
         Ok(())
     }

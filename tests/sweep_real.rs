@@ -263,8 +263,13 @@ fn shipped_run_configs_load_and_release_config_matches_the_release_model() {
         fer::model_file::ModelMeta::read(&repo().join("models/fer-release.safetensors")).unwrap();
     assert_eq!(meta.name, cfg.name);
     let want = match &cfg.ensemble {
-        Some(e) => fer::models::ModelConfig::Ensemble(fer::models::ensemble::EnsembleConfig {
-            members: vec![cfg.model.clone(); e.seeds.len()],
+        Some(_) => fer::models::ModelConfig::Ensemble(fer::models::ensemble::EnsembleConfig {
+            members: cfg
+                .members()
+                .unwrap()
+                .into_iter()
+                .map(|m| m.cfg.model)
+                .collect(),
         }),
         None => cfg.model.clone(),
     };

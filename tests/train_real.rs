@@ -356,6 +356,74 @@ fn freeze_then_unfreeze_trains_only_the_head_first() {
 }
 
 #[test]
+fn a_mixed_ensemble_trains_each_member_with_its_overrides_and_stores_f16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_cfg(
+        tmp.path(),
+        &format!(
+            "{}ensemble:\n  members:\n    - {{seed: 3}}\n    - {{seed: 3, set: {{model.widths: [4, 8, 16], train.epochs: 2}}}}\n  weights: f16\n",
+            tiny_yaml(1)
+        ),
+    );
+    let cfg = RunConfig::load(&path, &["train.subset=0.02".into()]).unwrap();
+    let run = tmp.path().join("run");
+    let out = fer::train::run(&cfg, &run, false).unwrap();
+
+    // Member k trains into member-<k>/ with its own overrides applied.
+    let a = Classifier::load(&run.join("member-0"), tch::Device::Cpu).unwrap();
+    let b = Classifier::load(&run.join("member-1"), tch::Device::Cpu).unwrap();
+    let widths = |c: &Classifier| match &c.meta.model {
+        fer::models::ModelConfig::Cnn(n) => n.widths.clone(),
+        m => panic!("member is a {}", m.family()),
+    };
+    assert_eq!((widths(&a), widths(&b)), (vec![8, 16, 32], vec![4, 8, 16]));
+    assert_eq!(out.epochs_run, 1 + 2);
+
+    // The shipped file holds every weight as float16, and is the average of
+    // the members with their weights rounded to float16.
+    let file = fer::tensor_io::load(&run.join("model.safetensors")).unwrap();
+    let weights: Vec<_> = file.tensors.iter().filter(|(k, _)| *k != "prior").collect();
+    assert!(weights.len() > 4);
+    for (k, t) in &weights {
+        assert_eq!(t.kind(), tch::Kind::Half, "{k} is stored as {:?}", t.kind());
+    }
+    let ens = Classifier::load(&run, tch::Device::Cpu).unwrap();
+    assert_eq!(ens.meta.params, a.meta.params + b.meta.params);
+    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+        .unwrap()
+        .data;
+    let pe = ens.predict_set(&data.test, false, 256);
+    let (pa, pb) = (
+        a.predict_set(&data.test, false, 256),
+        b.predict_set(&data.test, false, 256),
+    );
+    let worst = pe
+        .iter()
+        .zip(pa.iter().zip(&pb))
+        .map(|(e, (a, b))| (e - (a + b) / 2.0).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst > 0.0 && worst < 2e-2,
+        "float16 storage moved probabilities by {worst}"
+    );
+    // eval.json measures the stored file, not the float32 members.
+    let m = fer::eval::metrics::compute(&pe, &data.test.labels, 7);
+    assert_eq!(m.accuracy, out.test.overall.accuracy);
+
+    // A member override outside model. and train. is refused by name.
+    let err = RunConfig::load(
+        &path,
+        &["ensemble.members=[{seed: 1, set: {data.val_fraction: 0.2}}, {seed: 2}]".into()],
+    )
+    .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("ensemble.members[0].set") && err.contains("data.val_fraction"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
     let tmp = tempfile::tempdir().unwrap();
     let path = write_cfg(

@@ -28,7 +28,7 @@ pub enum ModelConfig {
     Resnet18(resnet::ResnetConfig),
     Vit(vit::VitConfig),
     /// Averaged probabilities of member networks (`fer train` builds one
-    /// from a run config's `ensemble.seeds`).
+    /// from a run config's `ensemble` section).
     Ensemble(ensemble::EnsembleConfig),
 }
 

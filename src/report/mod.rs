@@ -430,8 +430,8 @@ pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
             learning_curves(&out.join(format!("{s}-curves.png")), &r.label, o)?;
             let _ = writeln!(md, "![learning curves]({s}-curves.png)\n");
         }
-        if let Some(e) = &r.cfg.ensemble {
-            ensemble_members(&mut md, &out, &r.dir, &s, &e.seeds)?;
+        if r.cfg.ensemble.is_some() {
+            ensemble_members(&mut md, &out, &r.dir, &s, &r.cfg)?;
         }
         let names: Vec<&str> = CLASSES.to_vec();
         crate::plot::confusion(
@@ -1024,32 +1024,54 @@ fn learning_curves(path: &Path, label: &str, o: &Outcome) -> Result<()> {
     )
 }
 
-/// A seed ensemble's members, each alone, beside the ensemble's own row, so
-/// the gain from averaging is visible; and each member's learning curves.
+/// An ensemble's members, each alone, beside the ensemble's own row, so the
+/// gain from averaging is visible; and each member's learning curves.
 fn ensemble_members(
     md: &mut String,
     out: &Path,
     dir: &Path,
     slug: &str,
-    seeds: &[u64],
+    cfg: &crate::config::RunConfig,
 ) -> Result<()> {
+    let members = cfg.members()?;
+    let sets: Vec<String> = match &cfg.ensemble {
+        Some(e) if !e.members.is_empty() => e
+            .members
+            .iter()
+            .map(|m| {
+                let s: Vec<String> = m.set.iter().map(|(k, v)| format!("`{k}: {v}`")).collect();
+                if s.is_empty() {
+                    "-".into()
+                } else {
+                    s.join(", ")
+                }
+            })
+            .collect(),
+        _ => vec!["-".into(); members.len()],
+    };
+    let kind = if sets.iter().all(|s| s == "-") {
+        "Seed ensemble: the softmax of {n} members, each this config trained with its own seed, is averaged"
+    } else {
+        "Ensemble: the softmax of {n} members, each this config with its own seed and the overrides shown, is averaged"
+    }
+    .replace("{n}", &members.len().to_string());
     let _ = writeln!(
         md,
-        "Seed ensemble: the softmax of {} members, each this config trained with its own seed, is averaged; training time and epochs above are the members' sums, and Grad-CAM (section 5) explains member 0. Each member alone, evaluated as it was trained (`member-<seed>/eval.json`):\n",
-        seeds.len()
+        "{kind}; training time and epochs above are the members' sums, and Grad-CAM (section 5) explains member 0. Each member alone, evaluated as it was trained (`<member folder>/eval.json`):\n"
     );
     let _ = writeln!(
         md,
-        "| member | seed | epochs | best epoch | training | val acc | test acc | weighted F1 | macro F1 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| member | seed | epochs | best epoch | training | val acc | test acc | weighted F1 | macro F1 | overrides |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     let mut curves = Vec::new();
-    for (k, seed) in seeds.iter().enumerate() {
-        let mdir = dir.join(format!("member-{seed}"));
-        let m = load_run(&mdir, None)?;
-        let o = &m.out;
+    for (k, (m, set)) in members.iter().zip(&sets).enumerate() {
+        let seed = m.seed;
+        let mdir = dir.join(&m.dir);
+        let run = load_run(&mdir, None)?;
+        let o = &run.out;
         let _ = writeln!(
             md,
-            "| {k} | {seed} | {} | {} | {:.0} s | {} | {} | {:.3} | {:.3} |",
+            "| {k} | {seed} | {} | {} | {:.0} s | {} | {} | {:.3} | {:.3} | {set} |",
             o.epochs_run,
             o.best_epoch.map_or("-".into(), |b| b.to_string()),
             o.train_seconds,
@@ -1059,7 +1081,7 @@ fn ensemble_members(
             o.test.overall.macro_f1
         );
         if !o.history.is_empty() {
-            let name = format!("{slug}-member-{seed}-curves.png");
+            let name = format!("{slug}-{}-curves.png", m.dir);
             learning_curves(&out.join(&name), &format!("member {k} (seed {seed})"), o)?;
             curves.push(name);
         }

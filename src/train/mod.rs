@@ -8,7 +8,7 @@ pub mod config;
 pub mod optim;
 pub mod schedule;
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, WeightsDtype};
 use crate::data::loader::{start_epoch, LoaderSpec, Order};
 use crate::data::sampler::class_weights;
 use crate::data::split::stratified;
@@ -324,8 +324,8 @@ pub fn run_with(
     resume: bool,
     after_epoch: &mut dyn FnMut(&EpochRecord) -> bool,
 ) -> Result<Outcome> {
-    if let Some(ens) = &cfg.ensemble {
-        return run_ensemble(cfg, &ens.seeds, dir, resume, after_epoch);
+    if cfg.ensemble.is_some() {
+        return run_ensemble(cfg, dir, resume, after_epoch);
     }
     let rd = RunDir(dir.to_path_buf());
     std::fs::create_dir_all(dir.join("checkpoints"))
@@ -657,7 +657,6 @@ fn save_provenance(
 /// shared validation split, so nothing here sees the test set.
 fn run_ensemble(
     cfg: &RunConfig,
-    seeds: &[u64],
     dir: &Path,
     resume: bool,
     after_epoch: &mut dyn FnMut(&EpochRecord) -> bool,
@@ -668,43 +667,40 @@ fn run_ensemble(
         write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
     }
     let mut weights = BTreeMap::new();
+    let dtype = cfg.ensemble.as_ref().map(|e| e.weights).unwrap_or_default();
     let mut metas: Vec<ModelMeta> = Vec::new();
     let (mut seconds, mut images, mut epochs) = (0.0, 0.0, 0);
-    for (k, &seed) in seeds.iter().enumerate() {
-        let member = RunConfig {
-            seed,
-            ensemble: None,
-            ..cfg.clone()
-        };
-        let mdir = dir.join(format!("member-{seed}"));
+    let members = cfg.members()?;
+    let n = members.len();
+    for (k, m) in members.iter().enumerate() {
+        let (seed, member) = (m.seed, &m.cfg);
+        let mdir = dir.join(&m.dir);
         let mrd = RunDir(mdir.clone());
         let out: Outcome = if mrd.eval().exists() {
             let mut found = crate::config::RunConfig::load(&mrd.config(), &[])?;
             // Where the data sat and where runs were logged may differ.
             found.data.dir.clone_from(&member.data.dir);
             found.tracking.clone_from(&member.tracking);
-            if found != member {
+            if found != *member {
                 bail!(
-                    "{}: this member was trained with a different config than {} with seed {seed}",
+                    "{}: this member was trained with a different config than member {k} of {} (seed {seed})",
                     mrd.config().display(),
                     cfg.name
                 );
             }
             eprintln!(
-                "ensemble member {}/{} (seed {seed}): finished in {}, reused",
+                "ensemble member {}/{n} (seed {seed}): finished in {}, reused",
                 k + 1,
-                seeds.len(),
                 mdir.display()
             );
             Outcome::read(&mdir)?
         } else {
             eprintln!(
-                "ensemble member {}/{} (seed {seed}) in {}",
+                "ensemble member {}/{n} (seed {seed}) in {}",
                 k + 1,
-                seeds.len(),
                 mdir.display()
             );
-            let out = run_with(&member, &mdir, mrd.last().exists(), after_epoch)?;
+            let out = run_with(member, &mdir, mrd.last().exists(), after_epoch)?;
             if out.pruned {
                 return Ok(out);
             }
@@ -717,6 +713,12 @@ fn run_ensemble(
         let meta = ModelMeta::from_metadata(&mrd.model(), &loaded.metadata)?;
         for (name, t) in loaded.tensors {
             if name != "prior" {
+                // Rounded here, so validation below and eval.json measure
+                // the weights as the file stores them.
+                let t = match dtype {
+                    WeightsDtype::F32 => t,
+                    WeightsDtype::F16 => t.to_kind(tch::Kind::Half),
+                };
                 weights.insert(format!("m{k}.{name}"), t);
             }
         }
@@ -744,11 +746,15 @@ fn run_ensemble(
         }
     }
     // Validation accuracy of the average, recorded like a single model's.
-    let clf = Classifier::from_tensors(meta.clone(), weights, None, device)?;
+    let stored: BTreeMap<String, Tensor> = weights
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    let clf = Classifier::from_tensors(meta.clone(), stored, None, device)?;
     let val = eval::evaluate(&clf, &splits.val, "val", false);
     meta.val_accuracy = Some(val.overall.accuracy);
-    model_file::save(&rd.model(), &meta, clf.vs.as_ref())?;
     drop(clf);
+    model_file::save_tensors(&rd.model(), &meta, weights, BTreeMap::new())?;
     let state = TrainerState {
         epochs_done: epochs,
         step: 0,
@@ -763,10 +769,8 @@ fn run_ensemble(
         history: vec![],
     };
     eprintln!(
-        "ensemble of {}: val accuracy {:.4} (members trained {:.0} s in all)",
-        seeds.len(),
-        val.overall.accuracy,
-        seconds
+        "ensemble of {n}: val accuracy {:.4} (members trained {:.0} s in all)",
+        val.overall.accuracy, seconds
     );
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
 }
