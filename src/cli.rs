@@ -34,6 +34,8 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Post-training int8 quantization of a model file.
     Quantize(crate::quant::QuantizeArgs),
+    /// Average trained models (files or run folders) into one ensemble file.
+    Ensemble(crate::combine::EnsembleArgs),
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -311,6 +313,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Eval(args) => eval(args),
         Command::Sweep(args) => sweep(args),
         Command::Quantize(args) => crate::quant::run(args),
+        Command::Ensemble(args) => crate::combine::run(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(args),
         Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(args),

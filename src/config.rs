@@ -89,6 +89,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(m.iter().all(|m| m.cfg.ensemble.is_none()));
+
+        // A whole model section gives a member of another family.
+        let m = ensemble(
+            "  members:\n    - {seed: 0}\n    - {seed: 0, set: {model: {kind: resnet18, stem: imagenet}}}\n",
+        )
+        .unwrap();
+        assert_eq!(m[1].cfg.model.family(), "resnet18");
+        let e = ensemble("  members:\n    - {seed: 0}\n    - {seed: 0, set: {model: {kind: resnet18, widths: [4]}}}\n")
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("ensemble.members[1].set"),
+            "{e:#}"
+        );
     }
 
     #[test]
@@ -237,9 +250,11 @@ impl RunConfig {
                         .map(|(key, v)| (key.clone(), v.clone()))
                         .collect();
                     for (key, _) in &values {
-                        if !(key.starts_with("model.") || key.starts_with("train.")) {
+                        // A whole `model` section makes a member of another family.
+                        let section = key.split('.').next().unwrap_or_default();
+                        if section != "model" && section != "train" {
                             return Err(fail(format!(
-                                "ensemble.members[{k}].set: '{key}' is not a model. or train. key; \
+                                "ensemble.members[{k}].set: '{key}' is not a model or train key; \
                                  members share the data, its split and the evaluation"
                             )));
                         }

@@ -4,6 +4,7 @@
 pub mod autocast;
 pub mod bench;
 pub mod cli;
+pub mod combine;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -355,6 +355,23 @@ fn freeze_then_unfreeze_trains_only_the_head_first() {
     );
 }
 
+/// Test-set probabilities of a two-member ensemble and of each member, and
+/// the largest gap between the ensemble's and the members' average.
+fn gap_to_average(
+    ens: &Classifier,
+    a: &Classifier,
+    b: &Classifier,
+    set: &fer::data::ImageSet,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, f32) {
+    let [pe, pa, pb] = [ens, a, b].map(|c| c.predict_set(set, false, 256));
+    let worst = pe
+        .iter()
+        .zip(pa.iter().zip(&pb))
+        .map(|(e, (a, b))| (e - (a + b) / 2.0).abs())
+        .fold(0f32, f32::max);
+    (pe, pa, pb, worst)
+}
+
 #[test]
 fn a_mixed_ensemble_trains_each_member_with_its_overrides_and_stores_f16() {
     let tmp = tempfile::tempdir().unwrap();
@@ -392,16 +409,7 @@ fn a_mixed_ensemble_trains_each_member_with_its_overrides_and_stores_f16() {
     let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
         .unwrap()
         .data;
-    let pe = ens.predict_set(&data.test, false, 256);
-    let (pa, pb) = (
-        a.predict_set(&data.test, false, 256),
-        b.predict_set(&data.test, false, 256),
-    );
-    let worst = pe
-        .iter()
-        .zip(pa.iter().zip(&pb))
-        .map(|(e, (a, b))| (e - (a + b) / 2.0).abs())
-        .fold(0f32, f32::max);
+    let (pe, _, _, worst) = gap_to_average(&ens, &a, &b, &data.test);
     assert!(
         worst > 0.0 && worst < 2e-2,
         "float16 storage moved probabilities by {worst}"
@@ -456,16 +464,7 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
     let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
         .unwrap()
         .data;
-    let pe = ens.predict_set(&data.test, false, 256);
-    let (pa, pb) = (
-        a.predict_set(&data.test, false, 256),
-        b.predict_set(&data.test, false, 256),
-    );
-    let worst = pe
-        .iter()
-        .zip(pa.iter().zip(&pb))
-        .map(|(e, (a, b))| (e - (a + b) / 2.0).abs())
-        .fold(0f32, f32::max);
+    let (pe, pa, pb, worst) = gap_to_average(&ens, &a, &b, &data.test);
     assert!(worst < 1e-5, "max deviation from the average {worst}");
     assert_ne!(pa, pb, "two seeds gave the same member");
     let out: fer::train::Outcome =
@@ -496,6 +495,71 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
         "{md}"
     );
     assert!(rep.join("tiny-member-4-curves.png").exists());
+
+    // `fer ensemble` averages files trained apart: the two members make the
+    // ensemble `fer train` wrote, and an ensemble's members join one by one.
+    let ensemble = |sources: &[&Path], out: &Path, extra: &[&str]| {
+        let mut c = fer();
+        c.arg("ensemble")
+            .args(sources)
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let (m3, m4) = (run.join("member-3"), run.join("member-4"));
+    let pair = tmp.path().join("pair.safetensors");
+    let said = common::run_ok(&mut ensemble(&[&m3, &m4], &pair, &[]));
+    let said = String::from_utf8_lossy(&said.stdout);
+    let p = Classifier::load(&pair, tch::Device::Cpu).unwrap();
+    assert_eq!(p.meta.val_accuracy, ens.meta.val_accuracy);
+    assert!(
+        said.contains(&format!(
+            "ensemble val acc {:.4}",
+            p.meta.val_accuracy.unwrap()
+        )),
+        "{said}"
+    );
+    let pp = p.predict_set(&data.test, false, 256);
+    let gap = pp
+        .iter()
+        .zip(&pe)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(gap < 1e-6, "fer ensemble and fer train differ by {gap}");
+    let trio = tmp.path().join("trio.safetensors");
+    common::run_ok(&mut ensemble(&[&run, &m3], &trio, &["--weights", "f16"]));
+    let t = Classifier::load(&trio, tch::Device::Cpu).unwrap();
+    match &t.meta.model {
+        fer::models::ModelConfig::Ensemble(e) => assert_eq!(e.members.len(), 3),
+        m => panic!("a {}", m.family()),
+    }
+    assert_eq!(t.meta.params, 2 * a.meta.params + b.meta.params);
+
+    // A model selected on another validation split is refused by name, and
+    // an existing file is never overwritten.
+    let other = tmp.path().join("other");
+    common::run_ok(
+        fer()
+            .arg("train")
+            .arg(&path)
+            .arg("--run-dir")
+            .arg(&other)
+            .args(["--set", "train.subset=0.02", "--set", "ensemble=null"])
+            .args(["--set", "data.val_fraction=0.2"]),
+    );
+    let bad = tmp.path().join("bad.safetensors");
+    let st = ensemble(&[&m3, &other], &bad, &[]).output().unwrap();
+    let err = stderr(&st);
+    assert!(!st.status.success() && !bad.exists(), "{err}");
+    assert!(
+        err.contains("validation split") && err.contains("member-3") && err.contains("other"),
+        "{err}"
+    );
+    let before = std::fs::read(&pair).unwrap();
+    let st = ensemble(&[&m3, &m4], &pair, &[]).output().unwrap();
+    assert!(!st.status.success() && stderr(&st).contains("exists already"));
+    assert_eq!(std::fs::read(&pair).unwrap(), before);
 
     // Training again reuses the finished members; one trained with another
     // recipe is refused rather than silently mixed in.

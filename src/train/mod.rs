@@ -8,7 +8,7 @@ pub mod config;
 pub mod optim;
 pub mod schedule;
 
-use crate::config::{RunConfig, WeightsDtype};
+use crate::config::RunConfig;
 use crate::data::loader::{start_epoch, LoaderSpec, Order};
 use crate::data::sampler::class_weights;
 use crate::data::split::stratified;
@@ -666,9 +666,8 @@ fn run_ensemble(
     if !resume {
         write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
     }
-    let mut weights = BTreeMap::new();
     let dtype = cfg.ensemble.as_ref().map(|e| e.weights).unwrap_or_default();
-    let mut metas: Vec<ModelMeta> = Vec::new();
+    let mut parts = Vec::new();
     let (mut seconds, mut images, mut epochs) = (0.0, 0.0, 0);
     let members = cfg.members()?;
     let n = members.len();
@@ -709,52 +708,20 @@ fn run_ensemble(
         seconds += out.train_seconds;
         images += out.train_seconds * out.train_img_per_s;
         epochs += out.epochs_run;
-        let loaded = tensor_io::load(&mrd.model())?;
-        let meta = ModelMeta::from_metadata(&mrd.model(), &loaded.metadata)?;
-        for (name, t) in loaded.tensors {
-            if name != "prior" {
-                // Rounded here, so validation below and eval.json measure
-                // the weights as the file stores them.
-                let t = match dtype {
-                    WeightsDtype::F32 => t,
-                    WeightsDtype::F16 => t.to_kind(tch::Kind::Half),
-                };
-                weights.insert(format!("m{k}.{name}"), t);
-            }
-        }
-        metas.push(meta);
+        parts.push(crate::combine::Part::load(&mrd.model())?);
     }
-    let first = &metas[0];
-    let mut meta = ModelMeta {
-        model: ModelConfig::Ensemble(models::ensemble::EnsembleConfig {
-            members: metas.iter().map(|m| m.model.clone()).collect(),
-        }),
-        seed: cfg.seed,
-        params: metas.iter().map(|m| m.params).sum(),
-        macs: metas.iter().map(|m| m.macs).sum(),
-        val_accuracy: None,
-        ..first.clone()
-    };
+    let (meta, weights) = crate::combine::combine(&parts, &cfg.name, cfg.seed, dtype)?;
     let (threads, device, digest, splits) = setup(cfg)?;
     save_provenance(cfg, dir, device, threads, &digest, &splits)?;
-    for m in &metas {
-        if m.data_digest != digest || m.preprocess != meta.preprocess {
-            bail!(
-                "ensemble members of {} disagree on the data or its preprocessing",
-                dir.display()
-            );
-        }
+    if meta.data_digest != digest {
+        bail!(
+            "ensemble members of {} were trained on other data (digest {}) than {} ({digest})",
+            dir.display(),
+            meta.data_digest,
+            cfg.data.dir.display()
+        );
     }
-    // Validation accuracy of the average, recorded like a single model's.
-    let stored: BTreeMap<String, Tensor> = weights
-        .iter()
-        .map(|(k, t)| (k.clone(), t.shallow_clone()))
-        .collect();
-    let clf = Classifier::from_tensors(meta.clone(), stored, None, device)?;
-    let val = eval::evaluate(&clf, &splits.val, "val", false);
-    meta.val_accuracy = Some(val.overall.accuracy);
-    drop(clf);
-    model_file::save_tensors(&rd.model(), &meta, weights, BTreeMap::new())?;
+    let val = crate::combine::save(&rd.model(), meta, weights, &splits.val, device)?;
     let state = TrainerState {
         epochs_done: epochs,
         step: 0,
@@ -768,10 +735,7 @@ fn run_ensemble(
         images_seen: images as u64,
         history: vec![],
     };
-    eprintln!(
-        "ensemble of {n}: val accuracy {:.4} (members trained {:.0} s in all)",
-        val.overall.accuracy, seconds
-    );
+    eprintln!("ensemble of {n}: val accuracy {val:.4} (members trained {seconds:.0} s in all)");
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
 }
 
