@@ -555,15 +555,7 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
 
 fn eval(args: EvalArgs) -> Result<ExitCode> {
     let clf = crate::model_file::Classifier::load(&args.model, tch::Device::Cpu)?;
-    let mut cfg = DataConfig {
-        val_fraction: clf.meta.val_fraction,
-        split_seed: clf.meta.split_seed,
-        ..DataConfig::default()
-    };
-    if let Some(d) = &args.data {
-        cfg.dir = d.clone();
-    }
-    let loaded = data::load(&cfg, &crate::paths::cache_dir())?;
+    let (loaded, tv) = clf.meta.load_data(args.data.as_deref())?;
     if loaded.data.digest != clf.meta.data_digest {
         eprintln!(
             "note: data digest {} differs from the model's training data {}",
@@ -572,8 +564,6 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
         );
     }
     let set = if args.split == "val" {
-        let tv =
-            data::split::stratified(&loaded.data.train.labels, cfg.val_fraction, cfg.split_seed);
         loaded.data.train.select(&tv.val)
     } else {
         loaded.data.test.clone()

@@ -201,28 +201,26 @@ pub fn run(args: EnsembleArgs) -> Result<ExitCode> {
     };
     let (meta, weights) = combine(&parts, &name, parts[0].meta.seed, dtype)?;
 
-    let mut cfg = crate::data::DataConfig {
-        val_fraction: meta.val_fraction,
-        split_seed: meta.split_seed,
-        ..crate::data::DataConfig::default()
-    };
-    if let Some(d) = &args.data {
-        cfg.dir.clone_from(d);
-    }
-    let loaded = crate::data::load(&cfg, &crate::paths::cache_dir())?;
+    let (loaded, split) = meta.load_data(args.data.as_deref())?;
     if loaded.data.digest != meta.data_digest {
         bail!(
             "{}: data digest {} is not the models' {} (another copy or version of the data)",
-            cfg.dir.display(),
+            args.data
+                .clone()
+                .unwrap_or_else(|| crate::data::DataConfig::default().dir)
+                .display(),
             loaded.data.digest,
             meta.data_digest
         );
     }
-    let split =
-        crate::data::split::stratified(&loaded.data.train.labels, cfg.val_fraction, cfg.split_seed);
     let val = loaded.data.train.select(&split.val);
     for p in &parts {
-        let clf = Classifier::load(&p.path, Device::Cpu)?;
+        let weights = p
+            .tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect();
+        let clf = Classifier::from_tensors(p.meta.clone(), weights, None, Device::Cpu)?;
         let acc = crate::eval::evaluate(&clf, &val, "val", false)
             .overall
             .accuracy;

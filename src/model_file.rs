@@ -154,6 +154,29 @@ impl ModelMeta {
         ModelMeta::from_metadata(path, &tensor_io::load(path)?.metadata)
     }
 
+    /// The data set from `dir` (default: the data config's own default) and
+    /// the train/validation split these weights were selected on.
+    pub fn load_data(
+        &self,
+        dir: Option<&Path>,
+    ) -> Result<(crate::data::load::Loaded, crate::data::split::TrainVal)> {
+        let mut cfg = crate::data::DataConfig {
+            val_fraction: self.val_fraction,
+            split_seed: self.split_seed,
+            ..crate::data::DataConfig::default()
+        };
+        if let Some(d) = dir {
+            cfg.dir = d.to_path_buf();
+        }
+        let loaded = crate::data::load(&cfg, &crate::paths::cache_dir())?;
+        let tv = crate::data::split::stratified(
+            &loaded.data.train.labels,
+            self.val_fraction,
+            self.split_seed,
+        );
+        Ok((loaded, tv))
+    }
+
     /// `fer.meta` from the metadata of the file at `path`, already loaded.
     pub fn from_metadata(path: &Path, metadata: &BTreeMap<String, String>) -> Result<ModelMeta> {
         let meta = metadata

@@ -14,7 +14,6 @@
 //! The file is only written when PublicTest accuracy drops by at most
 //! `--max-drop` points; the selection itself is not changed by the test set.
 
-use crate::data::{self, DataConfig};
 use crate::model_file::{Classifier, ModelMeta};
 use crate::models::layers::{self, Exec, LayerKind, QLayer};
 use anyhow::{bail, Context, Result};
@@ -203,16 +202,7 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         );
     }
     let meta = fp.meta.clone();
-    let mut cfg = DataConfig {
-        val_fraction: meta.val_fraction,
-        split_seed: meta.split_seed,
-        ..DataConfig::default()
-    };
-    if let Some(d) = &args.data {
-        cfg.dir = d.clone();
-    }
-    let loaded = data::load(&cfg, &crate::paths::cache_dir())?;
-    let tv = data::split::stratified(&loaded.data.train.labels, cfg.val_fraction, cfg.split_seed);
+    let (loaded, tv) = meta.load_data(args.data.as_deref())?;
     let val = loaded.data.train.select(&tv.val);
     let test = &loaded.data.test;
 

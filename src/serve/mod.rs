@@ -122,23 +122,13 @@ pub fn model_path(given: Option<&Path>) -> Result<PathBuf> {
 /// The model's mean top probability on its own validation split: what live
 /// confidence is compared with. None (with a note) without the data set.
 fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
-    let mut cfg = crate::data::DataConfig {
-        val_fraction: clf.meta.val_fraction,
-        split_seed: clf.meta.split_seed,
-        ..Default::default()
-    };
-    if let Some(d) = dir {
-        cfg.dir = d.to_path_buf();
-    }
-    let loaded = match crate::data::load(&cfg, &crate::paths::cache_dir()) {
+    let (loaded, tv) = match clf.meta.load_data(dir) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("fer serve: no reference confidence for drift ({e:#}); pass --data DIR");
             return None;
         }
     };
-    let tv =
-        crate::data::split::stratified(&loaded.data.train.labels, cfg.val_fraction, cfg.split_seed);
     let val = loaded.data.train.select(&tv.val);
     let probs = clf.predict_set(&val, false, 256);
     let n = val.len().max(1) as f64;
