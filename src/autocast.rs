@@ -58,10 +58,8 @@ impl Drop for Bf16 {
 /// Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX),
 /// where bf16 autocast pays; elsewhere oneDNN emulates it and it is slower.
 pub fn cpu_has_bf16() -> bool {
-    crate::provenance::cpuinfo("flags").is_some_and(|f| {
-        f.split_whitespace()
-            .any(|flag| flag == "avx512_bf16" || flag == "amx_bf16")
-    })
+    use crate::provenance::cpu_flags;
+    cpu_flags(&["avx512_bf16"]) || cpu_flags(&["amx_bf16"])
 }
 
 #[cfg(test)]

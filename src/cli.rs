@@ -555,7 +555,9 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
 
 fn eval(args: EvalArgs) -> Result<ExitCode> {
     let clf = crate::model_file::Classifier::load(&args.model, tch::Device::Cpu)?;
-    let (loaded, tv) = clf.meta.load_data(args.data.as_deref())?;
+    let crate::model_file::ModelData {
+        loaded, split: tv, ..
+    } = clf.meta.load_data(args.data.as_deref())?;
     if loaded.data.digest != clf.meta.data_digest {
         eprintln!(
             "note: data digest {} differs from the model's training data {}",

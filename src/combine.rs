@@ -201,14 +201,12 @@ pub fn run(args: EnsembleArgs) -> Result<ExitCode> {
     };
     let (meta, weights) = combine(&parts, &name, parts[0].meta.seed, dtype)?;
 
-    let (loaded, split) = meta.load_data(args.data.as_deref())?;
+    let crate::model_file::ModelData { loaded, split, dir } =
+        meta.load_data(args.data.as_deref())?;
     if loaded.data.digest != meta.data_digest {
         bail!(
             "{}: data digest {} is not the models' {} (another copy or version of the data)",
-            args.data
-                .clone()
-                .unwrap_or_else(|| crate::data::DataConfig::default().dir)
-                .display(),
+            dir.display(),
             loaded.data.digest,
             meta.data_digest
         );

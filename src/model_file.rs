@@ -13,7 +13,7 @@ use rand::distr::Distribution;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
 
 use tch::{Device, Kind, Tensor};
@@ -148,6 +148,15 @@ pub fn pick_device(choice: crate::train::config::DeviceChoice) -> Result<Device>
     })
 }
 
+/// A model's data set, as [`ModelMeta::load_data`] found it.
+pub struct ModelData {
+    pub loaded: crate::data::load::Loaded,
+    /// The train/validation split the model was selected on.
+    pub split: crate::data::split::TrainVal,
+    /// The folder it was read from, for messages.
+    pub dir: PathBuf,
+}
+
 impl ModelMeta {
     /// The metadata of a model file, without building the network.
     pub fn read(path: &Path) -> Result<ModelMeta> {
@@ -156,10 +165,7 @@ impl ModelMeta {
 
     /// The data set from `dir` (default: the data config's own default) and
     /// the train/validation split these weights were selected on.
-    pub fn load_data(
-        &self,
-        dir: Option<&Path>,
-    ) -> Result<(crate::data::load::Loaded, crate::data::split::TrainVal)> {
+    pub fn load_data(&self, dir: Option<&Path>) -> Result<ModelData> {
         let mut cfg = crate::data::DataConfig {
             val_fraction: self.val_fraction,
             split_seed: self.split_seed,
@@ -169,12 +175,16 @@ impl ModelMeta {
             cfg.dir = d.to_path_buf();
         }
         let loaded = crate::data::load(&cfg, &crate::paths::cache_dir())?;
-        let tv = crate::data::split::stratified(
+        let split = crate::data::split::stratified(
             &loaded.data.train.labels,
             self.val_fraction,
             self.split_seed,
         );
-        Ok((loaded, tv))
+        Ok(ModelData {
+            loaded,
+            split,
+            dir: cfg.dir,
+        })
     }
 
     /// `fer.meta` from the metadata of the file at `path`, already loaded.

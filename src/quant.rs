@@ -202,7 +202,9 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         );
     }
     let meta = fp.meta.clone();
-    let (loaded, tv) = meta.load_data(args.data.as_deref())?;
+    let crate::model_file::ModelData {
+        loaded, split: tv, ..
+    } = meta.load_data(args.data.as_deref())?;
     let val = loaded.data.train.select(&tv.val);
     let test = &loaded.data.test;
 

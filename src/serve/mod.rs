@@ -122,8 +122,10 @@ pub fn model_path(given: Option<&Path>) -> Result<PathBuf> {
 /// The model's mean top probability on its own validation split: what live
 /// confidence is compared with. None (with a note) without the data set.
 fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
-    let (loaded, tv) = match clf.meta.load_data(dir) {
-        Ok(l) => l,
+    let crate::model_file::ModelData {
+        loaded, split: tv, ..
+    } = match clf.meta.load_data(dir) {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("fer serve: no reference confidence for drift ({e:#}); pass --data DIR");
             return None;
