@@ -411,8 +411,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             crate::models::human(out.macs),
             out.train_seconds,
             out.train_img_per_s,
-            out.best_epoch
-                .map_or(String::new(), |b| format!(", best epoch {b}"))
+            out.weights_clause()
         );
         print!("{}", out.val.render(&classes));
         print!("{}", out.test.render(&classes));

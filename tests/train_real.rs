@@ -82,7 +82,62 @@ fn model_tensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor>
 #[test]
 fn resume_after_kill_matches_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    resume_after_kill_matches(tmp.path(), &tiny_yaml(4));
+    resume_after_kill_matches(tmp.path(), &tiny_yaml(4), 4, 1);
+}
+
+/// Weight averaging (`train.swa`): a run killed between two averaging
+/// epochs resumes to the same average, and the model file holds exactly
+/// the weights the trainer says it chose (the average or the best epoch).
+#[test]
+fn weight_averaging_resumes_exactly_and_ships_what_it_chose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = resume_after_kill_matches(
+        tmp.path(),
+        &tiny_yaml_with(2, ", swa: {epochs: 2, lr: 0.01}"),
+        4,
+        3,
+    );
+    let dir = model.parent().unwrap();
+    let out = fer::train::Outcome::read(dir).unwrap();
+    let swa = out.swa.clone().expect("eval.json records the average");
+    assert_eq!((swa.snapshots, out.epochs_run), (2, 4));
+    assert!(swa.bn_batches > 0);
+    let rd = fer::train::RunDir(dir.to_path_buf());
+    let best = out.history[out.best_epoch.unwrap() - 1].val_acc;
+    assert_eq!(swa.chosen, swa.val_acc > best, "{swa:?} against {best}");
+    let shipped = model_tensors(&model);
+    let source = model_tensors(&if swa.chosen { rd.swa() } else { rd.best() });
+    // Every network tensor (the file also holds the class prior).
+    let mut compared = 0;
+    for (k, t) in &shipped {
+        if let Some(src) = source.get(&format!("model/{k}")) {
+            let d = (t - src).abs().max().double_value(&[]);
+            assert!(d == 0.0, "{k} differs from its source by {d}");
+            compared += 1;
+        }
+    }
+    let in_source = source.keys().filter(|k| k.starts_with("model/")).count();
+    assert_eq!(compared, in_source, "model file lacks network tensors");
+    // The resumed run's average is the uninterrupted run's, chosen or not.
+    let straight = model_tensors(&tmp.path().join("a/checkpoints/swa.safetensors"));
+    let resumed = model_tensors(&rd.swa());
+    for (k, t) in straight.iter().filter(|(k, _)| k.starts_with("model/")) {
+        let d = (t - &resumed[k]).abs().max().double_value(&[]);
+        assert!(d == 0.0, "average {k} differs after the resume by {d}");
+    }
+    // The average is not any one epoch's weights, and its BatchNorm
+    // statistics were recomputed rather than averaged.
+    let (avg, last) = (model_tensors(&rd.swa()), model_tensors(&rd.last()));
+    let moved = |k: &str| (&avg[k] - &last[k]).abs().max().double_value(&[]);
+    let conv = avg
+        .keys()
+        .find(|k| k.ends_with(".weight") && avg[*k].dim() == 4)
+        .unwrap();
+    assert!(moved(conv) > 0.0, "{conv} equals the last epoch's");
+    let rm = avg.keys().find(|k| k.ends_with("running_mean")).unwrap();
+    let swa_rm = &last[&rm.replace("model/", "swa/")];
+    let d = (&avg[rm] - swa_rm).abs().max().double_value(&[]);
+    assert!(d > 0.0, "{rm} is the plain average, not recomputed");
 }
 
 /// Mixed precision and NHWC weights survive a checkpoint round trip too:
@@ -93,6 +148,8 @@ fn bf16_channels_last_run_resumes_exactly_and_saves_fp32() {
     let model = resume_after_kill_matches(
         tmp.path(),
         &tiny_yaml_with(4, ", precision: bf16, channels_last: true"),
+        4,
+        1,
     );
     for (k, t) in model_tensors(&model) {
         assert!(
@@ -107,16 +164,16 @@ fn bf16_channels_last_run_resumes_exactly_and_saves_fp32() {
     assert!(acc > 722.0 / 2873.0, "val acc {acc}");
 }
 
-/// Trains `yaml` straight through and again with a `kill -9` after the
-/// first epoch and a resume, in `tmp`; both must end identical. Returns the
-/// resumed run's model file.
-fn resume_after_kill_matches(tmp: &Path, yaml: &str) -> PathBuf {
+/// Trains `yaml` (`epochs` in all) straight through and again with a
+/// `kill -9` once `kill_after` epochs are checkpointed and a resume, in
+/// `tmp`; both must end identical. Returns the resumed run's model file.
+fn resume_after_kill_matches(tmp: &Path, yaml: &str, epochs: usize, kill_after: usize) -> PathBuf {
     let cfg = write_cfg(tmp, yaml);
     let (a, b) = (tmp.join("a"), tmp.join("b"));
 
     common::run_ok(fer().args(["train"]).arg(&cfg).arg("--run-dir").arg(&a));
 
-    // Start b, kill -9 it once its first epoch is checkpointed.
+    // Start b, kill -9 it once `kill_after` epochs are checkpointed.
     let mut child = fer()
         .args(["train"])
         .arg(&cfg)
@@ -132,12 +189,12 @@ fn resume_after_kill_matches(tmp: &Path, yaml: &str) -> PathBuf {
         let lines = std::fs::read_to_string(&metrics)
             .map(|s| s.lines().count())
             .unwrap_or(0);
-        if lines >= 1 {
+        if lines >= kill_after {
             break;
         }
         assert!(
             t.elapsed() < Duration::from_secs(120),
-            "first epoch never finished"
+            "epoch {kill_after} never finished"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -148,7 +205,7 @@ fn resume_after_kill_matches(tmp: &Path, yaml: &str) -> PathBuf {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let done_at_kill = std::fs::read_to_string(&metrics).unwrap().lines().count();
-    assert!(done_at_kill < 4, "killed too late to test anything");
+    assert!(done_at_kill < epochs, "killed too late to test anything");
 
     common::run_ok(fer().args(["train", "--resume"]).arg(&b));
 
@@ -172,7 +229,7 @@ fn resume_after_kill_matches(tmp: &Path, yaml: &str) -> PathBuf {
             .collect()
     };
     assert_eq!(hist(&a), hist(&b));
-    assert_eq!(hist(&b).len(), 4, "no epoch lost or counted twice");
+    assert_eq!(hist(&b).len(), epochs, "no epoch lost or counted twice");
     b.join("model.safetensors")
 }
 
@@ -241,6 +298,21 @@ fn a_bad_run_config_is_rejected_with_its_location() {
         RunConfig::load(&p, &["train.epochs=many".into()]).unwrap_err()
     );
     assert!(err.contains("train.epochs=many"), "{err}");
+    let p = write_cfg(
+        tmp.path(),
+        &tiny_yaml_with(1, ", swa: {epochs: 0, lr: 0.01}"),
+    );
+    let err = format!("{:#}", RunConfig::load(&p, &[]).unwrap_err());
+    assert!(
+        err.contains("tiny.yaml") && err.contains("train.swa.epochs must be at least 1"),
+        "{err}"
+    );
+    let p = write_cfg(
+        tmp.path(),
+        &tiny_yaml_with(1, ", swa: {epochs: 2, rate: 0.01}"),
+    );
+    let err = format!("{:#}", RunConfig::load(&p, &[]).unwrap_err());
+    assert!(err.contains("rate") && err.contains("lr"), "{err}");
 }
 
 #[test]

@@ -297,6 +297,10 @@ pub fn run_points(dir: &Path) -> Vec<Point> {
                 }
             }
         }
+        // Absent unless the run averaged weights (train.swa).
+        for k in ["val_acc", "val_loss", "val_f1_macro"] {
+            push(format!("swa/{k}"), &v["swa"][k]);
+        }
         push("train_img_per_s".into(), &v["train_img_per_s"]);
         push("train_seconds".into(), &v["train_seconds"]);
     }

@@ -419,7 +419,7 @@ pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
             o.params,
             crate::models::human(o.macs),
             o.epochs_run,
-            o.best_epoch.map_or(String::new(), |b| format!(", weights of epoch {b} (best on validation)")),
+            o.weights_clause(),
             pct(o.test.overall.accuracy),
             o.test.overall.weighted_f1,
             o.test.overall.macro_f1,
@@ -1014,7 +1014,9 @@ fn learning_curves(path: &Path, label: &str, o: &Outcome) -> Result<()> {
         o.best_epoch.map(|b| {
             (
                 b as f64,
-                if o.stopped_early {
+                if o.swa.as_ref().is_some_and(|s| s.chosen) {
+                    "best single epoch (the weight average was chosen)"
+                } else if o.stopped_early {
                     "selected epoch (stopped early)"
                 } else {
                     "selected epoch"

@@ -168,6 +168,19 @@ pub enum Select {
     ValF1Macro,
 }
 
+/// Stochastic weight averaging (Izmailov et al. 2018; PyTorch's
+/// `torch.optim.swa_utils`): after the main schedule's `train.epochs`,
+/// `epochs` more at the constant rate `lr`, averaging the weights at the end
+/// of each; the average's BatchNorm statistics are then recomputed over one
+/// pass of the training data, and it competes with the best single epoch on
+/// the `select` metric for the model file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwaConfig {
+    pub epochs: usize,
+    pub lr: f64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -199,6 +212,9 @@ pub struct TrainConfig {
     /// Keep convolution weights and inputs in NHWC layout, which oneDNN
     /// runs faster on CPU; numerically the same network.
     pub channels_last: bool,
+    /// Absent: no weight averaging (and configs written before it parse alike).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swa: Option<SwaConfig>,
 }
 
 impl Default for TrainConfig {
@@ -232,6 +248,7 @@ impl Default for TrainConfig {
             prefetch: 2,
             precision: Precision::Fp32,
             channels_last: false,
+            swa: None,
         }
     }
 }
@@ -262,6 +279,19 @@ impl TrainConfig {
                 return Err(format!("train.clip_grad_norm must be > 0, got {c}"));
             }
         }
+        if let Some(swa) = &self.swa {
+            if swa.epochs == 0 {
+                return Err("train.swa.epochs must be at least 1 (or leave swa out)".into());
+            }
+            if !(swa.lr > 0.0 && swa.lr.is_finite()) {
+                return Err(format!("train.swa.lr must be > 0, got {}", swa.lr));
+            }
+        }
         Ok(())
+    }
+
+    /// Epochs in all: the main schedule's, then weight averaging's.
+    pub fn total_epochs(&self) -> usize {
+        self.epochs + self.swa.as_ref().map_or(0, |s| s.epochs)
     }
 }

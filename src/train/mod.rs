@@ -7,6 +7,7 @@
 pub mod config;
 pub mod optim;
 pub mod schedule;
+pub mod swa;
 
 use crate::config::RunConfig;
 use crate::data::loader::{start_epoch, LoaderSpec, Order};
@@ -63,6 +64,26 @@ pub struct TrainerState {
     pub train_seconds: f64,
     pub images_seen: u64,
     pub history: Vec<EpochRecord>,
+    /// Snapshots in the weight average so far (`train.swa`).
+    #[serde(default)]
+    pub swa_n: usize,
+    /// The weight average, once evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swa: Option<SwaRecord>,
+}
+
+/// The weight average of `train.swa`, evaluated on validation like an epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwaRecord {
+    /// Snapshots averaged (one per averaging epoch).
+    pub snapshots: usize,
+    /// Training batches of the BatchNorm pass.
+    pub bn_batches: usize,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub val_f1_macro: f64,
+    /// It beat the best single epoch on `train.select` and is the model file.
+    pub chosen: bool,
 }
 
 /// The result of a run, also written to `eval.json`.
@@ -86,11 +107,27 @@ pub struct Outcome {
     pub history: Vec<EpochRecord>,
     pub train_seconds: f64,
     pub train_img_per_s: f64,
+    /// The weight average of `train.swa`, when the run had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swa: Option<SwaRecord>,
     pub val: EvalReport,
     pub test: EvalReport,
 }
 
 impl Outcome {
+    /// Which weights the model file holds, as a clause for a sentence.
+    pub fn weights_clause(&self) -> String {
+        match (&self.swa, self.best_epoch) {
+            (Some(s), b) if s.chosen => format!(
+                ", the average of the weights of its last {} epochs (SWA; it beat {} on validation)",
+                s.snapshots,
+                b.map_or("every single epoch".into(), |b| format!("epoch {b}, the best single one,"))
+            ),
+            (_, Some(b)) => format!(", weights of epoch {b} (best on validation)"),
+            (_, None) => String::new(),
+        }
+    }
+
     /// The `eval.json` of a finished run folder.
     pub fn read(dir: &Path) -> Result<Outcome> {
         let path = RunDir(dir.to_path_buf()).eval();
@@ -118,6 +155,10 @@ impl RunDir {
     }
     pub fn best(&self) -> PathBuf {
         self.0.join("checkpoints/best.safetensors")
+    }
+    /// The weight average with its recomputed BatchNorm statistics.
+    pub fn swa(&self) -> PathBuf {
+        self.0.join("checkpoints/swa.safetensors")
     }
     pub fn model(&self) -> PathBuf {
         self.0.join("model.safetensors")
@@ -195,6 +236,7 @@ fn save_checkpoint(
     vs: &nn::VarStore,
     opt: &optim::Optimizer,
     state: &TrainerState,
+    avg: &swa::Averager,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = vs
         .variables()
@@ -205,6 +247,11 @@ fn save_checkpoint(
         opt.state_tensors()
             .into_iter()
             .map(|(n, t)| (format!("opt/{n}"), t)),
+    );
+    tensors.extend(
+        avg.avg
+            .iter()
+            .map(|(n, t)| (format!("swa/{n}"), t.shallow_clone())),
     );
     let mut md = BTreeMap::new();
     md.insert("fer.trainer".to_string(), serde_json::to_string(state)?);
@@ -227,7 +274,7 @@ fn load_checkpoint(
     path: &Path,
     vs: &nn::VarStore,
     opt: &mut optim::Optimizer,
-) -> Result<TrainerState> {
+) -> Result<(TrainerState, swa::Averager)> {
     let ck = tensor_io::load(path)?;
     model_file::copy_into(vs, &with_prefix(&ck.tensors, "model/"), "")?;
     let opt_state = with_prefix(&ck.tensors, "opt/");
@@ -237,11 +284,13 @@ fn load_checkpoint(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     opt.load_state(&opt_state, steps);
-    let state = ck
-        .metadata
-        .get("fer.trainer")
-        .context("checkpoint has no trainer state")?;
-    Ok(serde_json::from_str(state)?)
+    let state: TrainerState = serde_json::from_str(
+        ck.metadata
+            .get("fer.trainer")
+            .context("checkpoint has no trainer state")?,
+    )?;
+    let avg = swa::Averager::restore(with_prefix(&ck.tensors, "swa/"), state.swa_n);
+    Ok((state, avg))
 }
 
 /// The training forward pass in the configured arithmetic and layout.
@@ -287,12 +336,12 @@ pub fn to_channels_last(vs: &nn::VarStore) {
     });
 }
 
-fn select_value(sel: Select, r: &EpochRecord) -> f64 {
+fn select_value(sel: Select, acc: f64, loss: f64, f1_macro: f64) -> f64 {
     // Larger is better for every selector (loss is negated).
     match sel {
-        Select::ValAcc => r.val_acc,
-        Select::ValLoss => -r.val_loss,
-        Select::ValF1Macro => r.val_f1_macro,
+        Select::ValAcc => acc,
+        Select::ValLoss => -loss,
+        Select::ValF1Macro => f1_macro,
     }
 }
 
@@ -412,13 +461,13 @@ pub fn run_with(
     let mut opt = optim::Optimizer::new(cfg.train.optimizer.clone(), &vs);
     let tc = &cfg.train;
     let base_lr = tc.optimizer.lr();
-    let mut state = if resume {
-        let st = load_checkpoint(&rd.last(), &vs, &mut opt)
+    let (mut state, mut avg) = if resume {
+        let (st, avg) = load_checkpoint(&rd.last(), &vs, &mut opt)
             .with_context(|| format!("resuming from {}", rd.last().display()))?;
         eprintln!("resuming after epoch {} (step {})", st.epochs_done, st.step);
-        st
+        (st, avg)
     } else {
-        TrainerState {
+        let st = TrainerState {
             epochs_done: 0,
             step: 0,
             plateau: Plateau::new(base_lr),
@@ -430,7 +479,10 @@ pub fn run_with(
             train_seconds: 0.0,
             images_seen: 0,
             history: vec![],
-        }
+            swa_n: 0,
+            swa: None,
+        };
+        (st, swa::Averager::default())
     };
 
     let weights = class_weights(&counts, tc.class_weight_power);
@@ -454,8 +506,15 @@ pub fn run_with(
         .map_or(full_batches, |m| m.min(full_batches))
         .max(1);
     let total_steps = steps_per_epoch * tc.epochs;
+    let all_epochs = tc.total_epochs();
 
-    while state.epochs_done < tc.epochs && !state.stopped_early {
+    while state.epochs_done < all_epochs && !state.stopped_early {
+        // Past the main schedule: weight averaging at its constant rate.
+        let swa_lr = tc
+            .swa
+            .as_ref()
+            .filter(|_| state.epochs_done >= tc.epochs)
+            .map(|s| s.lr);
         let epoch = state.epochs_done;
         set_frozen(
             &vs,
@@ -465,30 +524,28 @@ pub fn run_with(
         );
         // Dropout draws from libtorch's generator: re-seed per epoch so a
         // resumed epoch replays exactly.
-        tch::manual_seed(
-            (cfg.seed as i64)
-                .wrapping_mul(1_000_003)
-                .wrapping_add(epoch as i64),
-        );
+        seed_epoch(cfg.seed, epoch);
         let bar = ProgressBar::new(steps_per_epoch as u64).with_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
                 .expect("valid template")
                 .progress_chars("=> "),
         );
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, tc.epochs));
+        bar.set_prefix(format!("epoch {}/{all_epochs}", epoch + 1));
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0i64, 0i64);
         let mut lr = base_lr;
         for batch in start_epoch(splits.train.clone(), &spec, epoch as u64, 0).take(steps_per_epoch)
         {
-            lr = lr_at(
-                &tc.schedule,
-                base_lr,
-                state.step,
-                total_steps,
-                steps_per_epoch,
-                state.plateau.lr,
-            );
+            lr = swa_lr.unwrap_or_else(|| {
+                lr_at(
+                    &tc.schedule,
+                    base_lr,
+                    state.step,
+                    total_steps,
+                    steps_per_epoch,
+                    state.plateau.lr,
+                )
+            });
             let x = batch.x.to_device(device);
             let y = batch.y.to_device(device);
             let logits = forward_train(&net, &x, device, tc.precision, tc.channels_last)?;
@@ -538,22 +595,7 @@ pub fn run_with(
         state.train_seconds += train_secs;
         state.images_seen += seen as u64;
 
-        let tv = Instant::now();
-        let probs = model_file::predict_set(
-            net.module.as_ref(),
-            &meta.preprocess,
-            device,
-            &splits.val,
-            false,
-            256,
-        );
-        let val = eval::report(
-            &probs,
-            &splits.val,
-            "val",
-            false,
-            tv.elapsed().as_secs_f64(),
-        );
+        let val = validate(&net, &meta.preprocess, device, &splits.val);
         let rec = EpochRecord {
             epoch: epoch + 1,
             step: state.step,
@@ -569,12 +611,14 @@ pub fn run_with(
         };
         eprintln!(
             "epoch {:>2}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} F1 macro {:.4} | {:.0} img/s, {:.0} s",
-            rec.epoch, tc.epochs, rec.train_loss, rec.train_acc, rec.val_loss, rec.val_acc, rec.val_f1_macro, rec.img_per_s, rec.epoch_seconds
+            rec.epoch, all_epochs, rec.train_loss, rec.train_acc, rec.val_loss, rec.val_acc, rec.val_f1_macro, rec.img_per_s, rec.epoch_seconds
         );
-        if state.plateau.observe(&tc.schedule, rec.val_loss) {
+        // The averaging epochs' rate is fixed, and its jump from the end of
+        // the main schedule must not read as a plateau or a reason to stop.
+        if swa_lr.is_none() && state.plateau.observe(&tc.schedule, rec.val_loss) {
             eprintln!("reduce-on-plateau: lr now {:.3e}", state.plateau.lr);
         }
-        if let Some(es) = &tc.early_stopping {
+        if let Some(es) = tc.early_stopping.as_ref().filter(|_| swa_lr.is_none()) {
             if state.early.observe(rec.val_loss, es.patience, es.min_delta) {
                 eprintln!(
                     "early stopping: val loss has not improved by {} for {} epochs",
@@ -583,17 +627,21 @@ pub fn run_with(
                 state.stopped_early = true;
             }
         }
-        let v = select_value(tc.select, &rec);
+        let v = select_value(tc.select, rec.val_acc, rec.val_loss, rec.val_f1_macro);
         let improved = state.best_value.is_none_or(|b| v > b);
         state.history.push(rec);
         state.epochs_done = epoch + 1;
+        if swa_lr.is_some() {
+            avg.update(&vs);
+            state.swa_n = avg.n;
+        }
         if improved {
             state.best_value = Some(v);
             state.best_epoch = Some(epoch + 1);
-            save_checkpoint(&rd.best(), &vs, &opt, &state)?;
+            save_checkpoint(&rd.best(), &vs, &opt, &state, &avg)?;
         }
         // `last` is written last: a kill before this point replays the epoch.
-        save_checkpoint(&rd.last(), &vs, &opt, &state)?;
+        save_checkpoint(&rd.last(), &vs, &opt, &state, &avg)?;
         write_metrics(&rd, &state.history)?;
         if after_epoch(state.history.last().expect("just pushed")) {
             state.pruned = true;
@@ -601,20 +649,114 @@ pub fn run_with(
         }
     }
 
-    // The best epoch's weights become the model file.
-    let best = tensor_io::load(&rd.best())?;
-    let model = with_prefix(&best.tensors, "model/");
-    model_file::copy_into(&vs, &model, "")?;
-    let best_rec = state
-        .history
-        .iter()
-        .find(|r| Some(r.epoch) == state.best_epoch)
-        .cloned();
-    meta.val_accuracy = best_rec.map(|r| r.val_acc);
+    let swa_chosen = if avg.n > 0 && !state.pruned {
+        let rec = evaluate_average(
+            cfg,
+            &avg,
+            &vs,
+            &net,
+            &spec,
+            steps_per_epoch,
+            &splits,
+            &meta.preprocess,
+            device,
+        )?;
+        let v = select_value(tc.select, rec.val_acc, rec.val_loss, rec.val_f1_macro);
+        let chosen = state.best_value.is_none_or(|b| v > b);
+        eprintln!(
+            "weight average of {} epochs: val loss {:.4} acc {:.4} F1 macro {:.4} ({} the best epoch, {:?})",
+            rec.snapshots, rec.val_loss, rec.val_acc, rec.val_f1_macro,
+            if chosen { "beats" } else { "does not beat" },
+            state.best_epoch
+        );
+        let acc = rec.val_acc;
+        state.swa = Some(SwaRecord { chosen, ..rec });
+        save_checkpoint(&rd.swa(), &vs, &opt, &state, &avg)?;
+        chosen.then_some(acc)
+    } else {
+        None
+    };
+    if let Some(acc) = swa_chosen {
+        // The average, already in `vs`, becomes the model file.
+        meta.val_accuracy = Some(acc);
+    } else {
+        // The best epoch's weights become the model file.
+        let best = tensor_io::load(&rd.best())?;
+        let model = with_prefix(&best.tensors, "model/");
+        model_file::copy_into(&vs, &model, "")?;
+        let best_rec = state
+            .history
+            .iter()
+            .find(|r| Some(r.epoch) == state.best_epoch)
+            .cloned();
+        meta.val_accuracy = best_rec.map(|r| r.val_acc);
+    }
     model_file::save(&rd.model(), &meta, Some(&vs))?;
     drop(net);
     // finish() reads params and MACs back from the model file just saved.
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
+}
+
+/// Seeds libtorch's generator (dropout) for one epoch of a run.
+fn seed_epoch(seed: u64, epoch: usize) {
+    tch::manual_seed(
+        (seed as i64)
+            .wrapping_mul(1_000_003)
+            .wrapping_add(epoch as i64),
+    );
+}
+
+/// Validation accuracy, loss and F1 of `net` as it is now (centre crop).
+fn validate(
+    net: &models::Net,
+    preprocess: &crate::data::augment::AugmentConfig,
+    device: Device,
+    val: &ImageSet,
+) -> EvalReport {
+    let t = Instant::now();
+    let probs = model_file::predict_set(net.module.as_ref(), preprocess, device, val, false, 256);
+    eval::report(&probs, val, "val", false, t.elapsed().as_secs_f64())
+}
+
+/// Loads the weight average into `vs`, recomputes its BatchNorm statistics
+/// over one augmented pass of the training split (a stream of its own,
+/// keyed after the last epoch) and evaluates it on validation.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_average(
+    cfg: &RunConfig,
+    avg: &swa::Averager,
+    vs: &nn::VarStore,
+    net: &models::Net,
+    spec: &LoaderSpec,
+    steps_per_epoch: usize,
+    splits: &Splits,
+    preprocess: &crate::data::augment::AugmentConfig,
+    device: Device,
+) -> Result<SwaRecord> {
+    let tc = &cfg.train;
+    avg.copy_into(vs)?;
+    let key = tc.total_epochs();
+    seed_epoch(cfg.seed, key);
+    let t0 = Instant::now();
+    let batches = start_epoch(splits.train.clone(), spec, key as u64, 0)
+        .take(steps_per_epoch)
+        .map(|b| b.x.to_device(device));
+    let bn_batches = swa::recalibrate_bn(vs, batches, |x| {
+        forward_train(net, x, device, tc.precision, tc.channels_last).map(drop)
+    })?;
+    eprintln!(
+        "weight average: BatchNorm statistics from {bn_batches} training batches in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let val = validate(net, preprocess, device, &splits.val);
+    Ok(SwaRecord {
+        snapshots: avg.n,
+        bn_batches,
+        val_loss: val.overall.log_loss,
+        val_acc: val.overall.accuracy,
+        val_f1_macro: val.overall.macro_f1,
+        chosen: false,
+    })
 }
 
 /// Threads, device, data digest and splits of a run: what both a single
@@ -734,6 +876,8 @@ fn run_ensemble(
         train_seconds: seconds,
         images_seen: images as u64,
         history: vec![],
+        swa_n: 0,
+        swa: None,
     };
     eprintln!("ensemble of {n}: val accuracy {val:.4} (members trained {seconds:.0} s in all)");
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
@@ -767,6 +911,7 @@ fn finish(
         history: state.map_or_else(Vec::new, |s| s.history.clone()),
         train_seconds: state.map_or(0.0, |s| s.train_seconds),
         train_img_per_s: state.map_or(0.0, |s| s.images_seen as f64 / s.train_seconds.max(1e-9)),
+        swa: state.and_then(|s| s.swa.clone()),
         val,
         test,
     };
