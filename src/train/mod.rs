@@ -664,10 +664,10 @@ pub fn run_with(
         let v = select_value(tc.select, rec.val_acc, rec.val_loss, rec.val_f1_macro);
         let chosen = state.best_value.is_none_or(|b| v > b);
         eprintln!(
-            "weight average of {} epochs: val loss {:.4} acc {:.4} F1 macro {:.4} ({} the best epoch, {:?})",
+            "weight average of {} epochs: val loss {:.4} acc {:.4} F1 macro {:.4} ({} the best single epoch, {})",
             rec.snapshots, rec.val_loss, rec.val_acc, rec.val_f1_macro,
             if chosen { "beats" } else { "does not beat" },
-            state.best_epoch
+            state.best_epoch.map_or("none".into(), |b| format!("epoch {b}"))
         );
         let acc = rec.val_acc;
         state.swa = Some(SwaRecord { chosen, ..rec });
