@@ -34,6 +34,8 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Post-training int8 quantization of a model file.
     Quantize(crate::quant::QuantizeArgs),
+    /// Fit a post-hoc logit adjustment on validation into a copy of a model file.
+    Calibrate(crate::calibrate::CalibrateArgs),
     /// Average trained models (files or run folders) into one ensemble file.
     Ensemble(crate::combine::EnsembleArgs),
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
@@ -314,6 +316,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Sweep(args) => sweep(args),
         Command::Quantize(args) => crate::quant::run(args),
         Command::Ensemble(args) => crate::combine::run(args),
+        Command::Calibrate(args) => crate::calibrate::run(args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(args),
         Command::Bench(BenchCommand::Infer(args)) => crate::bench::infer(args),
@@ -413,7 +416,9 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             out.train_img_per_s,
             out.weights_clause()
         );
-        print!("{}", out.val.render(&classes));
+        if out.val.overall.n > 0 {
+            print!("{}", out.val.render(&classes));
+        }
         print!("{}", out.test.render(&classes));
         println!("run folder: {}", dir.display());
     }
@@ -565,6 +570,12 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
         );
     }
     let set = if args.split == "val" {
+        if tv.val.is_empty() {
+            bail!(
+                "{}: this model was trained on all of train (data.val_fraction 0, a refit), so it has no validation split; use --split test",
+                args.model.display()
+            );
+        }
         loaded.data.train.select(&tv.val)
     } else {
         loaded.data.test.clone()

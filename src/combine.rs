@@ -144,6 +144,8 @@ pub fn combine(
         params: parts.iter().map(|p| p.meta.params).sum(),
         macs: parts.iter().map(|p| p.meta.macs).sum(),
         val_accuracy: None,
+        // Members' adjustments do not carry over to their average.
+        logit_adjust: None,
         ..first.meta.clone()
     };
     Ok((meta, weights))

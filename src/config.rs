@@ -310,6 +310,9 @@ impl RunConfig {
 pub struct EvalConfig {
     /// Ten-crop plus flip test-time augmentation.
     pub tta: bool,
+    /// Fit a post-hoc logit adjustment on validation after training and
+    /// store it in the model file (src/eval/adjust.rs).
+    pub logit_adjust: Option<crate::eval::adjust::AdjustConfig>,
 }
 
 impl RunConfig {
@@ -329,6 +332,32 @@ impl RunConfig {
         self.data.validate().map_err(fail)?;
         self.model.validate(self.data.augment.size).map_err(fail)?;
         self.train.validate().map_err(fail)?;
+        if let Some(a) = &self.eval.logit_adjust {
+            a.validate().map_err(fail)?;
+        }
+        if self.data.val_fraction == 0.0 {
+            // A refit on all of train: nothing may read the (empty) validation split.
+            let t = &self.train;
+            let reader = if t.select != crate::train::config::Select::Last {
+                Some("train.select (set it to last)")
+            } else if t.early_stopping.is_some() {
+                Some("train.early_stopping")
+            } else if matches!(
+                t.schedule,
+                crate::train::config::ScheduleConfig::Plateau { .. }
+            ) {
+                Some("train.schedule: plateau")
+            } else if self.eval.logit_adjust.is_some() {
+                Some("eval.logit_adjust")
+            } else {
+                None
+            };
+            if let Some(r) = reader {
+                return Err(fail(format!(
+                    "data.val_fraction is 0, so there is no validation split for {r} to read"
+                )));
+            }
+        }
         if self.ensemble.is_some() {
             if !self.model.is_network() || matches!(self.model, ModelConfig::Ensemble(_)) {
                 return Err(fail(format!(

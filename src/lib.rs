@@ -3,6 +3,7 @@
 
 pub mod autocast;
 pub mod bench;
+pub mod calibrate;
 pub mod cli;
 pub mod combine;
 pub mod config;

@@ -40,6 +40,10 @@ pub struct ModelMeta {
     /// The validation split these weights were selected on.
     pub val_fraction: f64,
     pub split_seed: u64,
+    /// Post-hoc logit adjustment fitted on validation (`eval.logit_adjust`,
+    /// `fer calibrate`); applied to every prediction of this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_adjust: Option<crate::eval::adjust::LogitAdjust>,
 }
 
 /// A model ready to predict.
@@ -83,6 +87,16 @@ pub fn save_tensors(
     md.insert("fer.format".into(), FORMAT.into());
     md.insert("fer.meta".into(), serde_json::to_string(meta)?);
     tensor_io::save(path, &tensors, &md)
+}
+
+/// Copies the model file `src` to `dst` with `meta` as its `fer.meta`; the
+/// tensors and any other metadata (int8 tables) are kept as they are.
+pub fn rewrite_meta(src: &Path, dst: &Path, meta: &ModelMeta) -> Result<()> {
+    let loaded = tensor_io::load(src)?;
+    let mut md = loaded.metadata;
+    md.insert("fer.meta".into(), serde_json::to_string(meta)?);
+    let tensors: Vec<(String, Tensor)> = loaded.tensors.into_iter().collect();
+    tensor_io::save(dst, &tensors, &md)
 }
 
 /// The model file a path names: itself, or `model.safetensors` in a run folder.
@@ -275,14 +289,33 @@ impl Classifier {
         })
     }
 
-    /// Class probabilities `[B, K]` for normalised inputs `[B, 1, S, S]`.
+    /// Class probabilities `[B, K]` for normalised inputs `[B, 1, S, S]`,
+    /// with the file's logit adjustment.
     pub fn probs(&self, x: &Tensor) -> Tensor {
         let net = self.net.as_ref().expect("probs() needs a network");
-        net_probs(net.module.as_ref(), x, self.device)
+        let p = net_probs(net.module.as_ref(), x, self.device);
+        match &self.meta.logit_adjust {
+            None => p,
+            Some(adj) => {
+                let bias = Tensor::from_slice(&adj.bias);
+                (p.clamp_min(1e-30).log() + bias).softmax(-1, Kind::Float)
+            }
+        }
     }
 
-    /// Probabilities for every image of `set` (`n x K`, row-major).
+    /// Probabilities for every image of `set` (`n x K`, row-major), with the
+    /// file's logit adjustment.
     pub fn predict_set(&self, set: &ImageSet, tta: bool, batch: usize) -> Vec<f32> {
+        let mut p = self.predict_set_raw(set, tta, batch);
+        if let Some(adj) = &self.meta.logit_adjust {
+            adj.apply(&mut p);
+        }
+        p
+    }
+
+    /// Like [`Classifier::predict_set`], without the logit adjustment: what
+    /// a new adjustment is fitted on.
+    pub fn predict_set_raw(&self, set: &ImageSet, tta: bool, batch: usize) -> Vec<f32> {
         match &self.net {
             Some(net) => predict_set(
                 net.module.as_ref(),

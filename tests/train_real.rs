@@ -140,6 +140,188 @@ fn weight_averaging_resumes_exactly_and_ships_what_it_chose() {
     assert!(d > 0.0, "{rm} is the plain average, not recomputed");
 }
 
+/// Logit adjustment (`eval.logit_adjust`): fitted on validation after
+/// training, stored in the model file and applied by everything that loads
+/// it; `fer calibrate` fits the same alpha from the raw scores of a file that
+/// already holds one.
+#[test]
+fn logit_adjustment_is_fitted_on_validation_and_travels_with_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Balanced class weights make the network lean hard towards rare classes.
+    let yaml = tiny_yaml_with(1, ", class_weight_power: 1.0") + "eval: {logit_adjust: {}}\n";
+    let cfg = RunConfig::load(&write_cfg(tmp.path(), &yaml), &[]).unwrap();
+    let run = tmp.path().join("run");
+    let out = fer::train::run(&cfg, &run, false).unwrap();
+    let rec = out.logit_adjust.clone().expect("eval.json records the fit");
+    assert_eq!(rec.grid.len(), 31);
+    assert!(rec.alpha > 0.0, "{}", rec.summary());
+    assert!(
+        rec.after.accuracy > rec.before.accuracy,
+        "{}",
+        rec.summary()
+    );
+    assert_eq!(out.val.overall.accuracy, rec.after.accuracy);
+    assert_eq!(
+        rec.unadjusted_correct,
+        (rec.before.accuracy * 2873.0).round() as usize
+    );
+
+    // The file applies alpha * ln(prior) to every prediction.
+    let clf = Classifier::load(&run, tch::Device::Cpu).unwrap();
+    let adj = clf
+        .meta
+        .logit_adjust
+        .clone()
+        .expect("the model file holds it");
+    assert_eq!(adj.alpha, rec.alpha);
+    for (b, p) in adj.bias.iter().zip(&clf.meta.prior) {
+        assert!((b - rec.alpha as f32 * p.ln()).abs() < 1e-5);
+    }
+    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+        .unwrap()
+        .data;
+    let raw = clf.predict_set_raw(&data.test, false, 256);
+    let adjusted = clf.predict_set(&data.test, false, 256);
+    assert_ne!(raw, adjusted);
+    let mut by_hand = raw.clone();
+    adj.apply(&mut by_hand);
+    assert_eq!(by_hand, adjusted);
+    let m = fer::eval::metrics::compute(&adjusted, &data.test.labels, 7);
+    assert_eq!(m.accuracy, out.test.overall.accuracy);
+    // The live path (one batch of tensors) agrees with the batch path.
+    let pre = &clf.meta.preprocess;
+    let mut buf = vec![0f32; 3 * pre.out_len()];
+    fer::data::augment::eval_batch(&data.test.pixels, &[0, 1, 2], pre, &mut buf);
+    let s = pre.size as i64;
+    let live = clf.probs(&tch::Tensor::from_slice(&buf).view([3, 1, s, s]));
+    for i in 0..3 {
+        for c in 0..7 {
+            let d = live.double_value(&[i, c]) - adjusted[i as usize * 7 + c as usize] as f64;
+            assert!(d.abs() < 1e-5, "image {i} class {c}: {d}");
+        }
+    }
+
+    // fer calibrate refits from the raw scores: the same alpha, not a second
+    // adjustment on top of the first; an existing --out is refused.
+    let cal = tmp.path().join("cal.safetensors");
+    let st = common::run_ok(
+        fer()
+            .arg("calibrate")
+            .arg(&run)
+            .arg("--out")
+            .arg(&cal)
+            .args(["--json", "--data"])
+            .arg(common::fer_dir()),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["alpha"].as_f64().unwrap(), rec.alpha);
+    assert_eq!(
+        v["crossfit_correct"].as_u64().unwrap() as usize,
+        rec.crossfit_correct
+    );
+    let st = fer()
+        .arg("calibrate")
+        .arg(&run)
+        .arg("--out")
+        .arg(&cal)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success() && err.contains("cal.safetensors") && err.contains("exists"),
+        "{err}"
+    );
+    let st = fer()
+        .arg("calibrate")
+        .arg(&run)
+        .args(["--step", "0", "--out"])
+        .arg(tmp.path().join("other.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success() && err.contains("--step"), "{err}");
+
+    // A bad grid in a config names the file and the field.
+    let bad = tiny_yaml(1) + "eval: {logit_adjust: {step: -0.1}}\n";
+    let err = format!(
+        "{:#}",
+        RunConfig::load(&write_cfg(tmp.path(), &bad), &[]).unwrap_err()
+    );
+    assert!(
+        err.contains("tiny.yaml") && err.contains("eval.logit_adjust.step"),
+        "{err}"
+    );
+}
+
+/// A refit (`data.val_fraction: 0`, `train.select: last`): every training
+/// image is trained on, the last epoch ships, nothing claims a validation
+/// score, and configs that would read the missing split are refused.
+#[test]
+fn a_refit_trains_on_all_of_train_and_ships_its_last_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = tiny_yaml_with(2, ", select: last")
+        .replace("data: {dir:", "data: {val_fraction: 0, dir:")
+        + "eval: {tta: true}\n";
+    let cfg = RunConfig::load(&write_cfg(tmp.path(), &yaml), &[]).unwrap();
+    let run = tmp.path().join("run");
+    let out = fer::train::run(&cfg, &run, false).unwrap();
+    assert_eq!((out.val.overall.n, out.test.overall.n), (0, 3589));
+    assert_eq!(out.best_epoch, Some(2));
+    assert!(
+        out.weights_clause().contains("refit"),
+        "{}",
+        out.weights_clause()
+    );
+    // 4% of all 28,709 training images (1,149) in full batches of 32 is
+    // 1,120 an epoch; with the default 10% validation split it would be
+    // 4% of 25,836 (1,033), so 1,024.
+    let per_epoch = (out.train_seconds * out.train_img_per_s / 2.0).round();
+    assert_eq!(per_epoch, 1120.0);
+    // The model file is the last epoch's weights.
+    let rd = fer::train::RunDir(run.clone());
+    let shipped = model_tensors(&rd.model());
+    let last = model_tensors(&rd.last());
+    let mut compared = 0;
+    for (k, t) in &shipped {
+        if let Some(src) = last.get(&format!("model/{k}")) {
+            assert!(t.equal(src), "{k} differs from the last epoch's");
+            compared += 1;
+        }
+    }
+    assert!(compared > 0);
+    let meta = fer::model_file::ModelMeta::read(&rd.model()).unwrap();
+    assert_eq!((meta.val_fraction, meta.val_accuracy), (0.0, None));
+    let st = fer()
+        .args(["eval", "--split", "val", "--data"])
+        .arg(common::fer_dir())
+        .arg(&run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success() && err.contains("no validation split"),
+        "{err}"
+    );
+    // Whatever would read validation is refused, naming the field.
+    for (extra, field) in [
+        ("", "train.select"),
+        (
+            ", select: last, early_stopping: {patience: 2, min_delta: 0.0}",
+            "train.early_stopping",
+        ),
+    ] {
+        let bad = tiny_yaml_with(1, extra).replace("data: {dir:", "data: {val_fraction: 0, dir:");
+        let err = format!(
+            "{:#}",
+            RunConfig::load(&write_cfg(tmp.path(), &bad), &[]).unwrap_err()
+        );
+        assert!(
+            err.contains("tiny.yaml") && err.contains("val_fraction is 0") && err.contains(field),
+            "{err}"
+        );
+    }
+}
+
 /// Mixed precision and NHWC weights survive a checkpoint round trip too:
 /// the resumed run is bit-identical, and files hold float32 tensors.
 #[test]

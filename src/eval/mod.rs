@@ -2,6 +2,7 @@
 //! ten-crop test-time augmentation, and reports per test half (PublicTest,
 //! PrivateTest) plus their union.
 
+pub mod adjust;
 pub mod gradcam;
 pub mod metrics;
 pub mod robust;
@@ -34,7 +35,12 @@ pub fn evaluate(clf: &Classifier, set: &ImageSet, split: &str, tta: bool) -> Eva
 
 /// Metrics of precomputed probabilities (`n x K`) over `set`.
 pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f64) -> EvalReport {
-    let k = probs.len() / set.len().max(1);
+    // An empty split (a refit's validation) still has K classes.
+    let k = if set.is_empty() {
+        crate::data::NUM_CLASSES
+    } else {
+        probs.len() / set.len()
+    };
     let overall = metrics::compute(probs, &set.labels, k);
     let mut by_origin = BTreeMap::new();
     let origins = set.origins_present();

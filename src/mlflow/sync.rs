@@ -301,6 +301,12 @@ pub fn run_points(dir: &Path) -> Vec<Point> {
         for k in ["val_acc", "val_loss", "val_f1_macro"] {
             push(format!("swa/{k}"), &v["swa"][k]);
         }
+        // Absent unless the run fitted eval.logit_adjust.
+        push("logit_adjust/alpha".into(), &v["logit_adjust"]["alpha"]);
+        push(
+            "logit_adjust/crossfit_correct".into(),
+            &v["logit_adjust"]["crossfit_correct"],
+        );
         push("train_img_per_s".into(), &v["train_img_per_s"]);
         push("train_seconds".into(), &v["train_seconds"]);
     }

@@ -349,7 +349,7 @@ pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
             "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {:.0} s | {:.0} | {} |",
             r.label,
             o.family,
-            pct(o.val.overall.accuracy),
+            val_pct(o),
             pct(o.test.overall.accuracy),
             o.test.overall.weighted_f1,
             o.test.overall.macro_f1,
@@ -426,6 +426,13 @@ pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
             o.test.overall.log_loss,
             o.test.overall.ece
         );
+        if let Some(a) = &o.logit_adjust {
+            let _ = writeln!(
+                md,
+                "Post-hoc logit adjustment (`eval.logit_adjust`, fitted on validation only): {}\n",
+                a.summary().replace('\n', "; ")
+            );
+        }
         if !o.history.is_empty() {
             learning_curves(&out.join(format!("{s}-curves.png")), &r.label, o)?;
             let _ = writeln!(md, "![learning curves]({s}-curves.png)\n");
@@ -779,19 +786,43 @@ fn reliability_bins(probs: &[f32], labels: &[u8]) -> Vec<(f64, f64, usize)> {
         .collect()
 }
 
+/// Validation accuracy, or a note for a refit without a validation split.
+fn val_pct(o: &Outcome) -> String {
+    if o.val.overall.n == 0 {
+        "none (refit)".into()
+    } else {
+        pct(o.val.overall.accuracy)
+    }
+}
+
 /// A few sentences read off the comparison table.
-fn commentary(runs: &[Run]) -> String {
+fn commentary(all: &[Run]) -> String {
     let mut s = String::new();
+    // A refit (no validation split) cannot be ranked on validation.
+    let runs: Vec<&Run> = all.iter().filter(|r| r.out.val.overall.n > 0).collect();
+    for r in all.iter().filter(|r| r.out.val.overall.n == 0) {
+        let _ = write!(
+            s,
+            "**{}** ({}) was trained on all of train with no validation split (a refit of a recipe chosen on validation), so it has no validation score: {} test accuracy, weighted F1 {:.3}. ",
+            r.label,
+            r.out.family,
+            pct(r.out.test.overall.accuracy),
+            r.out.test.overall.weighted_f1
+        );
+    }
     let by_fam = |f: &str| {
-        runs.iter().filter(|r| r.out.family == f).max_by(|a, b| {
-            a.out
-                .val
-                .overall
-                .accuracy
-                .total_cmp(&b.out.val.overall.accuracy)
-        })
+        runs.iter()
+            .copied()
+            .filter(|r| r.out.family == f)
+            .max_by(|a, b| {
+                a.out
+                    .val
+                    .overall
+                    .accuracy
+                    .total_cmp(&b.out.val.overall.accuracy)
+            })
     };
-    if let Some(best) = runs.iter().max_by(|a, b| {
+    if let Some(best) = runs.iter().copied().max_by(|a, b| {
         a.out
             .val
             .overall
@@ -859,7 +890,7 @@ fn commentary(runs: &[Run]) -> String {
             least
         );
     }
-    let learned: Vec<&Run> = runs
+    let learned: Vec<&Run> = all
         .iter()
         .filter(|r| !matches!(r.out.family.as_str(), "majority" | "random"))
         .collect();
@@ -999,23 +1030,27 @@ fn learning_curves(path: &Path, label: &str, o: &Outcome) -> Result<()> {
     let h: &[EpochRecord] = &o.history;
     let ep: Vec<f64> = h.iter().map(|r| r.epoch as f64).collect();
     let c = |f: fn(&EpochRecord) -> f64| h.iter().map(f).collect::<Vec<f64>>();
+    let mut losses = vec![("train loss", c(|r| r.train_loss))];
+    let mut accs = vec![("train acc", c(|r| r.train_acc))];
+    // A refit has no validation split: its validation series would be zeros.
+    let validated = o.val.overall.n > 0;
+    if validated {
+        losses.push(("val loss", c(|r| r.val_loss)));
+        accs.push(("val acc", c(|r| r.val_acc)));
+    }
     crate::plot::curves_marked(
         path,
         &format!("{label}: learning curves"),
         &ep,
-        &[
-            ("train loss", c(|r| r.train_loss)),
-            ("val loss", c(|r| r.val_loss)),
-        ],
-        &[
-            ("train acc", c(|r| r.train_acc)),
-            ("val acc", c(|r| r.val_acc)),
-        ],
+        &losses,
+        &accs,
         o.best_epoch.map(|b| {
             (
                 b as f64,
                 if o.swa.as_ref().is_some_and(|s| s.chosen) {
                     "best single epoch (the weight average was chosen)"
+                } else if !validated {
+                    "last epoch (refit: no selection)"
                 } else if o.stopped_early {
                     "selected epoch (stopped early)"
                 } else {

@@ -131,7 +131,13 @@ fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
             return None;
         }
     };
-    let val = loaded.data.train.select(&tv.val);
+    // A refit (trained on all of train) has no validation split; the test
+    // set, which it was never selected on, stands in as held-out faces.
+    let val = if tv.val.is_empty() {
+        loaded.data.test.clone()
+    } else {
+        loaded.data.train.select(&tv.val)
+    };
     let probs = clf.predict_set(&val, false, 256);
     let n = val.len().max(1) as f64;
     Some(

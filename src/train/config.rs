@@ -166,6 +166,10 @@ pub enum Select {
     ValAcc,
     ValLoss,
     ValF1Macro,
+    /// The last epoch (or the weight average), with no selection: for a
+    /// final refit on train plus validation (`data.val_fraction: 0`), once
+    /// the recipe and its length were chosen on validation.
+    Last,
 }
 
 /// Stochastic weight averaging (Izmailov et al. 2018; PyTorch's

@@ -110,6 +110,9 @@ pub struct Outcome {
     /// The weight average of `train.swa`, when the run had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swa: Option<SwaRecord>,
+    /// The logit adjustment of `eval.logit_adjust`, when the run fitted one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_adjust: Option<crate::eval::adjust::AdjustRecord>,
     pub val: EvalReport,
     pub test: EvalReport,
 }
@@ -117,15 +120,25 @@ pub struct Outcome {
 impl Outcome {
     /// Which weights the model file holds, as a clause for a sentence.
     pub fn weights_clause(&self) -> String {
-        match (&self.swa, self.best_epoch) {
+        let adjust = self.logit_adjust.as_ref().map_or(String::new(), |a| {
+            format!(
+                ", with a logit adjustment of alpha {:+.2} fitted on validation",
+                a.alpha
+            )
+        });
+        let weights = match (&self.swa, self.best_epoch) {
             (Some(s), b) if s.chosen => format!(
                 ", the average of the weights of its last {} epochs (SWA; it beat {} on validation)",
                 s.snapshots,
                 b.map_or("every single epoch".into(), |b| format!("epoch {b}, the best single one,"))
             ),
+            (_, Some(b)) if self.val.overall.n == 0 => {
+                format!(", weights of its last epoch, {b} (a refit: no validation split)")
+            }
             (_, Some(b)) => format!(", weights of epoch {b} (best on validation)"),
             (_, None) => String::new(),
-        }
+        };
+        weights + &adjust
     }
 
     /// The `eval.json` of a finished run folder.
@@ -342,6 +355,8 @@ fn select_value(sel: Select, acc: f64, loss: f64, f1_macro: f64) -> f64 {
         Select::ValAcc => acc,
         Select::ValLoss => -loss,
         Select::ValF1Macro => f1_macro,
+        // Every epoch "improves" (see `improved` in the loop).
+        Select::Last => 0.0,
     }
 }
 
@@ -402,6 +417,7 @@ pub fn run_with(
         val_accuracy: None,
         val_fraction: cfg.data.val_fraction,
         split_seed: cfg.data.split_seed,
+        logit_adjust: None,
     };
     eprintln!(
         "{}: {} train / {} val / {} test images, data digest {}",
@@ -609,9 +625,17 @@ pub fn run_with(
             epoch_seconds: t0.elapsed().as_secs_f64(),
             time: now(),
         };
+        let val_part = if splits.val.is_empty() {
+            "no validation split".to_string()
+        } else {
+            format!(
+                "val loss {:.4} acc {:.4} F1 macro {:.4}",
+                rec.val_loss, rec.val_acc, rec.val_f1_macro
+            )
+        };
         eprintln!(
-            "epoch {:>2}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} F1 macro {:.4} | {:.0} img/s, {:.0} s",
-            rec.epoch, all_epochs, rec.train_loss, rec.train_acc, rec.val_loss, rec.val_acc, rec.val_f1_macro, rec.img_per_s, rec.epoch_seconds
+            "epoch {:>2}/{}: train loss {:.4} acc {:.4} | {val_part} | {:.0} img/s, {:.0} s",
+            rec.epoch, all_epochs, rec.train_loss, rec.train_acc, rec.img_per_s, rec.epoch_seconds
         );
         // The averaging epochs' rate is fixed, and its jump from the end of
         // the main schedule must not read as a plateau or a reason to stop.
@@ -628,7 +652,7 @@ pub fn run_with(
             }
         }
         let v = select_value(tc.select, rec.val_acc, rec.val_loss, rec.val_f1_macro);
-        let improved = state.best_value.is_none_or(|b| v > b);
+        let improved = tc.select == Select::Last || state.best_value.is_none_or(|b| v > b);
         state.history.push(rec);
         state.epochs_done = epoch + 1;
         if swa_lr.is_some() {
@@ -662,7 +686,7 @@ pub fn run_with(
             device,
         )?;
         let v = select_value(tc.select, rec.val_acc, rec.val_loss, rec.val_f1_macro);
-        let chosen = state.best_value.is_none_or(|b| v > b);
+        let chosen = tc.select == Select::Last || state.best_value.is_none_or(|b| v > b);
         eprintln!(
             "weight average of {} epochs: val loss {:.4} acc {:.4} F1 macro {:.4} ({} the best single epoch, {})",
             rec.snapshots, rec.val_loss, rec.val_acc, rec.val_f1_macro,
@@ -689,7 +713,10 @@ pub fn run_with(
             .iter()
             .find(|r| Some(r.epoch) == state.best_epoch)
             .cloned();
-        meta.val_accuracy = best_rec.map(|r| r.val_acc);
+        // No validation split (a refit): no validation accuracy to claim.
+        meta.val_accuracy = best_rec
+            .map(|r| r.val_acc)
+            .filter(|_| !splits.val.is_empty());
     }
     model_file::save(&rd.model(), &meta, Some(&vs))?;
     drop(net);
@@ -893,8 +920,30 @@ fn finish(
     splits: &Splits,
     digest: &str,
 ) -> Result<Outcome> {
-    let clf = Classifier::load(&rd.model(), device)?;
-    let val = eval::evaluate(&clf, &splits.val, "val", cfg.eval.tta);
+    let mut clf = Classifier::load(&rd.model(), device)?;
+    let (val, logit_adjust) = match &cfg.eval.logit_adjust {
+        Some(ac) if clf.net.is_some() => {
+            let t = std::time::Instant::now();
+            // Fitted on the raw probabilities, so finishing twice (a resumed
+            // finished run) fits the same alpha rather than stacking two.
+            let mut probs = clf.predict_set_raw(&splits.val, cfg.eval.tta, 256);
+            let rec = adjust(
+                &mut clf,
+                &rd.model(),
+                &probs,
+                &splits.val.labels,
+                ac,
+                cfg.eval.tta,
+            )?;
+            if let Some(a) = &clf.meta.logit_adjust {
+                a.apply(&mut probs);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let val = eval::report(&probs, &splits.val, "val", cfg.eval.tta, secs);
+            (val, Some(rec))
+        }
+        _ => (eval::evaluate(&clf, &splits.val, "val", cfg.eval.tta), None),
+    };
     let test = eval::evaluate(&clf, &splits.test, "test", cfg.eval.tta);
     let out = Outcome {
         name: cfg.name.clone(),
@@ -912,6 +961,7 @@ fn finish(
         train_seconds: state.map_or(0.0, |s| s.train_seconds),
         train_img_per_s: state.map_or(0.0, |s| s.images_seen as f64 / s.train_seconds.max(1e-9)),
         swa: state.and_then(|s| s.swa.clone()),
+        logit_adjust,
         val,
         test,
     };
@@ -921,6 +971,27 @@ fn finish(
     }
     write_atomic(&rd.eval(), serde_json::to_string_pretty(&out)?.as_bytes())?;
     Ok(out)
+}
+
+/// Fits a logit adjustment on validation probabilities `probs` (unadjusted)
+/// and writes it into the model file at `path` and into `clf`. Alpha 0 (no
+/// gain on validation) is stored too, so the file says it was tried.
+pub fn adjust(
+    clf: &mut Classifier,
+    path: &Path,
+    probs: &[f32],
+    labels: &[u8],
+    cfg: &crate::eval::adjust::AdjustConfig,
+    tta: bool,
+) -> Result<crate::eval::adjust::AdjustRecord> {
+    let rec = crate::eval::adjust::fit(probs, labels, &clf.meta.prior, cfg, tta);
+    eprintln!("{}", rec.summary());
+    clf.meta.logit_adjust = Some(crate::eval::adjust::LogitAdjust::new(
+        rec.alpha,
+        &clf.meta.prior,
+    ));
+    model_file::rewrite_meta(path, path, &clf.meta)?;
+    Ok(rec)
 }
 
 /// Learning curves and the test confusion matrix as PNGs in `plots/`.
