@@ -38,9 +38,10 @@ pub struct QuantMeta {
     pub calibration_images: usize,
     pub calibration_seed: u64,
     pub layers: Vec<LayerMeta>,
-    /// Accuracies measured by `fer quantize` (no test-time augmentation).
-    pub fp32_val_accuracy: f64,
-    pub int8_val_accuracy: f64,
+    /// Accuracies measured by `fer quantize` (no test-time augmentation);
+    /// no validation accuracy for a refit, which has no validation split.
+    pub fp32_val_accuracy: Option<f64>,
+    pub int8_val_accuracy: Option<f64>,
     pub fp32_test_accuracy: f64,
     pub int8_test_accuracy: f64,
 }
@@ -167,7 +168,7 @@ pub struct QuantizeArgs {
 #[derive(Debug, Serialize)]
 pub struct Side {
     pub file_bytes: u64,
-    pub val_accuracy: f64,
+    pub val_accuracy: Option<f64>,
     pub test_accuracy: f64,
     pub test_weighted_f1: f64,
     pub ms_batch1: f64,
@@ -271,8 +272,8 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         calibration_images: calib.len(),
         calibration_seed: seed,
         layers: layer_meta,
-        fp32_val_accuracy: 0.0,
-        int8_val_accuracy: 0.0,
+        fp32_val_accuracy: None,
+        int8_val_accuracy: None,
         fp32_test_accuracy: 0.0,
         int8_test_accuracy: 0.0,
     };
@@ -294,7 +295,7 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         let lat = |b| crate::bench::forward_seconds(net.module.as_ref(), b, s, args.seconds) * 1e3;
         Side {
             file_bytes: 0,
-            val_accuracy: v.overall.accuracy,
+            val_accuracy: (v.overall.n > 0).then_some(v.overall.accuracy),
             test_accuracy: t.overall.accuracy,
             test_weighted_f1: t.overall.weighted_f1,
             ms_batch1: lat(1),
@@ -359,9 +360,10 @@ fn render(o: &Outcome) -> String {
     );
     for (name, x) in [("fp32", &o.fp32), ("int8", &o.int8)] {
         s += &format!(
-            "| {name} | {:.2} MB | {:.2}% | {:.2}% | {:.3} | {:.3} ms | {:.2} ms |\n",
+            "| {name} | {:.2} MB | {} | {:.2}% | {:.3} | {:.3} ms | {:.2} ms |\n",
             x.file_bytes as f64 / 1e6,
-            x.val_accuracy * 100.0,
+            x.val_accuracy
+                .map_or("none (refit)".into(), |a| format!("{:.2}%", a * 100.0)),
             x.test_accuracy * 100.0,
             x.test_weighted_f1,
             x.ms_batch1,
