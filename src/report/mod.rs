@@ -795,6 +795,15 @@ fn val_pct(o: &Outcome) -> String {
     }
 }
 
+/// Orders runs by validation accuracy.
+fn by_val_acc(a: &&Run, b: &&Run) -> std::cmp::Ordering {
+    a.out
+        .val
+        .overall
+        .accuracy
+        .total_cmp(&b.out.val.overall.accuracy)
+}
+
 /// A few sentences read off the comparison table.
 fn commentary(all: &[Run]) -> String {
     let mut s = String::new();
@@ -814,21 +823,9 @@ fn commentary(all: &[Run]) -> String {
         runs.iter()
             .copied()
             .filter(|r| r.out.family == f)
-            .max_by(|a, b| {
-                a.out
-                    .val
-                    .overall
-                    .accuracy
-                    .total_cmp(&b.out.val.overall.accuracy)
-            })
+            .max_by(by_val_acc)
     };
-    if let Some(best) = runs.iter().copied().max_by(|a, b| {
-        a.out
-            .val
-            .overall
-            .accuracy
-            .total_cmp(&b.out.val.overall.accuracy)
-    }) {
+    if let Some(best) = runs.iter().copied().max_by(by_val_acc) {
         let _ = write!(
             s,
             "The best model on validation is **{}** ({}): {} validation accuracy, {} test accuracy, weighted F1 {:.3}. ",
@@ -850,13 +847,7 @@ fn commentary(all: &[Run]) -> String {
     let conv = ["cnn", "resnet18", "vit"]
         .iter()
         .filter_map(|f| by_fam(f))
-        .max_by(|a, b| {
-            a.out
-                .val
-                .overall
-                .accuracy
-                .total_cmp(&b.out.val.overall.accuracy)
-        });
+        .max_by(by_val_acc);
     if let (Some(c), Some(m)) = (conv, by_fam("mlp")) {
         let gains: Vec<(usize, f64)> = (0..NUM_CLASSES)
             .map(|k| {
