@@ -1,35 +1,25 @@
 //! `fer bench ...`: throughput measured side by side, in the same run, with
 //! the equivalent PyTorch/torchvision code run from the project's `.venv`.
 
-use crate::cli::DataArgs;
 use crate::data;
 use crate::data::augment::{augment_batch, eval_batch, AugmentConfig};
+use crate::data::DataConfig;
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Instant;
 
-#[derive(Args, Debug)]
-pub struct DataBenchArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
+#[derive(Debug, Clone)]
+pub struct DataBenchOptions {
+    pub data: DataConfig,
     /// Images per augmentation measurement.
-    #[arg(long, default_value_t = 20_000)]
     pub images: usize,
     /// Repeats of each load measurement (the median is reported).
-    #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// Python with torch and torchvision (default: .venv/bin/python).
-    #[arg(long, env = "FER_PYTHON")]
     pub python: Option<PathBuf>,
     /// Measure only the Rust side.
-    #[arg(long)]
     pub no_python: bool,
-    /// Print JSON instead of the table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// One row: a Rust figure, its Python counterpart, and the unit.
@@ -77,7 +67,7 @@ fn python(given: Option<&std::path::Path>) -> Result<PathBuf> {
 }
 
 /// Runs the torchvision side; its JSON maps measurement keys to numbers.
-fn python_side(args: &DataBenchArgs, dir: &std::path::Path) -> Result<serde_json::Value> {
+fn python_side(args: &DataBenchOptions, dir: &std::path::Path) -> Result<serde_json::Value> {
     let py = python(args.python.as_deref())?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torchvision.py");
     let threads = rayon::current_num_threads();
@@ -99,14 +89,16 @@ fn python_side(args: &DataBenchArgs, dir: &std::path::Path) -> Result<serde_json
     serde_json::from_slice(&out.stdout).context("parsing the torchvision benchmark's JSON")
 }
 
-pub fn data(args: DataBenchArgs) -> Result<ExitCode> {
-    let mut cfg = args.data.resolve()?;
+/// Measures, writes `data.json` and `data.md` under runs/bench, and returns
+/// the figures with their table.
+pub fn data(args: &DataBenchOptions) -> Result<(DataBench, String)> {
+    let mut cfg = args.data.clone();
     let threads = rayon::current_num_threads();
     let (format, _) = data::load::resolve_format(&cfg.dir, cfg.format)?;
     if format != data::DataFormat::Folders {
         bail!("fer bench data measures JPEG decoding: point --data at the Kaggle folder layout");
     }
-    let cache_dir = crate::paths::bench_dir().join("cache");
+    let cache_dir = crate::layout::bench_dir().join("cache");
     let _ = std::fs::remove_dir_all(&cache_dir);
     let reps = args.repeats.max(1);
 
@@ -215,17 +207,12 @@ pub fn data(args: DataBenchArgs) -> Result<ExitCode> {
             .and_then(|v| v.as_str())
             .map(String::from),
     };
-    let dir = crate::paths::bench_dir();
+    let dir = crate::layout::bench_dir();
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("data.json"), serde_json::to_vec_pretty(&bench)?)?;
     let table = render(&bench, n);
     std::fs::write(dir.join("data.md"), &table)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&bench)?);
-    } else {
-        print!("{table}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((bench, table))
 }
 
 fn render(b: &DataBench, n_aug: usize) -> String {
@@ -254,43 +241,33 @@ fn render(b: &DataBench, n_aug: usize) -> String {
     s
 }
 
-#[derive(Args, Debug)]
-pub struct TrainBenchArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
+#[derive(Debug, Clone)]
+pub struct TrainBenchOptions {
+    pub data: DataConfig,
     /// Families to measure, comma-separated.
-    #[arg(long, default_value = "logistic,mlp,cnn,resnet18,vit")]
     pub families: String,
     /// Arithmetic and layout per measurement, comma-separated: fp32, bf16,
     /// fp32-nhwc, bf16-nhwc (train.precision and train.channels_last).
-    #[arg(long, default_value = "fp32,bf16-nhwc", value_delimiter = ',')]
     pub modes: Vec<TrainMode>,
-    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// Timed batches per measurement.
-    #[arg(long, default_value_t = 20)]
     pub batches: usize,
-    #[arg(long, env = "FER_PYTHON")]
     pub python: Option<PathBuf>,
-    #[arg(long)]
     pub no_python: bool,
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// One training set-up of `fer bench train`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrainMode {
-    pub precision: crate::train::config::Precision,
+    pub precision: crate::config::train::Precision,
     pub channels_last: bool,
 }
 
 impl std::str::FromStr for TrainMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        use crate::train::config::Precision;
+        use crate::config::train::Precision;
         let (p, cl) = match s.strip_suffix("-nhwc") {
             Some(p) => (p, true),
             None => (s, false),
@@ -314,8 +291,8 @@ impl std::str::FromStr for TrainMode {
 impl std::fmt::Display for TrainMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = match self.precision {
-            crate::train::config::Precision::Fp32 => "fp32",
-            crate::train::config::Precision::Bf16 => "bf16",
+            crate::config::train::Precision::Fp32 => "fp32",
+            crate::config::train::Precision::Bf16 => "bf16",
         };
         write!(f, "{p}{}", if self.channels_last { "-nhwc" } else { "" })
     }
@@ -350,12 +327,13 @@ fn family_config(name: &str) -> Result<crate::models::ModelConfig> {
 fn rust_train_rate(
     cfg: &crate::models::ModelConfig,
     set: &std::sync::Arc<crate::data::ImageSet>,
-    args: &TrainBenchArgs,
+    args: &TrainBenchOptions,
     mode: TrainMode,
     fixed: bool,
 ) -> Result<(f64, u64, u64)> {
+    use crate::config::train::OptimizerConfig;
     use crate::data::loader::{start_epoch, LoaderSpec, Order};
-    use crate::train::{config::OptimizerConfig, optim::Optimizer};
+    use crate::train::optim::Optimizer;
     tch::manual_seed(0);
     let aug = AugmentConfig::default();
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -429,9 +407,11 @@ fn rust_train_rate(
     ))
 }
 
-pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
-    let cfg = args.data.resolve()?;
-    let fer = data::load(&cfg, &crate::paths::cache_dir())?.data;
+/// Measures, writes `train.json` and `train.md` under runs/bench, and returns
+/// the rows with their table.
+pub fn train(args: &TrainBenchOptions) -> Result<(Vec<TrainBenchRow>, String)> {
+    let cfg = args.data.clone();
+    let fer = data::load(&cfg, &crate::layout::cache_dir())?.data;
     // Enough images for every timed batch to be a fresh one.
     let n = fer
         .train
@@ -519,33 +499,23 @@ pub fn train(args: TrainBenchArgs) -> Result<ExitCode> {
             ratio(r.rust_end_to_end, r.torch_end_to_end)
         );
     }
-    let dir = crate::paths::bench_dir();
+    let dir = crate::layout::bench_dir();
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("train.json"), serde_json::to_vec_pretty(&rows)?)?;
     std::fs::write(dir.join("train.md"), &s)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{s}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((rows, s))
 }
 
 /// `fer bench infer`: inference latency and throughput per model and batch
 /// size, and the GFLOP/s reached against the machine's fp32 peak.
-#[derive(Args, Debug)]
-pub struct InferBenchArgs {
+#[derive(Debug, Clone)]
+pub struct InferBenchOptions {
     /// Model files, run folders, or folders of run folders (e.g. runs/zoo).
-    #[arg(default_value = "runs/zoo")]
     pub models: Vec<PathBuf>,
     /// Batch sizes.
-    #[arg(long, default_value = "1,8,32,128", value_delimiter = ',')]
     pub batches: Vec<usize>,
     /// Minimum seconds timed per (model, batch).
-    #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -599,59 +569,16 @@ pub fn sgemm_gflops(seconds: f64) -> f64 {
     2.0 * (n * n * n) as f64 / median(times) / 1e9
 }
 
-/// Seconds of timed forward passes (softmax included) over one random
-/// `batch x 1 x side x side` input after 3 warm-ups, sorted: at least `runs`
-/// of them, for at least `seconds` in all.
-pub fn forward_times(
-    module: &dyn tch::nn::ModuleT,
-    batch: usize,
-    side: i64,
-    seconds: f64,
-    runs: usize,
-) -> Vec<f64> {
-    let x = tch::Tensor::randn(
-        [batch as i64, 1, side, side],
-        (tch::Kind::Float, tch::Device::Cpu),
-    );
-    let run = || {
-        tch::no_grad(|| {
-            let _ = module.forward_t(&x, false).softmax(-1, tch::Kind::Float);
-        })
-    };
-    for _ in 0..3 {
-        run();
-    }
-    let mut times = Vec::new();
-    let t = Instant::now();
-    while t.elapsed().as_secs_f64() < seconds || times.len() < runs.max(1) {
-        let t0 = Instant::now();
-        run();
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    times
-}
-
-/// Median seconds of one forward pass (see `forward_times`).
-pub fn forward_seconds(
-    module: &dyn tch::nn::ModuleT,
-    batch: usize,
-    side: i64,
-    seconds: f64,
-) -> f64 {
-    median(forward_times(module, batch, side, seconds, 5))
-}
-
 fn model_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
-        let file = crate::model_file::file_of(p);
+        let file = crate::artifact::file_of(p);
         if file.is_file() {
             out.push(file);
         } else if let Ok(rd) = std::fs::read_dir(p) {
             let mut subs: Vec<PathBuf> = rd
                 .flatten()
-                .map(|e| e.path().join("model.safetensors"))
+                .map(|e| crate::layout::RunDir(e.path()).model())
                 .filter(|m| m.is_file())
                 .collect();
             subs.sort();
@@ -661,7 +588,7 @@ fn model_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-pub fn infer(args: InferBenchArgs) -> Result<ExitCode> {
+pub fn infer(args: &InferBenchOptions) -> Result<InferBench> {
     let files = model_files(&args.models);
     if files.is_empty() {
         bail!(
@@ -672,13 +599,14 @@ pub fn infer(args: InferBenchArgs) -> Result<ExitCode> {
     let threads = tch::get_num_threads() as usize;
     let mut rows = Vec::new();
     for f in &files {
-        let clf = crate::model_file::Classifier::load(f, tch::Device::Cpu)?;
+        let clf = crate::artifact::Classifier::load(f, tch::Device::Cpu)?;
         let Some(net) = clf.net.as_ref() else {
             continue;
         };
         let s = clf.meta.preprocess.size as i64;
         for &b in &args.batches {
-            let med = forward_seconds(net.module.as_ref(), b, s, args.seconds);
+            let med =
+                crate::eval::latency::forward_seconds(net.module.as_ref(), b, s, args.seconds);
             let ips = b as f64 / med;
             rows.push(InferRow {
                 model: clf.meta.name.clone(),
@@ -696,22 +624,42 @@ pub fn infer(args: InferBenchArgs) -> Result<ExitCode> {
     }
     let (nominal, how) = peak_gflops(threads);
     let sgemm = sgemm_gflops(args.seconds);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "threads": threads, "peak_gflops": nominal, "peak": how,
-                "sgemm_gflops": sgemm, "rows": rows}))?
+    Ok(InferBench {
+        threads,
+        peak_gflops: nominal,
+        peak: how,
+        sgemm_gflops: sgemm,
+        rows,
+    })
+}
+
+/// What `fer bench infer` measured.
+#[derive(Debug, Serialize)]
+pub struct InferBench {
+    pub threads: usize,
+    pub peak_gflops: f64,
+    pub peak: String,
+    pub sgemm_gflops: f64,
+    pub rows: Vec<InferRow>,
+}
+
+impl InferBench {
+    /// The table `fer bench infer` prints.
+    pub fn render(&self) -> String {
+        let (threads, nominal, how, sgemm) = (
+            self.threads,
+            self.peak_gflops,
+            &self.peak,
+            self.sgemm_gflops,
         );
-    } else {
-        println!(
-            "fer bench infer: CPU, {threads} threads; GFLOP/s counts int8 multiply-adds as 2 operations like fp32 ones. Nominal peak {nominal:.0} GFLOP/s = {how}; a 2048x2048 matrix product (libtorch sgemm) reaches {sgemm:.0} GFLOP/s, the practical ceiling used for \"% of sgemm\" (above the nominal peak, the cores run faster than the base clock /proc/cpuinfo reports).\n"
+        let mut s = format!(
+            "fer bench infer: CPU, {threads} threads; GFLOP/s counts int8 multiply-adds as 2 operations like fp32 ones. Nominal peak {nominal:.0} GFLOP/s = {how}; a 2048x2048 matrix product (libtorch sgemm) reaches {sgemm:.0} GFLOP/s, the practical ceiling used for \"% of sgemm\" (above the nominal peak, the cores run faster than the base clock /proc/cpuinfo reports).\n\n"
         );
-        println!("| model | precision | params | MACs/img | batch | ms/batch | ms/image | img/s | GFLOP/s | % of sgemm |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for r in &rows {
-            println!(
-                "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1}% |",
+        s += "| model | precision | params | MACs/img | batch | ms/batch | ms/image | img/s | GFLOP/s | % of sgemm |\n";
+        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1}% |\n",
                 r.model,
                 r.precision,
                 r.params,
@@ -724,6 +672,6 @@ pub fn infer(args: InferBenchArgs) -> Result<ExitCode> {
                 r.gflops / sgemm.max(1e-9) * 100.0
             );
         }
+        s
     }
-    Ok(ExitCode::SUCCESS)
 }

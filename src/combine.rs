@@ -3,14 +3,13 @@
 //! trained apart (sweep trials, earlier runs), so an ensemble can be tried
 //! on validation without training anything again.
 
+use crate::artifact::{self, Classifier, ModelMeta};
 use crate::config::WeightsDtype;
-use crate::model_file::{self, Classifier, ModelMeta};
 use crate::models::{ensemble::EnsembleConfig, ModelConfig};
 use crate::tensor_io;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use tch::{Device, Tensor};
 
 /// A float model file to average: one network, or an ensemble whose members
@@ -24,10 +23,13 @@ pub struct Part {
 impl Part {
     /// Reads a model file, or `model.safetensors` of a run folder.
     pub fn load(path: &Path) -> Result<Part> {
-        let file = model_file::file_of(path);
+        let file = artifact::file_of(path);
         let loaded = tensor_io::load(&file)?;
         let meta = ModelMeta::from_metadata(&file, &loaded.metadata)?;
-        if loaded.metadata.contains_key(crate::quant::META_KEY) {
+        if loaded
+            .metadata
+            .contains_key(crate::artifact::int8::META_KEY)
+        {
             bail!(
                 "{}: an int8 file; average the float files, then quantize the ensemble",
                 file.display()
@@ -151,36 +153,33 @@ pub fn combine(
     Ok((meta, weights))
 }
 
-#[derive(clap::Args, Debug)]
-pub struct EnsembleArgs {
-    /// Model files written by fer, or run folders: networks or ensembles
-    /// (whose members join one by one).
-    #[arg(required = true, num_args = 2..)]
+/// What `fer ensemble` combines and where it writes.
+#[derive(Clone, Debug)]
+pub struct EnsembleOptions {
+    /// Model files or run folders: networks or ensembles (whose members join
+    /// one by one).
     pub models: Vec<PathBuf>,
-    /// Where to write the ensemble's model file.
-    #[arg(long)]
     pub out: PathBuf,
     /// The ensemble's name in its metadata (default: the output file's stem).
-    #[arg(long)]
     pub name: Option<String>,
-    /// How the file stores the weights (inference runs in float32).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub weights: WeightsArg,
-    /// Data set folder (default: $FER2013_DIR, else data/fer2013).
-    #[arg(long, env = "FER2013_DIR")]
+    pub weights: WeightsDtype,
+    /// Data set folder (default: the data config's default).
     pub data: Option<PathBuf>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum WeightsArg {
-    F32,
-    F16,
+/// Each source's and the ensemble's validation accuracy (centre crop).
+#[derive(Clone, Debug)]
+pub struct EnsembleOutcome {
+    /// `(family, validation accuracy, path)` per source.
+    pub sources: Vec<(String, f64, PathBuf)>,
+    pub val_accuracy: f64,
+    pub out: PathBuf,
 }
 
-/// `fer ensemble`: writes the averaged file and prints each source's and the
-/// ensemble's validation accuracy (centre crop) on the sources' shared split.
-/// Nothing here reads the test set: evaluate the file with `fer eval`.
-pub fn run(args: EnsembleArgs) -> Result<ExitCode> {
+/// `fer ensemble`: writes the averaged file and measures each source's and
+/// the ensemble's validation accuracy (centre crop) on the sources' shared
+/// split. Nothing here reads the test set: evaluate the file with `fer eval`.
+pub fn ensemble(args: &EnsembleOptions) -> Result<EnsembleOutcome> {
     if args.out.exists() {
         bail!(
             "{}: exists already; choose another --out (nothing was written)",
@@ -197,23 +196,12 @@ pub fn run(args: EnsembleArgs) -> Result<ExitCode> {
             .file_stem()
             .map_or("ensemble".into(), |s| s.to_string_lossy().into_owned())
     });
-    let dtype = match args.weights {
-        WeightsArg::F32 => WeightsDtype::F32,
-        WeightsArg::F16 => WeightsDtype::F16,
-    };
-    let (meta, weights) = combine(&parts, &name, parts[0].meta.seed, dtype)?;
+    let (meta, weights) = combine(&parts, &name, parts[0].meta.seed, args.weights)?;
 
-    let crate::model_file::ModelData { loaded, split, dir } =
-        meta.load_data(args.data.as_deref())?;
-    if loaded.data.digest != meta.data_digest {
-        bail!(
-            "{}: data digest {} is not the models' {} (another copy or version of the data)",
-            dir.display(),
-            loaded.data.digest,
-            meta.data_digest
-        );
-    }
+    let crate::artifact::ModelData { loaded, split, .. } =
+        meta.load_data(args.data.as_deref(), crate::artifact::DataUse::Validation)?;
     let val = loaded.data.train.select(&split.val);
+    let mut sources = Vec::new();
     for p in &parts {
         let weights = p
             .tensors
@@ -224,16 +212,14 @@ pub fn run(args: EnsembleArgs) -> Result<ExitCode> {
         let acc = crate::eval::evaluate(&clf, &val, "val", false)
             .overall
             .accuracy;
-        println!(
-            "{:<8} val acc {:.4}  {}",
-            p.meta.model.family(),
-            acc,
-            p.path.display()
-        );
+        sources.push((p.meta.model.family().to_string(), acc, p.path.clone()));
     }
     let acc = save(&args.out, meta, weights, &val, Device::Cpu)?;
-    println!("ensemble val acc {acc:.4}  {}", args.out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(EnsembleOutcome {
+        sources,
+        val_accuracy: acc,
+        out: args.out.clone(),
+    })
 }
 
 /// Writes an ensemble's file with its validation accuracy (centre crop)
@@ -255,6 +241,6 @@ pub fn save(
         .accuracy;
     drop(clf);
     meta.val_accuracy = Some(acc);
-    model_file::save_tensors(path, &meta, weights, BTreeMap::new())?;
+    artifact::save_tensors(path, &meta, weights, BTreeMap::new())?;
     Ok(acc)
 }

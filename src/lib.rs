@@ -1,6 +1,7 @@
 //! `fer`: a research harness for facial emotion recognition on FER-2013.
 //! The binary is a thin shell over this library.
 
+pub mod artifact;
 pub mod autocast;
 pub mod bench;
 pub mod calibrate;
@@ -9,16 +10,17 @@ pub mod combine;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod layout;
 pub mod metric;
 pub mod mlflow;
-pub mod model_file;
 pub mod models;
-pub mod paths;
 pub mod plot;
 pub mod provenance;
 pub mod quant;
 pub mod report;
+pub mod runtime;
 pub mod serve;
 pub mod sweep;
 pub mod tensor_io;
+pub mod track;
 pub mod train;

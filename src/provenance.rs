@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub const FILE: &str = "provenance.json";
+pub const FILE: &str = crate::layout::PROVENANCE;
 
 /// The commit `fer` was built from (`+dirty` with local changes), or
 /// "unknown" when built outside a git checkout.
@@ -44,13 +44,13 @@ impl Provenance {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             user: user(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
-            started: crate::paths::unix_now(),
+            started: crate::layout::unix_now(),
             ..Default::default()
         }
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
-        crate::paths::write_atomic(&dir.join(FILE), &serde_json::to_vec_pretty(self)?)
+        crate::layout::write_atomic(&dir.join(FILE), &serde_json::to_vec_pretty(self)?)
     }
 
     /// The record in `dir`, if there is a readable one.

@@ -6,9 +6,9 @@
 
 mod common;
 
+use fer::metric::EpochRecord;
 use fer::mlflow::client::{Auth, Client};
 use fer::sweep::journal::{read_events, rebuild, Event};
-use fer::train::EpochRecord;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

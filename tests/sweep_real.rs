@@ -260,7 +260,7 @@ fn shipped_run_configs_load_and_release_config_matches_the_release_model() {
     assert!(n >= 8, "{n} run configs");
     let cfg = fer::config::RunConfig::load(&repo().join("configs/release.yaml"), &[]).unwrap();
     let meta =
-        fer::model_file::ModelMeta::read(&repo().join("models/fer-release.safetensors")).unwrap();
+        fer::artifact::ModelMeta::read(&repo().join("models/fer-release.safetensors")).unwrap();
     assert_eq!(meta.name, cfg.name);
     let want = match &cfg.ensemble {
         Some(_) => fer::models::ModelConfig::Ensemble(fer::models::ensemble::EnsembleConfig {

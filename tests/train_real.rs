@@ -5,8 +5,8 @@
 
 mod common;
 
+use fer::artifact::{self, Classifier};
 use fer::config::RunConfig;
-use fer::model_file::{self, Classifier};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,8 +45,8 @@ fn smoke_train_loss_goes_down_and_files_are_written() {
     let cfg = RunConfig::load(&write_cfg(tmp.path(), &tiny_yaml(3)), &[]).unwrap();
     let run = tmp.path().join("run");
     let out = fer::train::run(&cfg, &run, false).unwrap();
-    let rd = fer::train::RunDir(run.clone());
-    let hist: Vec<fer::train::EpochRecord> = std::fs::read_to_string(rd.metrics_jsonl())
+    let rd = fer::layout::RunDir(run.clone());
+    let hist: Vec<fer::metric::EpochRecord> = std::fs::read_to_string(rd.metrics_jsonl())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -102,7 +102,7 @@ fn weight_averaging_resumes_exactly_and_ships_what_it_chose() {
     let swa = out.swa.clone().expect("eval.json records the average");
     assert_eq!((swa.snapshots, out.epochs_run), (2, 4));
     assert!(swa.bn_batches > 0);
-    let rd = fer::train::RunDir(dir.to_path_buf());
+    let rd = fer::layout::RunDir(dir.to_path_buf());
     let best = out.history[out.best_epoch.unwrap() - 1].val_acc;
     assert_eq!(swa.chosen, swa.val_acc > best, "{swa:?} against {best}");
     let shipped = model_tensors(&model);
@@ -177,7 +177,7 @@ fn logit_adjustment_is_fitted_on_validation_and_travels_with_the_file() {
     for (b, p) in adj.bias.iter().zip(&clf.meta.prior) {
         assert!((b - rec.alpha as f32 * p.ln()).abs() < 1e-5);
     }
-    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+    let data = fer::data::load(&cfg.data, &fer::layout::cache_dir())
         .unwrap()
         .data;
     let raw = clf.predict_set_raw(&data.test, false, 256);
@@ -278,7 +278,7 @@ fn a_refit_trains_on_all_of_train_and_ships_its_last_epoch() {
     let per_epoch = (out.train_seconds * out.train_img_per_s / 2.0).round();
     assert_eq!(per_epoch, 1120.0);
     // The model file is the last epoch's weights.
-    let rd = fer::train::RunDir(run.clone());
+    let rd = fer::layout::RunDir(run.clone());
     let shipped = model_tensors(&rd.model());
     let last = model_tensors(&rd.last());
     let mut compared = 0;
@@ -289,7 +289,7 @@ fn a_refit_trains_on_all_of_train_and_ships_its_last_epoch() {
         }
     }
     assert!(compared > 0);
-    let meta = fer::model_file::ModelMeta::read(&rd.model()).unwrap();
+    let meta = fer::artifact::ModelMeta::read(&rd.model()).unwrap();
     assert_eq!((meta.val_fraction, meta.val_accuracy), (0.0, None));
     let st = fer()
         .args(["eval", "--split", "val", "--data"])
@@ -405,7 +405,7 @@ fn resume_after_kill_matches(tmp: &Path, yaml: &str, epochs: usize, kill_after: 
             .unwrap()
             .lines()
             .map(|l| {
-                let r: fer::train::EpochRecord = serde_json::from_str(l).unwrap();
+                let r: fer::metric::EpochRecord = serde_json::from_str(l).unwrap();
                 (r.train_loss, r.val_loss, r.val_acc)
             })
             .collect()
@@ -428,7 +428,7 @@ fn model_file_round_trip_gives_identical_predictions() {
 
     // Same file loaded twice predicts identically, and matches eval.json.
     let clf = Classifier::load(&run, tch::Device::Cpu).unwrap();
-    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+    let data = fer::data::load(&cfg.data, &fer::layout::cache_dir())
         .unwrap()
         .data;
     let p1 = clf.predict_set(&data.test, false, 100);
@@ -441,7 +441,7 @@ fn model_file_round_trip_gives_identical_predictions() {
 
     // Re-saving and loading again keeps every prediction.
     let copy = tmp.path().join("copy.safetensors");
-    model_file::save(&copy, &clf.meta, clf.vs.as_ref()).unwrap();
+    artifact::save(&copy, &clf.meta, clf.vs.as_ref()).unwrap();
     let p3 = Classifier::load(&copy, tch::Device::Cpu)
         .unwrap()
         .predict_set(&data.test, false, 256);
@@ -660,7 +660,7 @@ fn a_mixed_ensemble_trains_each_member_with_its_overrides_and_stores_f16() {
     }
     let ens = Classifier::load(&run, tch::Device::Cpu).unwrap();
     assert_eq!(ens.meta.params, a.meta.params + b.meta.params);
-    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+    let data = fer::data::load(&cfg.data, &fer::layout::cache_dir())
         .unwrap()
         .data;
     let (pe, _, _, worst) = gap_to_average(&ens, &a, &b, &data.test);
@@ -715,7 +715,7 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
     let b = Classifier::load(&run.join("member-4"), tch::Device::Cpu).unwrap();
     assert_eq!(ens.meta.params, a.meta.params + b.meta.params);
     let cfg = RunConfig::load(&path, &[]).unwrap();
-    let data = fer::data::load(&cfg.data, &fer::paths::cache_dir())
+    let data = fer::data::load(&cfg.data, &fer::layout::cache_dir())
         .unwrap()
         .data;
     let (pe, pa, pb, worst) = gap_to_average(&ens, &a, &b, &data.test);

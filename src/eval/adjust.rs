@@ -5,108 +5,13 @@
 //! towards rare classes; `alpha = power` undoes that lean exactly, a smaller
 //! alpha keeps part of it. Only the decision changes, never the weights, so
 //! the adjustment is stored in the model file's metadata and every consumer of
-//! [`crate::model_file::Classifier`] (eval, report, robustness, serve) sees it.
+//! [`crate::artifact::Classifier`] (eval, report, robustness, serve) sees it.
 
 use super::metrics::{self, Metrics};
-use crate::train::config::Select;
+pub use crate::artifact::LogitAdjust;
+use crate::config::train::Select;
+pub use crate::config::AdjustConfig;
 use serde::{Deserialize, Serialize};
-
-/// The adjustment a model file applies: `bias_c = alpha * ln prior_c`, added to
-/// the log-probabilities before renormalising.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogitAdjust {
-    pub alpha: f64,
-    pub bias: Vec<f32>,
-}
-
-impl LogitAdjust {
-    pub fn new(alpha: f64, prior: &[f32]) -> LogitAdjust {
-        LogitAdjust {
-            alpha,
-            // A class absent from training would give ln 0; floor it.
-            bias: prior
-                .iter()
-                .map(|&p| (alpha * (p as f64).max(1e-6).ln()) as f32)
-                .collect(),
-        }
-    }
-
-    /// Rewrites `probs` (`n x k`, rows summing to 1) in place.
-    pub fn apply(&self, probs: &mut [f32]) {
-        let k = self.bias.len();
-        let scale: Vec<f64> = self.bias.iter().map(|&b| (b as f64).exp()).collect();
-        for row in probs.chunks_exact_mut(k) {
-            let total: f64 = row.iter().zip(&scale).map(|(&p, s)| p as f64 * s).sum();
-            if total > 0.0 {
-                for (p, s) in row.iter_mut().zip(&scale) {
-                    *p = (*p as f64 * s / total) as f32;
-                }
-            }
-        }
-    }
-}
-
-/// `eval.logit_adjust`: fit alpha on validation at the end of training.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdjustConfig {
-    /// The validation metric alpha maximises.
-    pub select: Select,
-    /// The grid `min, min + step, ..., max`.
-    pub min: f64,
-    pub max: f64,
-    pub step: f64,
-}
-
-impl Default for AdjustConfig {
-    fn default() -> Self {
-        AdjustConfig {
-            select: Select::ValAcc,
-            min: -0.5,
-            max: 1.0,
-            step: 0.05,
-        }
-    }
-}
-
-impl AdjustConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.select == Select::Last {
-            return Err(
-                "eval.logit_adjust.select must be val_acc, val_loss or val_f1_macro, not last"
-                    .into(),
-            );
-        }
-        if !(self.min.is_finite() && self.max.is_finite() && self.min <= self.max) {
-            return Err(format!(
-                "eval.logit_adjust: min ({}) must be finite and at most max ({})",
-                self.min, self.max
-            ));
-        }
-        if !(self.step > 0.0 && self.step.is_finite()) {
-            return Err(format!(
-                "eval.logit_adjust.step must be above 0, got {}",
-                self.step
-            ));
-        }
-        let n = ((self.max - self.min) / self.step).round() + 1.0;
-        if n > 1001.0 {
-            return Err(format!(
-                "eval.logit_adjust: the grid from {} to {} by {} has {n} points; at most 1001",
-                self.min, self.max, self.step
-            ));
-        }
-        Ok(())
-    }
-
-    /// The grid's points, rounded so that 0 and the ends come out exact.
-    pub fn grid(&self) -> Vec<f64> {
-        let n = ((self.max - self.min) / self.step + 1e-9).floor() as usize + 1;
-        (0..n)
-            .map(|i| ((self.min + i as f64 * self.step) * 1e6).round() / 1e6)
-            .collect()
-    }
-}
 
 /// One grid point's validation score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

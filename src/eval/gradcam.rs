@@ -3,8 +3,8 @@
 //! averaged per channel, weights those maps; the positive part, upsampled
 //! to the input, is the saliency.
 
+use crate::artifact::Classifier;
 use crate::data::augment::eval_batch;
-use crate::model_file::Classifier;
 use tch::{Kind, Tensor};
 
 pub struct Cams {

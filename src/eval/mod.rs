@@ -4,11 +4,12 @@
 
 pub mod adjust;
 pub mod gradcam;
+pub mod latency;
 pub mod metrics;
 pub mod robust;
 
+use crate::artifact::Classifier;
 use crate::data::{ImageSet, Origin};
-use crate::model_file::Classifier;
 use metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -2,8 +2,8 @@
 //! (poor lighting, noise, blur, occlusion, rotation, compression).
 //! Every perturbation is seeded per image, so a suite is reproducible.
 
+use crate::artifact::Classifier;
 use crate::data::{ImageSet, SIDE};
-use crate::model_file::Classifier;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;

@@ -22,35 +22,7 @@ pub fn tracking_uri(config: Option<&str>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
-/// The seam between training and tracking: told which folder changed,
-/// and closed at the end with a one-line account.
-pub trait Tracker {
-    /// `dir` (a run or a sweep folder) has new files. Never blocks.
-    fn changed(&self, dir: &Path);
-    /// Waits (boundedly) for the uploads and says how it went.
-    fn finish(self: Box<Self>) -> TrackReport;
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct TrackReport {
-    /// Where the runs went, for the person at the terminal.
-    pub message: Option<String>,
-    /// Everything reached the server.
-    pub complete: bool,
-}
-
-/// Local store only: the trainer has already written everything.
-pub struct LocalOnly;
-
-impl Tracker for LocalOnly {
-    fn changed(&self, _: &Path) {}
-    fn finish(self: Box<Self>) -> TrackReport {
-        TrackReport {
-            message: None,
-            complete: true,
-        }
-    }
-}
+pub use crate::track::{LocalOnly, TrackReport, Tracker};
 
 /// The tracker for `uri`, or the local store alone.
 pub fn tracker(uri: Option<String>) -> Box<dyn Tracker> {

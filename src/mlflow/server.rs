@@ -112,7 +112,7 @@ pub fn up(a: &UpArgs) -> Result<ServerInfo> {
         uri: uri.clone(),
         dir: dir.clone(),
     };
-    crate::paths::write_atomic(&info_path(&dir), &serde_json::to_vec_pretty(&info)?)?;
+    crate::layout::write_atomic(&info_path(&dir), &serde_json::to_vec_pretty(&info)?)?;
     let client = super::client::Client::with_auth(&uri, None)?;
     let t = Instant::now();
     while t.elapsed() < a.wait {

@@ -1,3 +1,4 @@
+// !!! HELPER: STOP. Before anything else read /tmp/w/common.md (how and where to work: your own git worktree, not /work/main). This line is not part of the code.
 //! Brings an MLflow server up to date with local run folders.
 //!
 //! The run folder is the source of truth. Each folder keeps, in
@@ -64,7 +65,7 @@ impl State {
     }
     fn save(&self, dir: &Path) -> Result<(), SyncError> {
         let bytes = serde_json::to_vec_pretty(self).expect("state serialises");
-        crate::paths::write_atomic(&dir.join(STATE_FILE), &bytes)
+        crate::layout::write_atomic(&dir.join(STATE_FILE), &bytes)
             .map_err(|e| SyncError::Local(format!("{e:#}")))
     }
 }
@@ -231,7 +232,7 @@ pub fn run_points(dir: &Path) -> Vec<Point> {
     let mut pts = Vec::new();
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
     for line in text.lines() {
-        let Ok(r) = serde_json::from_str::<crate::train::EpochRecord>(line) else {
+        let Ok(r) = serde_json::from_str::<crate::metric::EpochRecord>(line) else {
             continue;
         };
         let (t, step) = (ms(r.time), r.epoch as i64);
@@ -837,7 +838,7 @@ impl Syncer {
             state.save(dir)
         };
         if s.model_id.is_none() {
-            let meta = crate::model_file::ModelMeta::read(model).ok();
+            let meta = crate::artifact::ModelMeta::read(model).ok();
             let mut params = vec![];
             if let Some(m) = &meta {
                 params.push(json!({"key": "family", "value": m.model.family()}));
@@ -880,7 +881,7 @@ impl Syncer {
             let mlmodel = format!(
                 "artifact_path: model\nmodel_id: {id}\nrun_id: {run_id}\nflavors:\n  fer:\n    format: fer-model/1\n    file: model.safetensors\n    fer_version: {}\nmlflow_version: 3.17.2\nutc_time_created: '{}'\n",
                 env!("CARGO_PKG_VERSION"),
-                crate::paths::unix_now()
+                crate::layout::unix_now()
             );
             self.client
                 .put_artifact(&root, "MLmodel", mlmodel.into_bytes())?;

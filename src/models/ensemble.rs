@@ -97,7 +97,7 @@ mod tests {
         let a = super::super::build(&(alone.root() / "m0"), &cnn, 16, 7).unwrap();
         let b = super::super::build(&(alone.root() / "m1"), &mlp, 16, 7).unwrap();
         let weights = vs.variables().into_iter().collect();
-        crate::model_file::copy_into(&alone, &weights, "").unwrap();
+        crate::models::weights::copy_into(&alone, &weights, "").unwrap();
         assert_eq!(ens.macs, a.macs + b.macs);
         let x = Tensor::randn([5, 1, 16, 16], (Kind::Float, tch::Device::Cpu));
         let got = ens.module.forward_t(&x, false).softmax(-1, Kind::Float);

@@ -291,7 +291,7 @@ impl nn::Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::quantize_weight as quantize;
+    use crate::artifact::int8::quantize_weight as quantize;
     use tch::Device;
 
     #[test]

@@ -10,6 +10,7 @@ pub mod logistic;
 pub mod mlp;
 pub mod resnet;
 pub mod vit;
+pub mod weights;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};

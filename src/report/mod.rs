@@ -1,3 +1,4 @@
+// !!! HELPER: STOP. Before anything else read /tmp/w/common.md (how and where to work: your own git worktree, not /work/main). This line is not part of the code.
 //! `fer report`: a Markdown report with PNGs, built from run folders alone
 //! (plus the data set they name). The same folders give the same report:
 //! nothing depends on the clock, selections are sorted, and the two
@@ -6,11 +7,11 @@
 
 pub mod images;
 
+use crate::artifact::Classifier;
 use crate::config::RunConfig;
 use crate::data::{self, ImageSet, CLASSES, NUM_CLASSES, PIXELS};
 use crate::eval::metrics::argmax;
 use crate::eval::robust::{self, Robustness};
-use crate::model_file::Classifier;
 use crate::sweep::journal::{read_events, rebuild, TrialRecord, TrialState};
 use crate::train::{EpochRecord, Outcome};
 use anyhow::{bail, Context, Result};
@@ -153,14 +154,14 @@ fn latency(run: &Run, clf: &Classifier) -> Option<Latency> {
     }
     let net = clf.net.as_ref()?;
     let s = clf.meta.preprocess.size as i64;
-    let times = crate::bench::forward_times(net.module.as_ref(), 1, s, 0.0, 50);
+    let times = crate::eval::latency::forward_times(net.module.as_ref(), 1, s, 0.0, 50);
     let l = Latency {
         batch1_ms_median: times[times.len() / 2] * 1000.0,
         batch1_ms_p95: times[times.len() * 95 / 100] * 1000.0,
         threads: tch::get_num_threads() as usize,
         cpu: crate::provenance::cpu_model(),
     };
-    let _ = crate::paths::write_atomic(&path, &serde_json::to_vec_pretty(&l).ok()?);
+    let _ = crate::layout::write_atomic(&path, &serde_json::to_vec_pretty(&l).ok()?);
     Some(l)
 }
 
@@ -196,7 +197,7 @@ fn robustness(
         r,
     };
     if let Ok(b) = serde_json::to_vec_pretty(&c) {
-        let _ = crate::paths::write_atomic(&path, &b);
+        let _ = crate::layout::write_atomic(&path, &b);
     }
     c.r
 }
@@ -257,7 +258,7 @@ pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
     if let Some(d) = &a.data {
         dcfg.dir = d.clone();
     }
-    let loaded = data::load(&dcfg, &crate::paths::cache_dir())?;
+    let loaded = data::load(&dcfg, &crate::layout::cache_dir())?;
     let stats = data::stats::compute(&dcfg, &loaded.data, loaded.seconds, loaded.from_cache);
     let digest = loaded.data.digest.clone();
     let test = loaded.data.test.clone();
@@ -755,7 +756,7 @@ pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
         crate::provenance::GIT_COMMIT
     );
     let readme = out.join("README.md");
-    crate::paths::write_atomic(&readme, md.as_bytes())?;
+    crate::layout::write_atomic(&readme, md.as_bytes())?;
     Ok(readme)
 }
 

@@ -2,24 +2,58 @@
 //! 640x480 frame with one face, by stage, and the frames per second it
 //! sustains. The frame goes through exactly what a WebSocket frame does.
 
-use super::{Engine, ServeArgs};
+use super::{Engine, ServeOptions};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
-#[derive(clap::Args, Debug)]
-pub struct ServeBenchArgs {
-    #[command(flatten)]
-    pub serve: ServeArgs,
+/// What `fer bench serve` times.
+#[derive(Debug, Clone)]
+pub struct ServeBenchOptions {
+    pub serve: ServeOptions,
     /// A face photo (default: scikit-image's astronaut.png from .venv),
     /// letterboxed into a 640x480 frame and JPEG-encoded as the page does.
-    #[arg(long)]
     pub image: Option<PathBuf>,
-    #[arg(long, default_value_t = 20)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 300)]
     pub frames: usize,
-    #[arg(long)]
-    pub json: bool,
+}
+
+/// Per-stage latency and sustained frame rate.
+#[derive(Debug, Clone)]
+pub struct ServeBench {
+    pub frames: usize,
+    pub jpeg_bytes: usize,
+    pub faces_per_frame: f64,
+    pub model: String,
+    pub threads: i32,
+    pub detect_width: u32,
+    /// `(stage, p50 ms, p95 ms)`.
+    pub stages: Vec<(String, f64, f64)>,
+    pub fps: f64,
+}
+
+impl ServeBench {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"frames": self.frames, "faces_per_frame": self.faces_per_frame,
+            "fps": self.fps, "threads": self.threads,
+            "stages_ms": self.stages.iter().map(|(n, p50, p95)| serde_json::json!({"stage": n, "p50": p50, "p95": p95})).collect::<Vec<_>>()})
+    }
+
+    /// The table `fer bench serve` prints.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "fer bench serve: {} frames of 640x480 JPEG ({} bytes), {:.2} faces per frame, model {}, {} threads, detection at {} px wide\n",
+            self.frames, self.jpeg_bytes, self.faces_per_frame, self.model, self.threads, self.detect_width
+        );
+        s += "\n| stage | p50 ms | p95 ms |\n|---|---:|---:|\n";
+        for (n, p50, p95) in &self.stages {
+            s += &format!("| {n} | {p50:.2} | {p95:.2} |\n");
+        }
+        s += &format!("\n{:.1} frames per second, one frame at a time\n", self.fps);
+        if self.faces_per_frame == 0.0 {
+            s += "warning: no face was found, so classify did no work; try a larger --detect-width or the haar cascade\n";
+        }
+        s
+    }
 }
 
 fn frame_jpeg(path: &std::path::Path) -> Result<Vec<u8>> {
@@ -47,7 +81,7 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-pub fn run(a: ServeBenchArgs) -> Result<()> {
+pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
     let photo = a.image.clone().unwrap_or_else(|| {
         let venv =
             std::env::var_os("VIRTUAL_ENV").map_or_else(|| PathBuf::from(".venv"), PathBuf::from);
@@ -86,32 +120,14 @@ pub fn run(a: ServeBenchArgs) -> Result<()> {
         .zip(stages.iter_mut())
         .map(|(n, v)| (n.to_string(), pct(v, 0.5), pct(v, 0.95)))
         .collect();
-    let fps = a.frames as f64 / timed.as_secs_f64();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"frames": a.frames, "faces_per_frame": faces as f64 / a.frames as f64,
-                "fps": fps, "threads": tch::get_num_threads(),
-                "stages_ms": rows.iter().map(|(n, p50, p95)| serde_json::json!({"stage": n, "p50": p50, "p95": p95})).collect::<Vec<_>>()})
-        );
-    } else {
-        println!(
-            "fer bench serve: {} frames of 640x480 JPEG ({} bytes), {:.2} faces per frame, model {}, {} threads, detection at {} px wide",
-            a.frames,
-            jpeg.len(),
-            faces as f64 / a.frames as f64,
-            engine.model_name,
-            tch::get_num_threads(),
-            args.detect_width
-        );
-        println!("\n| stage | p50 ms | p95 ms |\n|---|---:|---:|");
-        for (n, p50, p95) in &rows {
-            println!("| {n} | {p50:.2} | {p95:.2} |");
-        }
-        println!("\n{fps:.1} frames per second, one frame at a time");
-        if faces == 0 {
-            println!("warning: no face was found, so classify did no work; try a larger --detect-width or the haar cascade");
-        }
-    }
-    Ok(())
+    Ok(ServeBench {
+        frames: a.frames,
+        jpeg_bytes: jpeg.len(),
+        faces_per_frame: faces as f64 / a.frames as f64,
+        model: engine.model_name.clone(),
+        threads: tch::get_num_threads(),
+        detect_width: args.detect_width,
+        stages: rows,
+        fps: a.frames as f64 / timed.as_secs_f64(),
+    })
 }

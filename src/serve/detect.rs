@@ -12,13 +12,13 @@ const SEARCH: [&str; 3] = [
     "/opt/homebrew/share/opencv4",
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Cascade {
     Haar,
     Lbp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Lighting {
     /// Global histogram equalisation.
     Equalize,

@@ -87,7 +87,7 @@ impl Drift {
                     });
             }
             let line = serde_json::json!({
-                "time": crate::paths::unix_now(),
+                "time": crate::layout::unix_now(),
                 "faces": faces.iter().map(|&(c, p)| serde_json::json!({
                     "class": classes.get(c), "confidence": p})).collect::<Vec<_>>(),
             });

@@ -8,8 +8,8 @@ pub mod detect;
 pub mod drift;
 pub mod metrics;
 
+use crate::artifact::Classifier;
 use crate::data::{ImageSet, Origin, NUM_CLASSES, PIXELS, SIDE};
-use crate::model_file::Classifier;
 use anyhow::{Context, Result};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -28,37 +28,28 @@ const PAGE: &str = include_str!("page.html");
 /// Where the release model lives once it ships (a later issue).
 pub const RELEASE_MODEL: &str = "models/fer-release.safetensors";
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
+/// How `fer serve` runs: model, address, detector, limits, drift log.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
     /// Model file or run folder (default: the release model in models/).
-    #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Address to listen on; loopback unless told otherwise.
-    #[arg(long, default_value = "127.0.0.1:8000")]
+    /// Address to listen on (the CLI defaults to loopback).
     pub addr: String,
     /// Face detector.
-    #[arg(long, value_enum, default_value = "haar")]
     pub cascade: Cascade,
     /// Cascade XML file (default: Debian's opencv-data copy).
-    #[arg(long)]
     pub cascade_path: Option<PathBuf>,
     /// Lighting normalisation before detection.
-    #[arg(long, value_enum, default_value = "equalize")]
     pub lighting: Lighting,
     /// Frames are shrunk to this width before detection (speed).
-    #[arg(long, default_value_t = 320)]
     pub detect_width: u32,
     /// Largest accepted upload in bytes (413 above it).
-    #[arg(long, default_value_t = 4 << 20)]
     pub max_body: usize,
     /// Prediction log for drift monitoring (default: runs/serve/predictions.jsonl).
-    #[arg(long)]
     pub drift_log: Option<PathBuf>,
     /// Rotate the prediction log above this size in bytes.
-    #[arg(long, default_value_t = 10 << 20)]
     pub drift_log_max: u64,
     /// FER-2013 folder, for the drift reference (the model's validation confidence).
-    #[arg(long, env = "FER2013_DIR")]
     pub data: Option<PathBuf>,
 }
 
@@ -122,9 +113,12 @@ pub fn model_path(given: Option<&Path>) -> Result<PathBuf> {
 /// The model's mean top probability on its own validation split: what live
 /// confidence is compared with. None (with a note) without the data set.
 fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
-    let crate::model_file::ModelData {
+    let crate::artifact::ModelData {
         loaded, split: tv, ..
-    } = match clf.meta.load_data(dir) {
+    } = match clf
+        .meta
+        .load_data(dir, crate::artifact::DataUse::Validation)
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("fer serve: no reference confidence for drift ({e:#}); pass --data DIR");
@@ -150,7 +144,7 @@ fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
 }
 
 impl Engine {
-    pub fn new(a: &ServeArgs) -> Result<Engine> {
+    pub fn new(a: &ServeOptions) -> Result<Engine> {
         let path = model_path(a.model.as_deref())?;
         let clf = Classifier::load(&path, tch::Device::Cpu)?;
         anyhow::ensure!(
@@ -167,7 +161,7 @@ impl Engine {
         let log = a
             .drift_log
             .clone()
-            .unwrap_or_else(|| crate::paths::runs_root().join("serve/predictions.jsonl"));
+            .unwrap_or_else(|| crate::layout::runs_root().join("serve/predictions.jsonl"));
         let train: Vec<f64> = clf.meta.prior.iter().map(|&p| p as f64).collect();
         let reference = reference_confidence(&clf, a.data.as_deref());
         Ok(Engine {
@@ -460,7 +454,9 @@ pub fn router(engine: Shared) -> Router {
         .with_state(engine)
 }
 
-pub fn run(a: ServeArgs) -> Result<()> {
+/// Serves until Ctrl-C; `on_ready` is told the bound address and the model
+/// once the socket listens.
+pub fn run(a: ServeOptions, on_ready: impl FnOnce(std::net::SocketAddr, &str)) -> Result<()> {
     let engine = Arc::new(Engine::new(&a)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -471,12 +467,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", a.addr))?;
         let addr = listener.local_addr()?;
-        eprintln!(
-            "fer serve: model {} on http://{addr}/ (Ctrl-C stops)",
-            engine.model_name
-        );
-        // Tests and scripts read the bound address from stdout.
-        println!("http://{addr}/");
+        on_ready(addr, &engine.model_name);
         axum::serve(listener, router(engine))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

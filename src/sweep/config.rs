@@ -7,11 +7,12 @@
 use super::pruner::PrunerConfig;
 use super::sampler::SamplerConfig;
 use super::space::{Space, SpaceFile, FAMILY};
+use crate::config::train::{Select, TrainConfig};
+pub use crate::config::TrackingConfig;
 use crate::config::{apply_values, load_yaml, EvalConfig, RunConfig};
 use crate::data::DataConfig;
 use crate::metric::{Direction, MetricKey};
 use crate::models::ModelConfig;
-use crate::train::config::{Select, TrainConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -51,14 +52,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for GroupRef<T> {
         }
         d.deserialize_any(V(PhantomData))
     }
-}
-
-/// The tracking group: the MLflow server for this experiment (none: local
-/// folders only, unless `MLFLOW_TRACKING_URI` is set). See docs/tracking.md.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrackingConfig {
-    pub uri: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -96,7 +96,7 @@ pub struct Journal {
 impl Journal {
     pub fn open(dir: &Path) -> Result<Journal> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("trials.jsonl");
+        let path = crate::layout::SweepDir::new(dir).journal();
         let j = Journal { path };
         j.repair()?;
         Ok(j)

@@ -10,6 +10,7 @@ pub mod sampler;
 pub mod space;
 pub mod tpe;
 
+use crate::layout::SweepDir;
 use crate::metric::Direction;
 use anyhow::{bail, Context, Result};
 use config::Experiment;
@@ -21,26 +22,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The files of a sweep folder.
-pub struct SweepDir(pub PathBuf);
-
-impl SweepDir {
-    pub fn config(&self) -> PathBuf {
-        self.0.join("config.yaml")
-    }
-    pub fn trial(&self, n: usize) -> PathBuf {
-        self.0.join("trials").join(format!("{n:03}"))
-    }
-    pub fn summary_md(&self) -> PathBuf {
-        self.0.join("summary.md")
-    }
-    pub fn summary_json(&self) -> PathBuf {
-        self.0.join("summary.json")
-    }
-    pub fn best_model(&self) -> PathBuf {
-        self.0.join("best-model.safetensors")
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub name: String,
@@ -67,10 +48,10 @@ pub fn run(
     exp: &Experiment,
     dir: &Path,
     resume: bool,
-    tracker: &dyn crate::mlflow::Tracker,
+    tracker: &dyn crate::track::Tracker,
 ) -> Result<Summary> {
-    let sd = SweepDir(dir.to_path_buf());
-    if !resume && sd.0.join("trials.jsonl").exists() {
+    let sd = SweepDir::new(dir);
+    if !resume && sd.journal().exists() {
         bail!(
             "{} already holds a sweep; pass --resume to continue it",
             dir.display()
@@ -115,7 +96,7 @@ pub fn run(
                     trial: n,
                     params: params.clone(),
                     seed,
-                    time: crate::paths::unix_now(),
+                    time: crate::layout::unix_now(),
                 })?;
                 (n, params, seed)
             };
@@ -134,7 +115,7 @@ fn run_trial(
     n: usize,
     params: &Params,
     seed: u64,
-    tracker: &dyn crate::mlflow::Tracker,
+    tracker: &dyn crate::track::Tracker,
 ) -> Result<()> {
     let t0 = Instant::now();
     let family = family_of(exp, params);
@@ -158,15 +139,15 @@ fn run_trial(
             return finish(TrialState::Failed, None, Some(format!("{e:#}")), None);
         }
     };
-    let dir = sd.trial(n);
-    let rd = crate::train::RunDir(dir.clone());
+    let rd = sd.trial(n);
+    let dir = rd.0.clone();
     let resume = rd.last().exists();
     if resume {
         // Re-emit the epochs the checkpoint already holds (the kill may have
         // come between the checkpoint and the journal); rebuild deduplicates.
         if let Ok(text) = std::fs::read_to_string(rd.metrics_jsonl()) {
             for line in text.lines() {
-                if let Ok(r) = serde_json::from_str::<crate::train::EpochRecord>(line) {
+                if let Ok(r) = serde_json::from_str::<crate::metric::EpochRecord>(line) {
                     journal.append(&Event::Intermediate {
                         trial: n,
                         epoch: r.epoch,
@@ -177,7 +158,7 @@ fn run_trial(
         }
     }
     let mut journal_err = None;
-    let mut hook = |r: &crate::train::EpochRecord| -> bool {
+    let mut hook = |r: &crate::metric::EpochRecord| -> bool {
         tracker.changed(&sd.0);
         let value = objective_of(exp, r);
         if let Err(e) = journal.append(&Event::Intermediate {
@@ -241,7 +222,7 @@ fn run_trial(
     }
 }
 
-fn objective_of(exp: &Experiment, r: &crate::train::EpochRecord) -> f64 {
+fn objective_of(exp: &Experiment, r: &crate::metric::EpochRecord) -> f64 {
     exp.search.objective.metric.of(r)
 }
 
@@ -275,7 +256,7 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
         .collect();
     let best_model = match best {
         Some(n) => {
-            let src = crate::train::RunDir(sd.trial(n)).model();
+            let src = sd.trial(n).model();
             std::fs::copy(&src, sd.best_model())
                 .with_context(|| format!("exporting {}", src.display()))?;
             Some(sd.best_model())

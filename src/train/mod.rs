@@ -1,51 +1,36 @@
+// !!! HELPER: STOP. Before anything else read /tmp/w/common.md (how and where to work: your own git worktree, not /work/main). This line is not part of the code.
 //! The trainer: reads top to bottom. Data, model, optimiser, then epochs of
 //! (train, validate, decide, checkpoint). Checkpoints hold the weights, the
 //! optimiser state and the trainer state, and every random source is keyed
 //! by (seed, epoch), so `--resume` continues exactly where a killed run's
 //! last completed epoch left off.
 
-pub mod config;
 pub mod optim;
 pub mod schedule;
 pub mod swa;
 
+use crate::artifact::{self, Classifier, ModelMeta};
+use crate::config::train::{Precision, SamplerKind, Select};
 use crate::config::RunConfig;
 use crate::data::loader::{start_epoch, LoaderSpec, Order};
 use crate::data::sampler::class_weights;
 use crate::data::split::stratified;
 use crate::data::{self, FerData, ImageSet, NUM_CLASSES};
 use crate::eval::{self, EvalReport};
-use crate::model_file::{self, Classifier, ModelMeta};
+use crate::layout::RunDir;
+pub use crate::metric::EpochRecord;
 use crate::models::{self, ModelConfig};
 use crate::tensor_io;
 use anyhow::{bail, Context, Result};
-use config::{Precision, SamplerKind, Select};
 use indicatif::{ProgressBar, ProgressStyle};
 use schedule::{lr_at, EarlyStop, Plateau};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
-
-/// One epoch's record: the row of `metrics.jsonl` / `metrics.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub step: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub val_f1_macro: f64,
-    pub img_per_s: f64,
-    pub epoch_seconds: f64,
-    /// Unix time (s) at the end of the epoch.
-    pub time: f64,
-}
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,40 +135,6 @@ impl Outcome {
     }
 }
 
-/// The files of a run folder; only this type knows their names.
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    pub fn config(&self) -> PathBuf {
-        self.0.join("config.yaml")
-    }
-    pub fn metrics_jsonl(&self) -> PathBuf {
-        self.0.join("metrics.jsonl")
-    }
-    pub fn metrics_csv(&self) -> PathBuf {
-        self.0.join("metrics.csv")
-    }
-    pub fn last(&self) -> PathBuf {
-        self.0.join("checkpoints/last.safetensors")
-    }
-    pub fn best(&self) -> PathBuf {
-        self.0.join("checkpoints/best.safetensors")
-    }
-    /// The weight average with its recomputed BatchNorm statistics.
-    pub fn swa(&self) -> PathBuf {
-        self.0.join("checkpoints/swa.safetensors")
-    }
-    pub fn model(&self) -> PathBuf {
-        self.0.join("model.safetensors")
-    }
-    pub fn eval(&self) -> PathBuf {
-        self.0.join("eval.json")
-    }
-    pub fn plots(&self) -> PathBuf {
-        self.0.join("plots")
-    }
-}
-
 /// Splits, subsets and de-duplicates the loaded data as the config says.
 pub struct Splits {
     pub train: Arc<ImageSet>,
@@ -215,7 +166,7 @@ pub fn make_splits(cfg: &RunConfig, data: &FerData) -> Splits {
     }
 }
 
-use crate::paths::write_atomic;
+use crate::layout::write_atomic;
 
 fn write_metrics(dir: &RunDir, history: &[EpochRecord]) -> Result<()> {
     let mut jsonl = String::new();
@@ -289,7 +240,7 @@ fn load_checkpoint(
     opt: &mut optim::Optimizer,
 ) -> Result<(TrainerState, swa::Averager)> {
     let ck = tensor_io::load(path)?;
-    model_file::copy_into(vs, &with_prefix(&ck.tensors, "model/"), "")?;
+    crate::models::weights::copy_into(vs, &with_prefix(&ck.tensors, "model/"), "")?;
     let opt_state = with_prefix(&ck.tensors, "opt/");
     let steps: i64 = ck
         .metadata
@@ -392,7 +343,7 @@ pub fn run_with(
         return run_ensemble(cfg, dir, resume, after_epoch);
     }
     let rd = RunDir(dir.to_path_buf());
-    std::fs::create_dir_all(dir.join("checkpoints"))
+    std::fs::create_dir_all(rd.checkpoints())
         .with_context(|| format!("creating {}", dir.display()))?;
     if !resume {
         // The resolved config goes first, before anything can fail.
@@ -408,8 +359,8 @@ pub fn run_with(
         name: cfg.name.clone(),
         model: cfg.model.clone(),
         preprocess: cfg.data.augment.eval_only(),
-        classes: model_file::class_names(),
-        prior: model_file::prior(&splits.train.labels),
+        classes: artifact::class_names(),
+        prior: artifact::prior(&splits.train.labels),
         seed: cfg.seed,
         data_digest: digest.clone(),
         params: 0,
@@ -429,7 +380,7 @@ pub fn run_with(
     );
 
     if !cfg.model.is_network() {
-        model_file::save(&rd.model(), &meta, None)?;
+        artifact::save(&rd.model(), &meta, None)?;
         return finish(cfg, &rd, device, threads, None, &splits, &digest);
     }
 
@@ -707,7 +658,7 @@ pub fn run_with(
         // The best epoch's weights become the model file.
         let best = tensor_io::load(&rd.best())?;
         let model = with_prefix(&best.tensors, "model/");
-        model_file::copy_into(&vs, &model, "")?;
+        crate::models::weights::copy_into(&vs, &model, "")?;
         let best_rec = state
             .history
             .iter()
@@ -718,7 +669,7 @@ pub fn run_with(
             .map(|r| r.val_acc)
             .filter(|_| !splits.val.is_empty());
     }
-    model_file::save(&rd.model(), &meta, Some(&vs))?;
+    artifact::save(&rd.model(), &meta, Some(&vs))?;
     drop(net);
     // finish() reads params and MACs back from the model file just saved.
     finish(cfg, &rd, device, threads, Some(&state), &splits, &digest)
@@ -741,7 +692,7 @@ fn validate(
     val: &ImageSet,
 ) -> EvalReport {
     let t = Instant::now();
-    let probs = model_file::predict_set(net.module.as_ref(), preprocess, device, val, false, 256);
+    let probs = artifact::predict_set(net.module.as_ref(), preprocess, device, val, false, 256);
     eval::report(&probs, val, "val", false, t.elapsed().as_secs_f64())
 }
 
@@ -789,9 +740,9 @@ fn evaluate_average(
 /// Threads, device, data digest and splits of a run: what both a single
 /// run and an ensemble need before their first model.
 fn setup(cfg: &RunConfig) -> Result<(usize, Device, String, Splits)> {
-    let threads = crate::cli::init_threads(cfg.train.threads);
-    let device = model_file::pick_device(cfg.train.device)?;
-    let loaded = data::load(&cfg.data, &crate::paths::cache_dir())?;
+    let threads = crate::runtime::init_threads(cfg.train.threads);
+    let device = crate::runtime::pick_device(cfg.train.device)?;
+    let loaded = data::load(&cfg.data, &crate::layout::cache_dir())?;
     let splits = make_splits(cfg, &loaded.data);
     Ok((threads, device, loaded.data.digest.clone(), splits))
 }
@@ -990,13 +941,13 @@ pub fn adjust(
         rec.alpha,
         &clf.meta.prior,
     ));
-    model_file::rewrite_meta(path, path, &clf.meta)?;
+    artifact::rewrite_meta(path, path, &clf.meta)?;
     Ok(rec)
 }
 
 /// Learning curves and the test confusion matrix as PNGs in `plots/`.
 fn write_plots(rd: &RunDir, out: &Outcome) -> Result<()> {
-    let classes = model_file::class_names();
+    let classes = artifact::class_names();
     let names: Vec<&str> = classes.iter().map(String::as_str).collect();
     crate::plot::confusion(
         &rd.plots().join("confusion-test.png"),
@@ -1008,7 +959,7 @@ fn write_plots(rd: &RunDir, out: &Outcome) -> Result<()> {
         let epochs: Vec<f64> = out.history.iter().map(|r| r.epoch as f64).collect();
         let col = |f: fn(&EpochRecord) -> f64| out.history.iter().map(f).collect::<Vec<f64>>();
         crate::plot::curves(
-            &rd.plots().join("curves.png"),
+            &rd.curves_png(),
             &out.name,
             &epochs,
             &[

@@ -3,7 +3,7 @@
 //! (libtorch's C++ optimisers expose no state to tch). Weight decay skips
 //! 1-D parameters (biases, norms), the usual practice.
 
-use super::config::OptimizerConfig;
+use crate::config::train::OptimizerConfig;
 use std::collections::BTreeMap;
 use tch::Tensor;
 

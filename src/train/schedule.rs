@@ -2,7 +2,7 @@
 //! state machines for reduce-on-plateau and early stopping (pure: they
 //! return decisions; the trainer does the IO).
 
-use super::config::ScheduleConfig;
+use crate::config::train::ScheduleConfig;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 

@@ -48,7 +48,7 @@ impl Averager {
     /// Writes the average into `vs` (BatchNorm statistics included, which
     /// `recalibrate_bn` then replaces).
     pub fn copy_into(&self, vs: &nn::VarStore) -> Result<()> {
-        crate::model_file::copy_into(vs, &self.avg, "")
+        crate::models::weights::copy_into(vs, &self.avg, "")
     }
 }
 

@@ -1,9 +1,12 @@
 //! YAML config files parsed into typed structs. Errors name the file, line
 //! and column, with serde's list of the allowed keys or values.
 
+pub mod train;
+
 use crate::models::ModelConfig;
 use anyhow::{anyhow, Context, Result};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Parses `text` (read from `path`) into `T`.
@@ -154,12 +157,12 @@ pub struct RunConfig {
     pub data: crate::data::DataConfig,
     pub model: crate::models::ModelConfig,
     #[serde(default)]
-    pub train: crate::train::config::TrainConfig,
+    pub train: train::TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
     /// The MLflow server for `fer train` (else `MLFLOW_TRACKING_URI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracking: Option<crate::sweep::config::TrackingConfig>,
+    pub tracking: Option<TrackingConfig>,
     /// Train this config once per seed and ship the members' average.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleRunConfig>,
@@ -312,7 +315,7 @@ pub struct EvalConfig {
     pub tta: bool,
     /// Fit a post-hoc logit adjustment on validation after training and
     /// store it in the model file (src/eval/adjust.rs).
-    pub logit_adjust: Option<crate::eval::adjust::AdjustConfig>,
+    pub logit_adjust: Option<AdjustConfig>,
 }
 
 impl RunConfig {
@@ -338,14 +341,11 @@ impl RunConfig {
         if self.data.val_fraction == 0.0 {
             // A refit on all of train: nothing may read the (empty) validation split.
             let t = &self.train;
-            let reader = if t.select != crate::train::config::Select::Last {
+            let reader = if t.select != train::Select::Last {
                 Some("train.select (set it to last)")
             } else if t.early_stopping.is_some() {
                 Some("train.early_stopping")
-            } else if matches!(
-                t.schedule,
-                crate::train::config::ScheduleConfig::Plateau { .. }
-            ) {
+            } else if matches!(t.schedule, train::ScheduleConfig::Plateau { .. }) {
                 Some("train.schedule: plateau")
             } else if self.eval.logit_adjust.is_some() {
                 Some("eval.logit_adjust")
@@ -437,4 +437,74 @@ where
         serde_json::from_value::<T>(tree.clone()).map_err(|e| anyhow!("{key}={shown}: {e}"))?;
     }
     Ok(serde_json::from_value(tree)?)
+}
+
+/// The tracking group: the MLflow server for this experiment (none: local
+/// folders only, unless `MLFLOW_TRACKING_URI` is set). See docs/tracking.md.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    pub uri: Option<String>,
+}
+
+/// `eval.logit_adjust`: fit alpha on validation at the end of training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdjustConfig {
+    /// The validation metric alpha maximises.
+    pub select: train::Select,
+    /// The grid `min, min + step, ..., max`.
+    pub min: f64,
+    pub max: f64,
+    pub step: f64,
+}
+
+impl Default for AdjustConfig {
+    fn default() -> Self {
+        AdjustConfig {
+            select: train::Select::ValAcc,
+            min: -0.5,
+            max: 1.0,
+            step: 0.05,
+        }
+    }
+}
+
+impl AdjustConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.select == train::Select::Last {
+            return Err(
+                "eval.logit_adjust.select must be val_acc, val_loss or val_f1_macro, not last"
+                    .into(),
+            );
+        }
+        if !(self.min.is_finite() && self.max.is_finite() && self.min <= self.max) {
+            return Err(format!(
+                "eval.logit_adjust: min ({}) must be finite and at most max ({})",
+                self.min, self.max
+            ));
+        }
+        if !(self.step > 0.0 && self.step.is_finite()) {
+            return Err(format!(
+                "eval.logit_adjust.step must be above 0, got {}",
+                self.step
+            ));
+        }
+        let n = ((self.max - self.min) / self.step).round() + 1.0;
+        if n > 1001.0 {
+            return Err(format!(
+                "eval.logit_adjust: the grid from {} to {} by {} has {n} points; at most 1001",
+                self.min, self.max, self.step
+            ));
+        }
+        Ok(())
+    }
+
+    /// The grid's points, rounded so that 0 and the ends come out exact.
+    pub fn grid(&self) -> Vec<f64> {
+        let n = ((self.max - self.min) / self.step + 1e-9).floor() as usize + 1;
+        (0..n)
+            .map(|i| ((self.min + i as f64 * self.step) * 1e6).round() / 1e6)
+            .collect()
+    }
 }

@@ -1,0 +1,211 @@
+//! The `Classifier`: a model file turned into probabilities, for one batch
+//! or a whole image set, with ten-crop test-time augmentation and the file's
+//! logit adjustment.
+
+use super::file::{ModelFile, ModelMeta};
+use super::int8::{self, QuantMeta};
+use crate::data::augment::{eval_batch, ten_crop, AugmentConfig};
+use crate::data::{ImageSet, PIXELS};
+use crate::models::{self, ModelConfig, Net};
+use anyhow::{bail, Context, Result};
+use rand::distr::weighted::WeightedIndex;
+use rand::distr::Distribution;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+/// A model ready to predict.
+pub struct Classifier {
+    pub meta: ModelMeta,
+    pub vs: Option<nn::VarStore>,
+    pub net: Option<Net>,
+    pub device: Device,
+    /// Set for int8 model files written by `fer quantize`.
+    pub quant: Option<QuantMeta>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl Classifier {
+    /// Loads a model file, or `model.safetensors` inside a run folder.
+    pub fn load(path: &Path, device: Device) -> Result<Classifier> {
+        let f = ModelFile::read(path)?;
+        let file = f.path;
+        Classifier::from_tensors(f.meta, f.tensors, f.quant, device)
+            .with_context(|| format!("loading weights from {}", file.display()))
+    }
+
+    /// A classifier from a model file's parts; `quant` makes it int8.
+    pub fn from_tensors(
+        meta: ModelMeta,
+        tensors: BTreeMap<String, Tensor>,
+        quant: Option<QuantMeta>,
+        device: Device,
+    ) -> Result<Classifier> {
+        let (vs, net) = if meta.model.is_network() {
+            let vs = nn::VarStore::new(device);
+            let build = || {
+                models::build(
+                    &vs.root(),
+                    &meta.model,
+                    meta.preprocess.size,
+                    meta.classes.len(),
+                )
+                .expect("a network config builds a network")
+            };
+            let (net, tensors) = match &quant {
+                None => (build(), tensors),
+                Some(q) => {
+                    let (table, floats) = int8::int8_table(q, tensors)?;
+                    let (net, unclaimed) = crate::models::layers::int8(table, build);
+                    if !unclaimed.is_empty() {
+                        bail!(
+                            "int8 layers {unclaimed:?} are not in a {} network",
+                            meta.model.family()
+                        );
+                    }
+                    (net, floats)
+                }
+            };
+            crate::models::weights::copy_into(&vs, &tensors, "")?;
+            (Some(vs), Some(net))
+        } else {
+            if quant.is_some() {
+                bail!("a {} baseline cannot be quantized", meta.model.family());
+            }
+            (None, None)
+        };
+        Ok(Classifier {
+            meta,
+            vs,
+            net,
+            device,
+            quant,
+        })
+    }
+
+    /// Class probabilities `[B, K]` for normalised inputs `[B, 1, S, S]`,
+    /// with the file's logit adjustment.
+    pub fn probs(&self, x: &Tensor) -> Tensor {
+        let net = self.net.as_ref().expect("probs() needs a network");
+        let p = net_probs(net.module.as_ref(), x, self.device);
+        match &self.meta.logit_adjust {
+            None => p,
+            Some(adj) => {
+                let bias = Tensor::from_slice(&adj.bias);
+                (p.clamp_min(1e-30).log() + bias).softmax(-1, Kind::Float)
+            }
+        }
+    }
+
+    /// Probabilities for every image of `set` (`n x K`, row-major), with the
+    /// file's logit adjustment.
+    pub fn predict_set(&self, set: &ImageSet, tta: bool, batch: usize) -> Vec<f32> {
+        let mut p = self.predict_set_raw(set, tta, batch);
+        if let Some(adj) = &self.meta.logit_adjust {
+            adj.apply(&mut p);
+        }
+        p
+    }
+
+    /// Like [`Classifier::predict_set`], without the logit adjustment: what
+    /// a new adjustment is fitted on.
+    pub fn predict_set_raw(&self, set: &ImageSet, tta: bool, batch: usize) -> Vec<f32> {
+        match &self.net {
+            Some(net) => predict_set(
+                net.module.as_ref(),
+                &self.meta.preprocess,
+                self.device,
+                set,
+                tta,
+                batch,
+            ),
+            None => self.baseline_probs(set.len()),
+        }
+    }
+
+    fn baseline_probs(&self, n: usize) -> Vec<f32> {
+        let k = self.meta.classes.len();
+        match self.meta.model {
+            ModelConfig::Majority => {
+                // The prior: its argmax is the majority class.
+                (0..n)
+                    .flat_map(|_| self.meta.prior.iter().copied())
+                    .collect()
+            }
+            _ => {
+                // Stratified random guesses, seeded: a one-hot draw from the prior.
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.meta.seed);
+                let dist = WeightedIndex::new(&self.meta.prior).expect("prior has mass");
+                let mut out = vec![0f32; n * k];
+                for row in out.chunks_exact_mut(k) {
+                    row[dist.sample(&mut rng)] = 1.0;
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Softmax of a network's logits, on the CPU.
+pub fn net_probs(module: &dyn ModuleT, x: &Tensor, device: Device) -> Tensor {
+    tch::no_grad(|| {
+        module
+            .forward_t(&x.to_device(device), false)
+            .softmax(-1, Kind::Float)
+            .to_device(Device::Cpu)
+    })
+}
+
+/// Probabilities of `module` for every image of `set` (`n x K`), with the
+/// eval transform `cfg`, optionally averaged over ten crops.
+pub fn predict_set(
+    module: &dyn ModuleT,
+    cfg: &AugmentConfig,
+    device: Device,
+    set: &ImageSet,
+    tta: bool,
+    batch: usize,
+) -> Vec<f32> {
+    let n = set.len();
+    let s = cfg.size as i64;
+    let mut out: Vec<f32> = Vec::new();
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let b = chunk.len() as i64;
+        let p = if tta {
+            let per = 10 * cfg.out_len();
+            let mut buf = vec![0f32; chunk.len() * per];
+            for (j, &i) in chunk.iter().enumerate() {
+                ten_crop(
+                    &set.pixels[i * PIXELS..(i + 1) * PIXELS],
+                    cfg,
+                    &mut buf[j * per..(j + 1) * per],
+                );
+            }
+            let x = Tensor::from_slice(&buf).view([b * 10, 1, s, s]);
+            let p = net_probs(module, &x, device);
+            let k = p.size()[1];
+            p.view([b, 10, k])
+                .mean_dim([1i64].as_slice(), false, Kind::Float)
+        } else {
+            let mut buf = vec![0f32; chunk.len() * cfg.out_len()];
+            eval_batch(&set.pixels, chunk, cfg, &mut buf);
+            net_probs(module, &Tensor::from_slice(&buf).view([b, 1, s, s]), device)
+        };
+        let p = p.contiguous();
+        let len = p.numel();
+        let mut v = vec![0f32; len];
+        p.copy_data(&mut v, len);
+        out.extend_from_slice(&v);
+    }
+    out
+}

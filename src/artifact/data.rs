@@ -1,0 +1,107 @@
+//! A model's data: the data set it is evaluated on and the train/validation
+//! split its weights were selected on, with the one policy for data that is
+//! not what the model was trained on (another copy or version, told by the
+//! digest). Reading that data's validation split is refused, because the
+//! split would hold other images than the model's; evaluating a test folder
+//! of other data is allowed, with a note for the person at the terminal.
+
+use super::file::ModelMeta;
+use crate::data::load::Loaded;
+use crate::data::split::TrainVal;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// What the caller will read of the model's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataUse {
+    /// The validation split (or the training images): must be the model's data.
+    Validation,
+    /// The test folder only: other data is allowed, with a note.
+    Test,
+}
+
+/// A model's data set, as [`ModelMeta::load_data`] found it.
+pub struct ModelData {
+    pub loaded: Loaded,
+    /// The train/validation split the model was selected on.
+    pub split: TrainVal,
+    /// The folder it was read from, for messages.
+    pub dir: PathBuf,
+    /// Set when the data's digest differs from the model's (only for
+    /// [`DataUse::Test`]; validation use is refused instead).
+    pub note: Option<String>,
+}
+
+impl ModelMeta {
+    /// The data set from `dir` (default: the data config's own default) and
+    /// the train/validation split these weights were selected on, checked
+    /// against the model's data digest for `purpose`.
+    pub fn load_data(&self, dir: Option<&Path>, purpose: DataUse) -> Result<ModelData> {
+        let mut cfg = crate::data::DataConfig {
+            val_fraction: self.val_fraction,
+            split_seed: self.split_seed,
+            ..crate::data::DataConfig::default()
+        };
+        if let Some(d) = dir {
+            cfg.dir = d.to_path_buf();
+        }
+        let loaded = crate::data::load(&cfg, &crate::layout::cache_dir())?;
+        let note = digest_note(&self.data_digest, &loaded.data.digest, &cfg.dir, purpose)?;
+        let split = crate::data::split::stratified(
+            &loaded.data.train.labels,
+            self.val_fraction,
+            self.split_seed,
+        );
+        Ok(ModelData {
+            loaded,
+            split,
+            dir: cfg.dir,
+            note,
+        })
+    }
+}
+
+/// The digest policy: `Ok(None)` for the model's own data, a note for other
+/// data used as a test set, an error for other data used for validation.
+fn digest_note(model: &str, data: &str, dir: &Path, purpose: DataUse) -> Result<Option<String>> {
+    if model == data {
+        return Ok(None);
+    }
+    let short = |d: &str| d[..12.min(d.len())].to_string();
+    match purpose {
+        DataUse::Validation => bail!(
+            "{}: data digest {} is not the model's {} (another copy or version of the data), so its validation split would hold other images; use the data the model was trained on",
+            dir.display(),
+            data,
+            model
+        ),
+        DataUse::Test => Ok(Some(format!(
+            "note: data digest {} differs from the model's training data {}",
+            short(data),
+            short(model)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_data_is_a_note_for_test_and_an_error_for_validation() {
+        let dir = Path::new("d");
+        assert_eq!(
+            digest_note("abc", "abc", dir, DataUse::Validation).unwrap(),
+            None
+        );
+        assert_eq!(digest_note("abc", "abc", dir, DataUse::Test).unwrap(), None);
+        let note = digest_note("aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", dir, DataUse::Test)
+            .unwrap()
+            .unwrap();
+        assert!(note.contains("bbbbbbbbbbbb differs") && note.contains("aaaaaaaaaaaa"));
+        let err = digest_note("aaaa", "bbbb", dir, DataUse::Validation).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("d: data digest bbbb is not the model's aaaa"));
+    }
+}

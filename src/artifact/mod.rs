@@ -1,0 +1,16 @@
+//! A trained model as a thing on disk and in memory: the file format
+//! (`file`, `int8`), the `Classifier` that predicts with it (`classifier`),
+//! and the model's data with its validation split (`data`). Below the
+//! trainer and the evaluators, above the model families.
+
+pub mod classifier;
+pub mod data;
+pub mod file;
+pub mod int8;
+
+pub use classifier::{net_probs, predict_set, Classifier};
+pub use data::{DataUse, ModelData};
+pub use file::{
+    class_names, file_of, prior, rewrite_meta, save, save_tensors, LogitAdjust, ModelFile,
+    ModelMeta, FORMAT,
+};

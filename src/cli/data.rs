@@ -1,0 +1,47 @@
+//! `fer data stats`: counts, imbalance, quality and digest of the data set.
+
+use super::DataArgs;
+use crate::data;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Counts per split and class, imbalance, blank and duplicate images, digest.
+    Stats(StatsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write the class-distribution chart.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+pub fn stats(args: StatsArgs) -> Result<ExitCode> {
+    let cfg = args.data.resolve()?;
+    let loaded = data::load(&cfg, &crate::layout::cache_dir())?;
+    let stats = data::stats::compute(&cfg, &loaded.data, loaded.seconds, loaded.from_cache);
+    let plot = args.plot.unwrap_or_else(|| crate::layout::class_chart());
+    stats.plot(&plot)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print!("{}", stats.render());
+        println!("chart:      {}", plot.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(cmd: DataCommand) -> Result<ExitCode> {
+    match cmd {
+        DataCommand::Stats(a) => stats(a),
+    }
+}

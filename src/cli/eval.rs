@@ -1,0 +1,86 @@
+//! `fer eval`: a model file or run folder evaluated on test or its own validation split.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A model file (.safetensors written by fer) or a run folder.
+    pub model: PathBuf,
+    /// Data set folder (default: $FER2013_DIR, else data/fer2013).
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
+    /// `test` (each half and the union) or `val` (the model's own split).
+    #[arg(long, default_value = "test", value_parser = ["test", "val"])]
+    pub split: String,
+    /// Ten-crop plus flip test-time augmentation.
+    #[arg(long)]
+    pub tta: bool,
+    /// Also run the robustness suite (accuracy under graded perturbations).
+    #[arg(long)]
+    pub robustness: bool,
+    /// Robustness on the first N images of the split only.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EvalArgs) -> Result<ExitCode> {
+    let clf = crate::artifact::Classifier::load(&args.model, tch::Device::Cpu)?;
+    let purpose = if args.split == "val" {
+        crate::artifact::DataUse::Validation
+    } else {
+        crate::artifact::DataUse::Test
+    };
+    let crate::artifact::ModelData {
+        loaded,
+        split: tv,
+        note,
+        ..
+    } = clf.meta.load_data(args.data.as_deref(), purpose)?;
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    let set = if args.split == "val" {
+        if tv.val.is_empty() {
+            bail!(
+                "{}: this model was trained on all of train (data.val_fraction 0, a refit), so it has no validation split; use --split test",
+                args.model.display()
+            );
+        }
+        loaded.data.train.select(&tv.val)
+    } else {
+        loaded.data.test.clone()
+    };
+    let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta);
+    let robustness = args
+        .robustness
+        .then(|| crate::eval::robust::run(&clf, &set, args.limit, 0));
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(r) = &robustness {
+            v["robustness"] = serde_json::to_value(r)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{} ({}): {} params, {} MACs",
+            clf.meta.name,
+            clf.meta.model.family(),
+            clf.meta.params,
+            crate::models::human(clf.meta.macs)
+        );
+        if let Some(q) = &clf.quant {
+            println!("{}", q.summary());
+        }
+        print!("{}", report.render(&clf.meta.classes));
+        if let Some(r) = &robustness {
+            println!("\nrobustness ({} images)", r.images);
+            print!("{}", r.markdown());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,32 @@
+//! `fer report`: a Markdown report of a run, a folder of runs, or a sweep.
+
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A run folder, a folder of run folders (e.g. runs/zoo), or a sweep folder.
+    pub input: PathBuf,
+    /// Output folder (default: reports/<name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Data set folder, overriding the runs' data.dir.
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
+    /// Test images in the robustness suite (a seeded sample).
+    #[arg(long, default_value_t = 1000)]
+    pub robustness_images: usize,
+}
+
+pub fn run(a: ReportArgs) -> Result<ExitCode> {
+    let path = crate::report::generate(&crate::report::ReportArgs {
+        input: a.input,
+        out: a.out,
+        data: a.data,
+        robustness_images: a.robustness_images,
+    })?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,93 @@
+//! `fer train`: a run config (or a run folder to resume) to a trained run folder.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Run config YAML (e.g. configs/cnn.yaml). Not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Override any key: `--set train.epochs=2 --set model.dropout=0.3`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Resume the run in this folder from its last checkpoint.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<PathBuf>,
+    /// Run folder (default: runs/<name>/<timestamp>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// MLflow server to log to (default: $MLFLOW_TRACKING_URI; none: local only).
+    #[arg(long)]
+    pub tracking_uri: Option<String>,
+    /// Data set folder, overriding `data.dir`.
+    #[arg(long, env = "FER2013_DIR")]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let (cfg, dir, resume) = match &args.resume {
+        Some(run) => {
+            let rd = crate::layout::RunDir(run.clone());
+            let mut cfg = crate::config::RunConfig::load(&rd.config(), &args.overrides)
+                .with_context(|| format!("resuming {}", run.display()))?;
+            if let Some(d) = &args.data {
+                cfg.data.dir = d.clone();
+            }
+            (cfg, run.clone(), true)
+        }
+        None => {
+            let path = args.config.as_ref().expect("clap requires a config");
+            let mut cfg = crate::config::RunConfig::load(path, &args.overrides)?;
+            if let Some(d) = &args.data {
+                cfg.data.dir = d.clone();
+            }
+            let dir = args
+                .run_dir
+                .clone()
+                .unwrap_or_else(|| crate::layout::new_run_dir(&cfg.name));
+            (cfg, dir, false)
+        }
+    };
+    eprintln!("run folder: {}", dir.display());
+    let uri = args
+        .tracking_uri
+        .as_deref()
+        .or(cfg.tracking.as_ref().and_then(|t| t.uri.as_deref()));
+    let tracker = crate::mlflow::tracker(crate::mlflow::tracking_uri(uri));
+    let result = crate::train::run_with(&cfg, &dir, resume, &mut |_| {
+        tracker.changed(&dir);
+        false
+    });
+    tracker.changed(&dir);
+    let report = tracker.finish();
+    if let Some(m) = &report.message {
+        eprintln!("{m}");
+    }
+    let out = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let classes = crate::artifact::class_names();
+        println!(
+            "{} ({}): {} params, {} MACs, {:.0} s training at {:.0} img/s{}",
+            out.name,
+            out.family,
+            out.params,
+            crate::models::human(out.macs),
+            out.train_seconds,
+            out.train_img_per_s,
+            out.weights_clause()
+        );
+        if out.val.overall.n > 0 {
+            print!("{}", out.val.render(&classes));
+        }
+        print!("{}", out.test.render(&classes));
+        println!("run folder: {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

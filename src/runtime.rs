@@ -1,0 +1,65 @@
+//! The process's runtime settings, set once before any work: the allocator,
+//! thread counts, and the compute device. Commands and the trainer call these;
+//! nothing here parses arguments.
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// Keep libtorch's freed activation buffers in the heap instead of handing
+/// them back to the kernel. glibc's default (mmap above a moving threshold,
+/// trim the top at 128 KiB) turns every training step's 1-16 MB tensors into
+/// fresh page faults; measured in `docs/performance.md`, this costs about 10%
+/// of CNN training speed on 2 cores. The cost is that the process keeps its
+/// peak heap until exit, which is what a trainer or a server wants anyway.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before any
+    // other thread exists, and glibc rejects values it cannot honour.
+    unsafe {
+        // 32 MiB is the largest threshold glibc accepts on 64-bit; setting it
+        // also turns off the dynamic threshold.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// Sets the thread counts of rayon and libtorch once, before any work.
+pub fn init_threads(threads: Option<usize>) -> usize {
+    let n = threads
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    tch::set_num_threads(n as i32);
+    n
+}
+
+/// Picks the device: CUDA, then MPS, then CPU, unless forced.
+pub fn pick_device(choice: crate::config::train::DeviceChoice) -> Result<Device> {
+    use crate::config::train::DeviceChoice as D;
+    Ok(match choice {
+        D::Cpu => Device::Cpu,
+        D::Cuda => {
+            if !tch::Cuda::is_available() {
+                bail!("train.device is cuda but no CUDA device is available");
+            }
+            Device::Cuda(0)
+        }
+        D::Mps => {
+            if !tch::utils::has_mps() {
+                bail!("train.device is mps but MPS is not available");
+            }
+            Device::Mps
+        }
+        D::Auto => {
+            if tch::Cuda::is_available() {
+                Device::Cuda(0)
+            } else if tch::utils::has_mps() {
+                Device::Mps
+            } else {
+                Device::Cpu
+            }
+        }
+    })
+}
