@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::process::Command;
-
 fn fer(args: &[&str], runs: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fer"))
+    common::fer_bin()
         .args(args)
         .env("FER_RUNS_DIR", runs)
         .env_remove("FER2013_DIR")

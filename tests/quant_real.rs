@@ -10,13 +10,7 @@ use std::process::Command;
 
 use common::repo;
 
-fn fer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
-    c.env("FER_THREADS", "2")
-        .env("FER2013_DIR", common::fer_dir())
-        .current_dir(repo());
-    c
-}
+use common::fer;
 
 fn train(dir: &Path, config: &str, sets: &[&str]) {
     let mut c = fer();

@@ -12,13 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{astronaut, repo, Server};
 
-fn fer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
-    c.env("FER_THREADS", "2")
-        .env("FER2013_DIR", common::fer_dir())
-        .current_dir(repo());
-    c
-}
+use common::fer;
 
 fn serve(model: &Path, tmp: &Path, extra: &[&str]) -> Server {
     let mut cmd = fer();

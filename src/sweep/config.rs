@@ -342,3 +342,114 @@ impl Experiment {
         serde_saphyr::to_string(self).map_err(|e| anyhow!("serialising the experiment: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An experiment file in a temp folder with the repository's `configs/`
+    /// beside it, as `experiments/` sits in the repository.
+    fn write_exp(body: &str) -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        std::os::unix::fs::symlink(configs, t.path().join("configs")).unwrap();
+        std::fs::create_dir(t.path().join("experiments")).unwrap();
+        let path = t.path().join("experiments/e.yaml");
+        std::fs::write(&path, body).unwrap();
+        (t, path)
+    }
+
+    fn err(body: &str, overrides: &[&str]) -> String {
+        let (_t, p) = write_exp(body);
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        format!("{:#}", Experiment::load(&p, &o).unwrap_err())
+    }
+
+    const SWEEP: &str = "name: e\nseed: 3\ndata: fer2013\ntrain: smoke\nsearch: tpe-asha\n\
+        set: {train.epochs: 5}\n\
+        space:\n  train.optimizer.lr: {float: [0.01, 0.1], log: true}\n  \
+        model:\n    cnn: {convs: {int: [1, 2]}}\n    mlp: {}\n";
+
+    #[test]
+    fn groups_compose_from_the_configs_folder_and_set_overrides_them() {
+        let (_t, p) = write_exp(SWEEP);
+        let exp = Experiment::load(&p, &["search.max_epochs=3".into()]).unwrap();
+        assert_eq!(exp.train.subset, 0.02, "train: smoke was read");
+        assert_eq!(exp.search.n_trials, 30, "search: tpe-asha was read");
+        assert_eq!(exp.search.max_epochs, Some(3), "--set applies last");
+        assert_eq!(
+            exp.family_models.keys().collect::<Vec<_>>(),
+            ["cnn", "mlp"],
+            "each family of the space gets its configs/model file"
+        );
+        // A trial: the family's model, the cap (3) on the train group's
+        // epochs, then `set:` (5: an explicit value wins over the cap), the
+        // sampled values, and selection on the objective.
+        let mut params = crate::sweep::sampler::Params::new();
+        params.insert(FAMILY.into(), serde_json::json!("cnn"));
+        params.insert("train.optimizer.lr".into(), serde_json::json!(0.02));
+        params.insert("model.convs".into(), serde_json::json!(2));
+        let cfg = exp.trial_config(&params, 4, 99).unwrap();
+        assert_eq!(cfg.name, "e-trial4");
+        assert_eq!(cfg.seed, 99);
+        assert_eq!(cfg.model.family(), "cnn");
+        assert_eq!(cfg.train.epochs, 5);
+        assert_eq!(cfg.train.select, Select::ValAcc);
+        assert!(cfg.tracking.is_none(), "trials are tracked by the sweep");
+        let v = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(v["train"]["optimizer"]["lr"], 0.02);
+        assert_eq!(v["model"]["convs"], 2);
+    }
+
+    #[test]
+    fn a_missing_group_file_names_the_choices() {
+        let e = err(&SWEEP.replace("search: tpe-asha", "search: tpe-ashx"), &[]);
+        assert!(e.contains("search: 'tpe-ashx' is not a config in"), "{e}");
+        assert!(e.contains("available: random, tpe, tpe-asha"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_at_its_line() {
+        let e = err(&SWEEP.replace("seed: 3", "seed: 3\nsede: 4"), &[]);
+        assert!(e.contains("e.yaml:3:"), "{e}");
+        assert!(e.contains("sede"), "{e}");
+    }
+
+    #[test]
+    fn an_experiment_needs_a_model_or_a_family_choice() {
+        let e = err(
+            "name: e\nspace:\n  train.optimizer.lr: {float: [0.01, 0.1]}\n",
+            &[],
+        );
+        assert!(e.contains("give a `model`"), "{e}");
+    }
+
+    #[test]
+    fn a_space_path_that_makes_no_valid_config_fails_at_load() {
+        let e = err(
+            &SWEEP.replace("train.optimizer.lr", "train.optimiser.lr"),
+            &[],
+        );
+        assert!(e.contains("checking the search space"), "{e}");
+    }
+
+    #[test]
+    fn zero_trials_is_refused() {
+        let e = err(SWEEP, &["search.n_trials=0"]);
+        assert!(e.contains("search.n_trials must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn max_epochs_caps_the_train_groups_epochs() {
+        let (_t, p) = write_exp(&SWEEP.replace("set: {train.epochs: 5}", "set: {}"));
+        let exp = Experiment::load(&p, &["search.max_epochs=1".into()]).unwrap();
+        let mut params = crate::sweep::sampler::Params::new();
+        params.insert(FAMILY.into(), serde_json::json!("mlp"));
+        params.insert("train.optimizer.lr".into(), serde_json::json!(0.05));
+        let cfg = exp.trial_config(&params, 0, 1).unwrap();
+        assert_eq!(
+            cfg.train.epochs, 1,
+            "max_epochs caps the train group's 2 epochs"
+        );
+    }
+}

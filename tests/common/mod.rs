@@ -1,7 +1,32 @@
-//! Shared test helpers: where the real FER-2013 is, and fixture builders.
+//! Shared test helpers: the `fer` binary under test, where the real
+//! FER-2013 is, and fixture builders.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `fer` binary under test, with none of the developer's `MLFLOW_*`
+/// variables: a test run must never upload to a real server it was not
+/// given. Tests that want a server set the variables on the command.
+pub fn fer_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MLFLOW_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// [`fer_bin`] as most tests run it: two threads, the real data set, from
+/// the repository root.
+pub fn fer() -> Command {
+    let mut c = fer_bin();
+    c.env("FER_THREADS", "2")
+        .env("FER2013_DIR", fer_dir())
+        .current_dir(repo());
+    c
+}
 
 /// The repository root (the binary under test runs from here).
 pub fn repo() -> PathBuf {
