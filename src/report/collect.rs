@@ -1,0 +1,606 @@
+//! The collect step of `fer report`: finds the finished runs (or the sweep)
+//! in the input folder, reads them through `layout` into typed values, loads
+//! the data set once, and measures everything the sections need (test
+//! predictions, calibration bins, latency, robustness, Grad-CAM and error
+//! tiles) into one `ReportData`. Latency and robustness are cached in the run
+//! folder. Nothing here writes Markdown or charts.
+
+use super::images::{normalise, Tile};
+use super::ReportArgs;
+use crate::artifact::Classifier;
+use crate::config::RunConfig;
+use crate::data::stats::DataStats;
+use crate::data::{self, ImageSet, CLASSES, NUM_CLASSES, PIXELS};
+use crate::eval::metrics::argmax;
+use crate::eval::robust::{self, Robustness};
+use crate::layout::{self, Kind, RunDir, SweepDir};
+use crate::metric::Direction;
+use crate::plot::ParamPoints;
+use crate::provenance::Provenance;
+use crate::sweep::config::{Experiment, Objective};
+use crate::sweep::journal::{read_events, rebuild, TrialRecord, TrialState};
+use crate::sweep::sampler::SamplerConfig;
+use crate::train::Outcome;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything the report says, measured once.
+pub struct ReportData {
+    /// The report's title.
+    pub name: String,
+    /// The input folder and the output folder, as given (for the commands).
+    pub input: PathBuf,
+    pub out: PathBuf,
+    /// Robustness sample size asked for, and the test images there are.
+    pub robustness_images: usize,
+    pub test_images: usize,
+    pub stats: DataStats,
+    pub digest: String,
+    pub runs: Vec<Run>,
+    /// The runs that get a full section, as indices into `runs`.
+    pub deep: Vec<usize>,
+    /// The best model on validation's most confident test mistakes.
+    pub errors: Option<ErrorGallery>,
+    pub sweep: Option<SweepData>,
+    /// The machine the report measures latency on.
+    pub cpu: String,
+    pub threads: i32,
+}
+
+/// A finished run folder: what it wrote, and what the report measured of it
+/// (the measurements stay empty where the report does not show them).
+pub struct Run {
+    pub dir: RunDir,
+    pub label: String,
+    pub out: Outcome,
+    pub cfg: RunConfig,
+    pub prov: Option<Provenance>,
+    pub config_hash: String,
+    /// The model has a network (baselines such as majority do not).
+    pub has_net: bool,
+    pub latency: Option<Latency>,
+    /// An ensemble's members, each alone.
+    pub members: Vec<Member>,
+    /// Test reliability bins: mean confidence, accuracy, count.
+    pub calibration: Vec<(f64, f64, usize)>,
+    pub robustness: Option<Robustness>,
+    /// Grad-CAM rows, one per true class, when the model has feature maps.
+    pub gradcam: Option<Vec<(String, Vec<Tile>)>>,
+}
+
+/// One ensemble member, read from its own folder.
+pub struct Member {
+    pub seed: u64,
+    /// Its folder's name inside the ensemble's run folder.
+    pub dir: String,
+    /// Its overrides, as Markdown, or `-`.
+    pub set: String,
+    pub out: Outcome,
+}
+
+/// Tiles of the most confident mistakes of run `run`, six to a row.
+pub struct ErrorGallery {
+    pub run: usize,
+    pub rows: Vec<(String, Vec<Tile>)>,
+}
+
+/// A sweep's trials and the parts of its experiment the report shows.
+pub struct SweepData {
+    pub trials: Vec<TrialRecord>,
+    pub objective: Objective,
+    /// The sampler's name as the experiment file spells it.
+    pub sampler: &'static str,
+}
+
+/// (x, y) points of a chart.
+pub type Points = Vec<(f64, f64)>;
+
+impl SweepData {
+    /// The objective's metric name, as the charts and tables label it.
+    pub fn metric(&self) -> &'static str {
+        self.objective.metric.name()
+    }
+
+    pub fn maximize(&self) -> bool {
+        self.objective.direction != Direction::Minimize
+    }
+
+    /// Per trial with a value, in journal order: the complete ones, the
+    /// pruned ones (their last reported value) and the best so far.
+    pub fn history(&self) -> (Points, Points, Points) {
+        let (mut complete, mut pruned, mut best_line) = (Vec::new(), Vec::new(), Vec::new());
+        let mut best: Option<f64> = None;
+        for t in &self.trials {
+            let Some(v) = t.value else { continue };
+            let x = t.number as f64;
+            match t.state {
+                TrialState::Complete => {
+                    complete.push((x, v));
+                    if best.is_none_or(|b| self.objective.direction.better(v, b)) {
+                        best = Some(v);
+                    }
+                }
+                TrialState::Pruned => pruned.push((x, v)),
+                _ => {}
+            }
+            if let Some(b) = best {
+                best_line.push((x, b));
+            }
+        }
+        (complete, pruned, best_line)
+    }
+
+    /// Each numeric parameter that at least two trials with a value set,
+    /// against the objective; log scale when it spans over 20x.
+    pub fn param_panels(&self) -> Vec<ParamPoints> {
+        let mut keys: Vec<String> = self
+            .trials
+            .iter()
+            .flat_map(|t| t.params.keys().cloned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut panels = Vec::new();
+        for k in &keys {
+            let pts: Vec<(f64, f64)> = self
+                .trials
+                .iter()
+                .filter_map(|t| Some((t.params.get(k)?.as_f64()?, t.value?)))
+                .collect();
+            if pts.len() < 2 {
+                continue;
+            }
+            let (lo, hi) = crate::plot::span(pts.iter().map(|p| p.0));
+            panels.push((k.clone(), lo > 0.0 && hi / lo > 20.0, pts));
+        }
+        panels
+    }
+
+    /// The complete trials with a value, best first (then by number).
+    pub fn ranked(&self) -> Vec<&TrialRecord> {
+        let maximize = self.maximize();
+        let mut ranked: Vec<&TrialRecord> = self
+            .trials
+            .iter()
+            .filter(|t| t.state == TrialState::Complete && t.value.is_some())
+            .collect();
+        ranked.sort_by(|a, b| {
+            let (x, y) = (a.value.unwrap_or(0.0), b.value.unwrap_or(0.0));
+            let o = if maximize {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            };
+            o.then(a.number.cmp(&b.number))
+        });
+        ranked
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Latency {
+    pub batch1_ms_median: f64,
+    pub batch1_ms_p95: f64,
+    pub threads: usize,
+    pub cpu: String,
+}
+
+/// What the input folder holds.
+pub struct Inputs {
+    pub runs: Vec<Run>,
+    pub sweep: Option<SweepData>,
+}
+
+fn load_run(dir: &RunDir, label: Option<String>) -> Result<Run> {
+    let mut out = Outcome::read(dir.path())?;
+    if out.history.is_empty() {
+        out.history = crate::metric::read_history(dir);
+    }
+    let cfg: RunConfig = crate::config::load_yaml(&dir.config())?;
+    let hash = blake3::hash(&std::fs::read(dir.config())?).to_hex()[..16].to_string();
+    Ok(Run {
+        dir: dir.clone(),
+        label: label.unwrap_or_else(|| cfg.name.clone()),
+        prov: Provenance::load(dir.path()),
+        out,
+        cfg,
+        config_hash: hash,
+        has_net: false,
+        latency: None,
+        members: Vec::new(),
+        calibration: Vec::new(),
+        robustness: None,
+        gradcam: None,
+    })
+}
+
+/// The finished runs in `input`: a sweep's finished trials, the run itself,
+/// or every finished run folder up to three levels down.
+pub fn discover(input: &Path) -> Result<Inputs> {
+    if !input.is_dir() {
+        bail!("{}: no such folder", input.display());
+    }
+    if layout::kind_of(input) == Some(Kind::Sweep) {
+        return discover_sweep(&SweepDir::new(input));
+    }
+    let run = RunDir::new(input);
+    if run.is_finished() {
+        return Ok(Inputs {
+            runs: vec![load_run(&run, None)?],
+            sweep: None,
+        });
+    }
+    let mut dirs = Vec::new();
+    fn walk(d: &Path, depth: usize, out: &mut Vec<RunDir>) {
+        let run = RunDir::new(d);
+        if run.is_finished() {
+            out.push(run);
+            return;
+        }
+        if depth == 0 {
+            return;
+        }
+        if let Ok(rd) = std::fs::read_dir(d) {
+            let mut subs: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            subs.sort();
+            for s in subs {
+                walk(&s, depth - 1, out);
+            }
+        }
+    }
+    walk(input, 3, &mut dirs);
+    if dirs.is_empty() {
+        bail!(
+            "{}: no finished runs (folders with {} and {}) or sweep ({}) in it",
+            input.display(),
+            layout::EVAL,
+            layout::CONFIG,
+            layout::TRIALS
+        );
+    }
+    let runs = dirs
+        .iter()
+        .map(|d| load_run(d, None))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Inputs { runs, sweep: None })
+}
+
+/// A sweep's journal, its resolved experiment and its finished trials.
+fn discover_sweep(sd: &SweepDir) -> Result<Inputs> {
+    let trials = rebuild(&read_events(&sd.journal())?);
+    let exp: Experiment = crate::config::load_yaml(&sd.config())?;
+    let mut runs = Vec::new();
+    for t in &trials {
+        let d = sd.trial(t.number);
+        if d.is_finished() {
+            let fam = t.family.clone().unwrap_or_default();
+            runs.push(load_run(&d, Some(format!("trial {} {fam}", t.number)))?);
+        }
+    }
+    let sampler = match exp.search.sampler {
+        SamplerConfig::Random => "random",
+        SamplerConfig::Tpe { .. } => "tpe",
+    };
+    Ok(Inputs {
+        runs,
+        sweep: Some(SweepData {
+            trials,
+            objective: exp.search.objective,
+            sampler,
+        }),
+    })
+}
+
+/// Loads the data and the models, and measures what the sections show.
+pub fn collect(inputs: Inputs, a: &ReportArgs, name: String, out: &Path) -> Result<ReportData> {
+    let Inputs { mut runs, sweep } = inputs;
+    // The data the runs were trained on.
+    let mut dcfg = runs[0].cfg.data.clone();
+    if let Some(d) = &a.data {
+        dcfg.dir = d.clone();
+    }
+    let loaded = data::load(&dcfg, &layout::cache_dir())?;
+    let stats = data::stats::compute(&dcfg, &loaded.data, loaded.seconds, loaded.from_cache);
+    let digest = loaded.data.digest.clone();
+    let test = loaded.data.test.clone();
+    drop(loaded);
+
+    // Models, predictions and latency, once per run.
+    let mut clfs = Vec::new();
+    let mut probs = Vec::new();
+    for r in &mut runs {
+        let clf = Classifier::load(&r.dir.model(), tch::Device::Cpu)?;
+        probs.push(clf.predict_set(&test, false, 256));
+        r.latency = latency(&r.dir, &clf);
+        r.has_net = clf.net.is_some();
+        clfs.push(clf);
+    }
+    let (cpu, threads) = (crate::provenance::cpu_model(), tch::get_num_threads());
+    let deep = deep_runs(&runs, sweep.is_some());
+    for &i in &deep {
+        let r = &mut runs[i];
+        if r.cfg.ensemble.is_some() {
+            r.members = members(&r.dir, &r.cfg)?;
+        }
+        r.calibration = reliability_bins(&probs[i], &test.labels);
+    }
+    for &i in &deep {
+        if runs[i].has_net {
+            let rob = robustness(&runs[i], &clfs[i], &test, a.robustness_images, &digest);
+            runs[i].robustness = Some(rob);
+        }
+    }
+    for &i in &deep {
+        runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &test);
+    }
+    let errors = best_on_val(&runs).map(|b| ErrorGallery {
+        run: b,
+        rows: error_rows(&probs[b], &test),
+    });
+    Ok(ReportData {
+        name,
+        input: a.input.clone(),
+        out: out.to_path_buf(),
+        robustness_images: a.robustness_images,
+        test_images: test.len(),
+        stats,
+        digest,
+        runs,
+        deep,
+        errors,
+        sweep,
+        cpu,
+        threads,
+    })
+}
+
+/// The runs that get a full section: every run, or in a sweep the best
+/// trial of each family (by validation accuracy).
+pub fn deep_runs(runs: &[Run], sweep: bool) -> Vec<usize> {
+    if sweep {
+        let mut best: Vec<(String, usize)> = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            match best.iter_mut().find(|b| b.0 == r.out.family) {
+                Some(b) if runs[b.1].out.val.overall.accuracy >= r.out.val.overall.accuracy => {}
+                Some(b) => b.1 = i,
+                None => best.push((r.out.family.clone(), i)),
+            }
+        }
+        best.into_iter().map(|b| b.1).collect()
+    } else {
+        // Baselines without a network (majority, random) are in the table;
+        // their confusion matrices say nothing new.
+        (0..runs.len()).filter(|&i| runs[i].has_net).collect()
+    }
+}
+
+/// The model with a network and the best validation accuracy (the first
+/// of equals).
+pub fn best_on_val(runs: &[Run]) -> Option<usize> {
+    (0..runs.len())
+        .filter(|&i| runs[i].has_net)
+        .max_by(|&a, &b| {
+            runs[a]
+                .out
+                .val
+                .overall
+                .accuracy
+                .total_cmp(&runs[b].out.val.overall.accuracy)
+                .then(b.cmp(&a))
+        })
+}
+
+/// An ensemble's members, each read from its folder, with its overrides.
+fn members(dir: &RunDir, cfg: &RunConfig) -> Result<Vec<Member>> {
+    let members = cfg.members()?;
+    let sets: Vec<String> = match &cfg.ensemble {
+        Some(e) if !e.members.is_empty() => e
+            .members
+            .iter()
+            .map(|m| {
+                let s: Vec<String> = m.set.iter().map(|(k, v)| format!("`{k}: {v}`")).collect();
+                if s.is_empty() {
+                    "-".into()
+                } else {
+                    s.join(", ")
+                }
+            })
+            .collect(),
+        _ => vec!["-".into(); members.len()],
+    };
+    members
+        .into_iter()
+        .zip(sets)
+        .map(|(m, set)| {
+            let run = load_run(&dir.member(&m.dir), None)?;
+            Ok(Member {
+                seed: m.seed,
+                dir: m.dir,
+                set,
+                out: run.out,
+            })
+        })
+        .collect()
+}
+
+/// Batch-1 CPU latency of a model, measured once and kept in the run folder.
+fn latency(dir: &RunDir, clf: &Classifier) -> Option<Latency> {
+    let path = dir.latency();
+    if let Some(l) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        return Some(l);
+    }
+    let net = clf.net.as_ref()?;
+    let s = clf.meta.preprocess.size as i64;
+    let times = crate::eval::latency::forward_times(net.module.as_ref(), 1, s, 0.0, 50);
+    let l = Latency {
+        batch1_ms_median: times[times.len() / 2] * 1000.0,
+        batch1_ms_p95: times[times.len() * 95 / 100] * 1000.0,
+        threads: tch::get_num_threads() as usize,
+        cpu: crate::provenance::cpu_model(),
+    };
+    let _ = layout::write_atomic(&path, &serde_json::to_vec_pretty(&l).ok()?);
+    Some(l)
+}
+
+/// The robustness suite for a run, computed once per (images, seed, data).
+fn robustness(
+    run: &Run,
+    clf: &Classifier,
+    test: &ImageSet,
+    images: usize,
+    digest: &str,
+) -> Robustness {
+    #[derive(Serialize, Deserialize)]
+    struct Cached {
+        digest: String,
+        r: Robustness,
+    }
+    let path = run.dir.robustness();
+    if let Some(c) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
+    {
+        if c.digest == digest && c.r.images == images.min(test.len()) && c.r.seed == 0 {
+            return c.r;
+        }
+    }
+    eprintln!(
+        "report: robustness suite for {} ({images} images)",
+        run.label
+    );
+    let r = robust::run(clf, test, Some(images), 0);
+    let c = Cached {
+        digest: digest.to_string(),
+        r,
+    };
+    if let Ok(b) = serde_json::to_vec_pretty(&c) {
+        let _ = layout::write_atomic(&path, &b);
+    }
+    c.r
+}
+
+/// Per confidence bin (15 equal-width): mean confidence, accuracy, count.
+fn reliability_bins(probs: &[f32], labels: &[u8]) -> Vec<(f64, f64, usize)> {
+    let nb = crate::eval::metrics::ECE_BINS;
+    let mut acc = vec![(0f64, 0f64, 0usize); nb];
+    for (row, &y) in probs.chunks_exact(NUM_CLASSES).zip(labels) {
+        let k = argmax(row);
+        let c = row[k] as f64;
+        let b = ((c * nb as f64) as usize).min(nb - 1);
+        acc[b].0 += c;
+        acc[b].1 += f64::from(u8::from(k == y as usize));
+        acc[b].2 += 1;
+    }
+    acc.into_iter()
+        .map(|(c, a, n)| {
+            if n > 0 {
+                (c / n as f64, a / n as f64, n)
+            } else {
+                (0.0, 0.0, 0)
+            }
+        })
+        .collect()
+}
+
+/// Per true class, the test images of its three most confident correct
+/// answers then its three most confident mistakes (fewer where there are
+/// fewer): the class and how many it has, and the image indices in order.
+fn gradcam_picks(p: &[f32], test: &ImageSet) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let pred: Vec<usize> = p.chunks_exact(NUM_CLASSES).map(argmax).collect();
+    let conf = |j: usize| p[j * NUM_CLASSES + pred[j]];
+    let mut pick = Vec::new();
+    let mut rows_meta = Vec::new();
+    for c in 0..NUM_CLASSES {
+        let mut right: Vec<usize> = (0..test.len())
+            .filter(|&j| test.labels[j] as usize == c && pred[j] == c)
+            .collect();
+        let mut wrong: Vec<usize> = (0..test.len())
+            .filter(|&j| test.labels[j] as usize == c && pred[j] != c)
+            .collect();
+        right.sort_by(|&a, &b| conf(b).total_cmp(&conf(a)).then(a.cmp(&b)));
+        wrong.sort_by(|&a, &b| conf(b).total_cmp(&conf(a)).then(a.cmp(&b)));
+        let row: Vec<usize> = right
+            .iter()
+            .take(3)
+            .chain(wrong.iter().take(3))
+            .copied()
+            .collect();
+        rows_meta.push((c, row.len()));
+        pick.extend(row);
+    }
+    (rows_meta, pick)
+}
+
+/// Grad-CAM tiles of the picked test images, one row per true class; `None`
+/// for a model without spatial feature maps.
+fn gradcam_rows(clf: &Classifier, p: &[f32], test: &ImageSet) -> Option<Vec<(String, Vec<Tile>)>> {
+    let (rows_meta, pick) = gradcam_picks(p, test);
+    let cams = crate::eval::gradcam::gradcam(clf, &test.pixels, &pick, None)?;
+    let side = cams.side;
+    let mut rows = Vec::new();
+    let mut k = 0;
+    for (c, n) in rows_meta {
+        let mut tiles = Vec::new();
+        for _ in 0..n {
+            let j = pick[k];
+            let cls = cams.classes[k];
+            tiles.push(Tile {
+                side,
+                gray: normalise(&cams.inputs[k * side * side..(k + 1) * side * side]),
+                heat: Some(cams.maps[k * side * side..(k + 1) * side * side].to_vec()),
+                caption: format!("{} {:.2}", CLASSES[cls], p[j * NUM_CLASSES + cls]),
+                ok: cls == c,
+            });
+            k += 1;
+        }
+        rows.push((CLASSES[c].to_string(), tiles));
+    }
+    Some(rows)
+}
+
+/// The 18 most confident test mistakes, six to a row labelled `#first-last`.
+fn error_rows(p: &[f32], test: &ImageSet) -> Vec<(String, Vec<Tile>)> {
+    let mut mistakes: Vec<(usize, usize, f32)> = (0..test.len())
+        .filter_map(|j| {
+            let row = &p[j * NUM_CLASSES..(j + 1) * NUM_CLASSES];
+            let k = argmax(row);
+            (k != test.labels[j] as usize).then_some((j, k, row[k]))
+        })
+        .collect();
+    mistakes.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    let mut tiles: Vec<Tile> = mistakes
+        .iter()
+        .take(18)
+        .map(|&(j, k, c)| Tile {
+            side: crate::data::SIDE,
+            gray: test.pixels[j * PIXELS..(j + 1) * PIXELS]
+                .iter()
+                .map(|&v| v as f32 / 255.0)
+                .collect(),
+            heat: None,
+            caption: format!(
+                "{}→{} {:.2}",
+                &CLASSES[test.labels[j] as usize][..3],
+                &CLASSES[k][..3],
+                c
+            ),
+            ok: false,
+        })
+        .collect();
+    let mut rows: Vec<(String, Vec<Tile>)> = Vec::new();
+    while !tiles.is_empty() {
+        let rest = tiles.split_off(tiles.len().min(6));
+        let first = rows.len() * 6 + 1;
+        rows.push((format!("#{first}-{}", first + tiles.len() - 1), tiles));
+        tiles = rest;
+    }
+    rows
+}
