@@ -156,7 +156,7 @@ pub fn data(args: &DataBenchOptions) -> Result<(DataBench, String)> {
     let py = if args.no_python {
         None
     } else {
-        Some(python_side(&args, &cfg.dir)?)
+        Some(python_side(args, &cfg.dir)?)
     };
     let pyv = |k: &str| py.as_ref().and_then(|p| p.get(k)).and_then(|v| v.as_f64());
     let rate = |secs: f64| n_total as f64 / secs;
@@ -423,8 +423,8 @@ pub fn train(args: &TrainBenchOptions) -> Result<(Vec<TrainBenchRow>, String)> {
     for f in &families {
         let mc = family_config(f)?;
         for &mode in &args.modes {
-            let (fixed, params, macs) = rust_train_rate(&mc, &set, &args, mode, true)?;
-            let (e2e, _, _) = rust_train_rate(&mc, &set, &args, mode, false)?;
+            let (fixed, params, macs) = rust_train_rate(&mc, &set, args, mode, true)?;
+            let (e2e, _, _) = rust_train_rate(&mc, &set, args, mode, false)?;
             eprintln!("{f} {mode}: {fixed:.0} img/s (model only), {e2e:.0} img/s (with data)");
             rows.push(TrainBenchRow {
                 family: f.to_string(),

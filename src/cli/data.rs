@@ -29,7 +29,7 @@ pub fn stats(args: StatsArgs) -> Result<ExitCode> {
     let cfg = args.data.resolve()?;
     let loaded = data::load(&cfg, &crate::layout::cache_dir())?;
     let stats = data::stats::compute(&cfg, &loaded.data, loaded.seconds, loaded.from_cache);
-    let plot = args.plot.unwrap_or_else(|| crate::layout::class_chart());
+    let plot = args.plot.unwrap_or_else(crate::layout::class_chart);
     stats.plot(&plot)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&stats)?);

@@ -19,7 +19,6 @@ use crate::plot::ParamPoints;
 use crate::provenance::Provenance;
 use crate::sweep::config::{Experiment, Objective};
 use crate::sweep::journal::{read_events, rebuild, TrialRecord, TrialState};
-use crate::sweep::sampler::SamplerConfig;
 use crate::train::Outcome;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -282,10 +281,7 @@ fn discover_sweep(sd: &SweepDir) -> Result<Inputs> {
             runs.push(load_run(&d, Some(format!("trial {} {fam}", t.number)))?);
         }
     }
-    let sampler = match exp.search.sampler {
-        SamplerConfig::Random => "random",
-        SamplerConfig::Tpe { .. } => "tpe",
-    };
+    let sampler = exp.search.sampler.name();
     Ok(Inputs {
         runs,
         sweep: Some(SweepData {

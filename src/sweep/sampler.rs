@@ -28,6 +28,16 @@ pub enum SamplerConfig {
     },
 }
 
+impl SamplerConfig {
+    /// The `kind` this sampler has in an experiment file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SamplerConfig::Random => "random",
+            SamplerConfig::Tpe { .. } => "tpe",
+        }
+    }
+}
+
 fn default_startup() -> usize {
     10
 }
