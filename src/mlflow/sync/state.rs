@@ -1,0 +1,102 @@
+//! What a folder's `mlflow.json` remembers of each server: the run and model
+//! ids, and what of the folder each server already holds. Planning reads it;
+//! the network half of the sync updates it after each step that succeeds.
+
+use super::SyncError;
+use crate::layout;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What one server holds of one run folder.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerState {
+    pub experiment_id: Option<String>,
+    pub run_id: Option<String>,
+    pub artifact_uri: Option<String>,
+    /// Params already logged (key → value).
+    pub params: BTreeMap<String, String>,
+    /// Tags already set (key → value); tags overwrite, so only changes go.
+    pub tags: BTreeMap<String, String>,
+    pub inputs_done: bool,
+    /// Points of `points()` already accepted, in order.
+    pub metrics_sent: usize,
+    /// Uploaded artifacts: relative path → (size, mtime ns, blake3).
+    pub artifacts: BTreeMap<String, (u64, u128, String)>,
+    pub status: Option<String>,
+    pub model_id: Option<String>,
+    pub model_artifact_uri: Option<String>,
+    pub model_ready: bool,
+    pub registered: Option<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// Client-generated id, fixed before the first create.
+    pub uid: String,
+    pub servers: BTreeMap<String, ServerState>,
+}
+
+impl State {
+    fn load(dir: &Path) -> State {
+        let mut s: State = std::fs::read(dir.join(layout::MLFLOW_STATE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if s.uid.is_empty() {
+            s.uid = new_uid();
+        }
+        s
+    }
+    fn save(&self, dir: &Path) -> Result<(), SyncError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("state serialises");
+        layout::write_atomic(&dir.join(layout::MLFLOW_STATE), &bytes)
+            .map_err(|e| SyncError::Local(format!("{e:#}")))
+    }
+}
+
+fn new_uid() -> String {
+    use rand::Rng;
+    let mut r = rand::rng();
+    (0..16)
+        .map(|_| format!("{:02x}", r.random::<u8>()))
+        .collect()
+}
+
+/// One folder's state during a sync, with a working copy of the entry of
+/// the server being synced (`s`), written back by `commit`.
+pub(super) struct Ledger {
+    dir: PathBuf,
+    uri: String,
+    pub state: State,
+    pub s: ServerState,
+}
+
+impl Ledger {
+    /// The folder's state (a fresh uid when it has none yet) and `uri`'s
+    /// entry (empty when that server has nothing of it).
+    pub fn load(dir: &Path, uri: &str) -> Ledger {
+        let state = State::load(dir);
+        let s = state.servers.get(uri).cloned().unwrap_or_default();
+        Ledger {
+            dir: dir.to_path_buf(),
+            uri: uri.to_string(),
+            state,
+            s,
+        }
+    }
+
+    /// Writes the state as loaded (the working entry left out), so that the
+    /// uid is on disk before a create can happen.
+    pub fn save_uid(&self) -> Result<(), SyncError> {
+        self.state.save(&self.dir)
+    }
+
+    /// Puts the working entry into the state and writes it.
+    pub fn commit(&mut self) -> Result<(), SyncError> {
+        self.state.servers.insert(self.uri.clone(), self.s.clone());
+        self.state.save(&self.dir)
+    }
+}
