@@ -99,8 +99,9 @@ pub fn run(cmd: MlflowCommand) -> Result<ExitCode> {
                 }
                 let found = sync::find_roots(d);
                 if found.is_empty() {
+                    use crate::layout::{CONFIG, METRICS_JSONL, TRIALS};
                     bail!(
-                        "{}: no run folders (config.yaml + metrics.jsonl) or sweeps (trials.jsonl) in it",
+                        "{}: no run folders ({CONFIG} + {METRICS_JSONL}) or sweeps ({TRIALS}) in it",
                         d.display()
                     );
                 }
