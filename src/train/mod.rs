@@ -3,8 +3,8 @@
 //! optimiser state and the trainer state, and every random source is keyed
 //! by (seed, epoch), so `--resume` continues exactly where a killed run's
 //! last completed epoch left off. Decisions are pure functions (`policy`);
-//! the loop (`fit`) emits events to listeners and asks a control whether to
-//! stop (`events`); it prints nothing itself.
+//! the epoch loop (`fit`) emits events to listeners, which draw, log and
+//! write the metrics files, and asks a control whether to stop (`events`).
 
 mod checkpoint;
 mod ensemble;
