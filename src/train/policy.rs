@@ -188,9 +188,9 @@ mod tests {
         assert!(!improves(Select::ValAcc, f64::NAN, Some(0.1)));
     }
 
-    #[test]
-    fn an_epoch_end_cuts_stops_and_ranks() {
-        let tc = TrainConfig {
+    /// Reduce-on-plateau and early stopping that act on the first bad epoch.
+    fn impatient(select: Select) -> TrainConfig {
+        TrainConfig {
             schedule: ScheduleConfig::Plateau {
                 factor: 0.5,
                 patience: 0,
@@ -201,9 +201,14 @@ mod tests {
                 patience: 1,
                 min_delta: 0.0,
             }),
-            select: Select::ValLoss,
+            select,
             ..TrainConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn an_epoch_end_cuts_stops_and_ranks() {
+        let tc = impatient(Select::ValLoss);
         let (mut p, mut e) = (Plateau::new(0.1), EarlyStop::default());
         let d = end_of_epoch(&tc, &mut p, &mut e, None, &rec(1, 1.0, 0.5), false);
         assert_eq!(
@@ -227,19 +232,7 @@ mod tests {
 
     #[test]
     fn averaging_epochs_neither_cut_nor_stop_but_still_rank() {
-        let tc = TrainConfig {
-            schedule: ScheduleConfig::Plateau {
-                factor: 0.5,
-                patience: 0,
-                threshold: 0.0,
-                min_lr: 0.0,
-            },
-            early_stopping: Some(EarlyStopping {
-                patience: 1,
-                min_delta: 0.0,
-            }),
-            ..TrainConfig::default()
-        };
+        let tc = impatient(Select::ValAcc);
         let (mut p, mut e) = (Plateau::new(0.1), EarlyStop::default());
         end_of_epoch(&tc, &mut p, &mut e, None, &rec(1, 1.0, 0.5), false);
         let (p0, e0) = (p.clone(), e.clone());
