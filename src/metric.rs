@@ -32,7 +32,9 @@ pub fn read_history(rd: &crate::layout::RunDir) -> Vec<EpochRecord> {
         .collect()
 }
 
-/// A per-epoch metric that every training run logs.
+/// A per-epoch metric that every training run logs. Adding one is a field of
+/// `EpochRecord`, a variant here and its arms below: the metrics files'
+/// columns and the sweep objective read it through `of`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MetricKey {
     #[serde(rename = "val/acc")]
@@ -45,9 +47,29 @@ pub enum MetricKey {
     TrainLoss,
     #[serde(rename = "train/acc")]
     TrainAcc,
+    /// Logged, but no sweep objective: configs cannot name the next three.
+    #[serde(rename = "lr", skip_deserializing)]
+    Lr,
+    #[serde(rename = "img_per_s", skip_deserializing)]
+    ImgPerS,
+    #[serde(rename = "epoch_seconds", skip_deserializing)]
+    EpochSeconds,
 }
 
 impl MetricKey {
+    /// Every key, in the order of the columns of `metrics.csv`.
+    pub const ALL: [MetricKey; 8] = [
+        MetricKey::Lr,
+        MetricKey::TrainLoss,
+        MetricKey::TrainAcc,
+        MetricKey::ValLoss,
+        MetricKey::ValAcc,
+        MetricKey::ValF1Macro,
+        MetricKey::ImgPerS,
+        MetricKey::EpochSeconds,
+    ];
+
+    /// The key's name in configs and trackers (`val/acc`).
     pub fn name(self) -> &'static str {
         match self {
             MetricKey::ValAcc => "val/acc",
@@ -55,6 +77,23 @@ impl MetricKey {
             MetricKey::ValF1Macro => "val/f1_macro",
             MetricKey::TrainLoss => "train/loss",
             MetricKey::TrainAcc => "train/acc",
+            MetricKey::Lr => "lr",
+            MetricKey::ImgPerS => "img_per_s",
+            MetricKey::EpochSeconds => "epoch_seconds",
+        }
+    }
+
+    /// The key's column in `metrics.csv`, its field in `EpochRecord` (`val_acc`).
+    pub fn column(self) -> &'static str {
+        match self {
+            MetricKey::ValAcc => "val_acc",
+            MetricKey::ValLoss => "val_loss",
+            MetricKey::ValF1Macro => "val_f1_macro",
+            MetricKey::TrainLoss => "train_loss",
+            MetricKey::TrainAcc => "train_acc",
+            MetricKey::Lr => "lr",
+            MetricKey::ImgPerS => "img_per_s",
+            MetricKey::EpochSeconds => "epoch_seconds",
         }
     }
 
@@ -66,6 +105,9 @@ impl MetricKey {
             MetricKey::ValF1Macro => r.val_f1_macro,
             MetricKey::TrainLoss => r.train_loss,
             MetricKey::TrainAcc => r.train_acc,
+            MetricKey::Lr => r.lr,
+            MetricKey::ImgPerS => r.img_per_s,
+            MetricKey::EpochSeconds => r.epoch_seconds,
         }
     }
 }
@@ -92,5 +134,50 @@ impl Direction {
             Direction::Maximize => -v,
             Direction::Minimize => v,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> EpochRecord {
+        EpochRecord {
+            epoch: 3,
+            step: 30,
+            lr: 0.01,
+            train_loss: 1.25,
+            train_acc: 0.5,
+            val_loss: 1.5,
+            val_acc: 0.45,
+            val_f1_macro: 0.4,
+            img_per_s: 900.0,
+            epoch_seconds: 12.5,
+            time: 1.7e9,
+        }
+    }
+
+    #[test]
+    fn every_key_reads_the_record_field_its_column_names() {
+        let r = record();
+        let json = serde_json::to_value(&r).unwrap();
+        for k in MetricKey::ALL {
+            assert_eq!(json[k.column()].as_f64(), Some(k.of(&r)), "{k:?}");
+        }
+        // Every f64 field but the timestamp is a key.
+        let fields = json.as_object().unwrap();
+        let metrics = fields.values().filter(|v| v.is_f64()).count() - 1;
+        assert_eq!(metrics, MetricKey::ALL.len());
+    }
+
+    #[test]
+    fn keys_are_named_as_trackers_and_configs_spell_them() {
+        for k in MetricKey::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
+        let parsed: MetricKey = serde_json::from_str("\"val/f1_macro\"").unwrap();
+        assert_eq!(parsed, MetricKey::ValF1Macro);
+        let err = serde_json::from_str::<MetricKey>("\"lr\"").unwrap_err();
+        assert!(err.to_string().contains("train/acc"), "{err}");
     }
 }

@@ -11,7 +11,8 @@ pub mod space;
 pub mod tpe;
 
 use crate::layout::SweepDir;
-use crate::metric::Direction;
+use crate::metric::{Direction, EpochRecord};
+use crate::train::{Control, Listener, TrainEvent};
 use anyhow::{bail, Context, Result};
 use config::Experiment;
 use journal::{Event, Journal, TrialRecord, TrialState};
@@ -140,73 +141,42 @@ fn run_trial(
         }
     };
     let rd = sd.trial(n);
-    let dir = rd.0.clone();
     let resume = rd.last().exists();
     if resume {
         // Re-emit the epochs the checkpoint already holds (the kill may have
         // come between the checkpoint and the journal); rebuild deduplicates.
-        if let Ok(text) = std::fs::read_to_string(rd.metrics_jsonl()) {
-            for line in text.lines() {
-                if let Ok(r) = serde_json::from_str::<crate::metric::EpochRecord>(line) {
-                    journal.append(&Event::Intermediate {
-                        trial: n,
-                        epoch: r.epoch,
-                        value: objective_of(exp, &r),
-                    })?;
-                }
-            }
+        for r in crate::metric::read_history(&rd) {
+            journal.append(&intermediate(exp, n, &r))?;
         }
     }
-    let mut journal_err = None;
-    let mut hook = |r: &crate::metric::EpochRecord| -> bool {
-        tracker.changed(&sd.0);
-        let value = objective_of(exp, r);
-        if let Err(e) = journal.append(&Event::Intermediate {
-            trial: n,
-            epoch: r.epoch,
-            value,
-        }) {
-            journal_err = Some(e);
-            return true;
-        }
-        let trials = journal.trials().unwrap_or_default();
-        let Some(me) = trials.iter().find(|t| t.number == n) else {
-            return false;
-        };
-        let prune = exp.search.pruner.should_prune(
-            me,
-            &trials,
-            r.epoch,
-            cfg.train.epochs,
-            exp.search.objective.direction,
-        );
-        if prune {
-            eprintln!(
-                "sweep: trial {n} pruned at epoch {} ({} = {value:.4})",
-                r.epoch,
-                exp.search.objective.metric.name()
-            );
-        }
-        prune
+    let mut track = crate::train::Track {
+        tracker,
+        dir: &sd.0,
     };
-    let result = crate::train::run_with(&cfg, &dir, resume, &mut hook);
-    if let Some(e) = journal_err {
-        return Err(e.context("writing the sweep journal"));
-    }
+    let mut writer = JournalWriter {
+        exp,
+        journal,
+        trial: n,
+        failed: false,
+    };
+    let mut pruner = Pruning {
+        exp,
+        journal,
+        trial: n,
+        last_epoch: cfg.train.epochs,
+    };
+    let result = crate::train::run_with(
+        &cfg,
+        &rd.0,
+        resume,
+        &mut [&mut track, &mut writer],
+        Some(&mut pruner),
+    );
     match result {
+        // Without its journal the sweep cannot go on: the error is the sweep's.
+        Err(e) if writer.failed => Err(e),
         Ok(out) => {
-            let dirn = exp.search.objective.direction;
-            let values = out.history.iter().map(|r| objective_of(exp, r));
-            let value = if out.pruned {
-                out.history.last().map(|r| objective_of(exp, r))
-            } else {
-                values.reduce(|a, b| if dirn.better(b, a) { b } else { a })
-            };
-            let state = if out.pruned {
-                TrialState::Pruned
-            } else {
-                TrialState::Complete
-            };
+            let (state, value) = settle(exp, &out);
             eprintln!(
                 "sweep: trial {n} {} with {} = {}",
                 if out.pruned { "pruned" } else { "complete" },
@@ -222,8 +192,88 @@ fn run_trial(
     }
 }
 
-fn objective_of(exp: &Experiment, r: &crate::metric::EpochRecord) -> f64 {
+/// A trained trial's journal state and value: a pruned trial's last value,
+/// a complete trial's best.
+fn settle(exp: &Experiment, out: &crate::train::Outcome) -> (TrialState, Option<f64>) {
+    if out.pruned {
+        return (
+            TrialState::Pruned,
+            out.history.last().map(|r| objective_of(exp, r)),
+        );
+    }
+    let dirn = exp.search.objective.direction;
+    let values = out.history.iter().map(|r| objective_of(exp, r));
+    let best = values.reduce(|a, b| if dirn.better(b, a) { b } else { a });
+    (TrialState::Complete, best)
+}
+
+fn objective_of(exp: &Experiment, r: &EpochRecord) -> f64 {
     exp.search.objective.metric.of(r)
+}
+
+/// The journal event of a trial's objective value after an epoch.
+fn intermediate(exp: &Experiment, trial: usize, r: &EpochRecord) -> Event {
+    Event::Intermediate {
+        trial,
+        epoch: r.epoch,
+        value: objective_of(exp, r),
+    }
+}
+
+/// Writes each epoch's objective value of trial `trial` into the journal.
+struct JournalWriter<'a> {
+    exp: &'a Experiment,
+    journal: &'a Journal,
+    trial: usize,
+    /// An append failed: the run's error is the journal's.
+    failed: bool,
+}
+
+impl Listener for JournalWriter<'_> {
+    fn on(&mut self, ev: &TrainEvent) -> Result<()> {
+        let TrainEvent::EpochEnd { record, .. } = ev else {
+            return Ok(());
+        };
+        let event = intermediate(self.exp, self.trial, record);
+        self.journal.append(&event).map_err(|e| {
+            self.failed = true;
+            e.context("writing the sweep journal")
+        })
+    }
+}
+
+/// The experiment's pruner as the trainer's control: asked after each
+/// epoch, once the journal holds the epoch's value.
+struct Pruning<'a> {
+    exp: &'a Experiment,
+    journal: &'a Journal,
+    trial: usize,
+    /// The trial's last scheduled epoch, which always completes.
+    last_epoch: usize,
+}
+
+impl Control for Pruning<'_> {
+    fn should_stop(&mut self, r: &EpochRecord) -> bool {
+        let trials = self.journal.trials().unwrap_or_default();
+        let Some(me) = trials.iter().find(|t| t.number == self.trial) else {
+            return false;
+        };
+        let search = &self.exp.search;
+        let dir = search.objective.direction;
+        let prune = search
+            .pruner
+            .should_prune(me, &trials, r.epoch, self.last_epoch, dir);
+        if prune {
+            eprintln!(
+                "sweep: trial {} pruned at epoch {} ({} = {:.4})",
+                self.trial,
+                r.epoch,
+                search.objective.metric.name(),
+                objective_of(self.exp, r)
+            );
+        }
+        prune
+    }
 }
 
 fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Result<Summary> {
