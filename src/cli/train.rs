@@ -59,10 +59,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         .as_deref()
         .or(cfg.tracking.as_ref().and_then(|t| t.uri.as_deref()));
     let tracker = crate::mlflow::tracker(crate::mlflow::tracking_uri(uri));
-    let result = crate::train::run_with(&cfg, &dir, resume, &mut |_| {
-        tracker.changed(&dir);
-        false
-    });
+    let mut track = crate::train::Track {
+        tracker: &*tracker,
+        dir: &dir,
+    };
+    let result = crate::train::run_with(&cfg, &dir, resume, &mut [&mut track], None);
     tracker.changed(&dir);
     let report = tracker.finish();
     if let Some(m) = &report.message {

@@ -13,12 +13,12 @@ use crate::train::Outcome;
 use anyhow::Result;
 use std::path::Path;
 
-/// 1. The class distribution.
+/// Section 1: the class distribution.
 pub fn data_set(d: &ReportData, out: &Path) -> Result<()> {
     d.stats.plot(&out.join("data-classes.png"))
 }
 
-/// 2. Test accuracy and F1 per model.
+/// Section 2: test accuracy and F1 per model.
 pub fn comparison(d: &ReportData, out: &Path) -> Result<()> {
     let labels: Vec<&str> = d.runs.iter().map(|r| r.label.as_str()).collect();
     let col = |f: fn(&Outcome) -> f64| d.runs.iter().map(|r| f(&r.out) * 100.0).collect::<Vec<_>>();
@@ -36,7 +36,7 @@ pub fn comparison(d: &ReportData, out: &Path) -> Result<()> {
     )
 }
 
-/// 3. Per deep run: learning curves (its members' too), confusion,
+/// Section 3, per deep run: learning curves (its members' too), confusion,
 /// per-class scores and calibration.
 pub fn per_model(d: &ReportData, out: &Path) -> Result<()> {
     for &i in &d.deep {
@@ -118,7 +118,7 @@ fn learning_curves(path: &Path, label: &str, o: &Outcome) -> Result<()> {
     )
 }
 
-/// 4. Accuracy retention per perturbation and severity.
+/// Section 4: accuracy retention per perturbation and severity.
 pub fn robustness(d: &ReportData, out: &Path) -> Result<()> {
     for &i in &d.deep {
         let r = &d.runs[i];
@@ -153,7 +153,7 @@ pub fn robustness(d: &ReportData, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// 5. Grad-CAM grids and the error gallery.
+/// Section 5: grad-CAM grids and the error gallery.
 pub fn interpretability(d: &ReportData, out: &Path) -> Result<()> {
     for &i in &d.deep {
         let r = &d.runs[i];
@@ -181,7 +181,7 @@ pub fn interpretability(d: &ReportData, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// 6. The sweep's optimisation history and parameters against the objective.
+/// Section 6: the sweep's optimisation history and parameters against the objective.
 pub fn sweep(d: &ReportData, out: &Path) -> Result<()> {
     let Some(s) = &d.sweep else { return Ok(()) };
     let metric = s.metric();

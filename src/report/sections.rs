@@ -25,7 +25,7 @@ pub fn header(d: &ReportData) -> String {
     md
 }
 
-/// 1. Class counts per split, imbalance and quality flags.
+/// Section 1: class counts per split, imbalance and quality flags.
 pub fn data_set(d: &ReportData) -> String {
     let mut md = String::new();
     let stats = &d.stats;
@@ -81,7 +81,7 @@ pub fn data_set(d: &ReportData) -> String {
     md
 }
 
-/// 2. One row per run, the chart, a commentary and how latency was measured.
+/// Section 2: one row per run, the chart, a commentary and how latency was measured.
 pub fn comparison(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 2. Baselines comparison\n");
@@ -250,7 +250,7 @@ fn disgust_peak(all: &[Run]) -> String {
     )
 }
 
-/// 3. A subsection per deep run.
+/// Section 3: a subsection per deep run.
 pub fn per_model(d: &ReportData) -> String {
     let mut md = String::from("## 3. Per model\n\n");
     for &i in &d.deep {
@@ -363,7 +363,7 @@ pub fn member_curves_png(label: &str, dir: &str) -> String {
     run_png(label, &format!("{dir}-curves"))
 }
 
-/// 4. The robustness table of each deep run with a network.
+/// Section 4: the robustness table of each deep run with a network.
 pub fn robustness(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 4. Robustness suite\n");
@@ -398,7 +398,7 @@ pub fn robustness(d: &ReportData) -> String {
     md
 }
 
-/// 5. Grad-CAM per deep run, the error gallery and the most confused pairs.
+/// Section 5: grad-CAM per deep run, the error gallery and the most confused pairs.
 pub fn interpretability(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 5. Interpretability\n");
@@ -465,7 +465,7 @@ fn errors(r: &Run) -> String {
     md
 }
 
-/// 6. The sweep's trials, charts and best configurations, or a note.
+/// Section 6: the sweep's trials, charts and best configurations, or a note.
 pub fn sweep(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 6. Sweep\n");
@@ -522,7 +522,7 @@ fn sweep_body(s: &SweepData) -> String {
     md
 }
 
-/// 7. How to regenerate the report and where each run came from.
+/// Section 7: how to regenerate the report and where each run came from.
 pub fn reproducibility(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 7. Reproducibility\n");

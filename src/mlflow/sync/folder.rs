@@ -103,17 +103,19 @@ pub(super) fn epoch_points(history: &[EpochRecord]) -> Vec<Point> {
     let mut pts = Vec::new();
     for r in history {
         let (t, step) = (ms(r.time), r.epoch as i64);
-        for (k, v) in [
-            ("train/loss", r.train_loss),
-            ("train/acc", r.train_acc),
-            ("val/loss", r.val_loss),
-            ("val/acc", r.val_acc),
-            ("val/f1_macro", r.val_f1_macro),
-            ("lr", r.lr),
-            ("img_per_s", r.img_per_s),
-            ("epoch_seconds", r.epoch_seconds),
+        // Every per-epoch key, in the order the sync has always sent them.
+        use crate::metric::MetricKey as K;
+        for k in [
+            K::TrainLoss,
+            K::TrainAcc,
+            K::ValLoss,
+            K::ValAcc,
+            K::ValF1Macro,
+            K::Lr,
+            K::ImgPerS,
+            K::EpochSeconds,
         ] {
-            pts.push(point(k.into(), v, t, step));
+            pts.push(point(k.name().into(), k.of(r), t, step));
         }
     }
     pts

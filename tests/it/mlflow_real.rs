@@ -4,7 +4,7 @@
 //! duplicates), and bad tracking settings (unreachable, 4xx, wrong token)
 //! that must leave the sweep complete locally.
 
-mod common;
+use crate::common;
 
 use fer::metric::EpochRecord;
 use fer::mlflow::client::{Auth, Client};
@@ -18,20 +18,8 @@ use std::time::{Duration, Instant};
 use common::repo;
 
 fn fer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
-    c.env("FER_THREADS", "2")
-        .env("FER2013_DIR", common::fer_dir())
-        .env("VIRTUAL_ENV", repo().join(".venv"))
-        .current_dir(repo());
-    for k in [
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_TRACKING_TOKEN",
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
-        "MLFLOW_EXPERIMENT_NAME",
-    ] {
-        c.env_remove(k);
-    }
+    let mut c = common::fer();
+    c.env("VIRTUAL_ENV", repo().join(".venv"));
     c
 }
 

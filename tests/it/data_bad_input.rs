@@ -1,7 +1,7 @@
 //! Bad input: generated fixtures (corrupt, truncated, wrong size, colour,
 //! unknown folder, empty class, malformed CSV rows) under both policies.
 
-mod common;
+use crate::common;
 
 use common::{jpeg_gray, jpeg_rgb, write};
 use fer::data::{self, BadInputPolicy, DataConfig, IssueKind, Origin};

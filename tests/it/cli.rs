@@ -1,7 +1,7 @@
 //! The `fer` binary end to end: `fer data stats` on the real data, its
 //! errors on a missing data set and on a bad config, and `fer bench train`.
 
-mod common;
+use crate::common;
 
 fn fer(args: &[&str], runs: &std::path::Path) -> std::process::Output {
     common::fer_bin()

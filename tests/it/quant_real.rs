@@ -2,13 +2,10 @@
 //! smaller, keeps its accuracy, gives the same numbers in `fer eval`, serves
 //! a real photo, and the accuracy gate refuses to write a file.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
-
-use common::repo;
 
 use common::fer;
 

@@ -2,12 +2,11 @@
 //! `--resume` (no trial lost, duplicated or counted twice), failed trials,
 //! and bad experiment files.
 
-mod common;
+use crate::common;
 
 use fer::sweep::config::Experiment;
 use fer::sweep::journal::{read_events, rebuild, Event, TrialState};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::repo;

@@ -2,22 +2,14 @@
 //! real FER-2013 subset, and a smoke sweep. Every section and image must be
 //! there, every image non-trivial, and a second generation identical.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use common::repo;
 
-fn fer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
-    c.env("FER_THREADS", "2")
-        .env("FER2013_DIR", common::fer_dir())
-        .env_remove("MLFLOW_TRACKING_URI")
-        .current_dir(repo());
-    c
-}
+use common::fer;
 
 fn train(dir: &Path, config: &str, sets: &[&str]) {
     let mut c = fer();

@@ -3,14 +3,14 @@
 //! HTTP API, bad payloads, metrics and drift, many clients at once, and the
 //! page in headless Chromium with a fake webcam fed from the photo.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{astronaut, repo, Server};
+use common::{astronaut, Server};
 
 use common::fer;
 

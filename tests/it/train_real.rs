@@ -3,7 +3,7 @@
 //! bf16 with channels_last), the model file round trip through `fer eval`,
 //! and ImageNet weights from torchvision.
 
-mod common;
+use crate::common;
 
 use fer::artifact::{self, Classifier};
 use fer::config::RunConfig;
@@ -34,7 +34,7 @@ fn write_cfg(dir: &Path, text: &str) -> PathBuf {
 }
 
 fn fer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fer"));
+    let mut c = common::fer_bin();
     c.env("FER_THREADS", "2");
     c
 }

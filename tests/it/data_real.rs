@@ -1,7 +1,7 @@
 //! The real FER-2013 at `$FER2013_DIR`: exact counts, digest and cache,
 //! CSV/folder equivalence, quality flags, split and loader determinism.
 
-mod common;
+use crate::common;
 
 use fer::data::loader::{start_epoch, LoaderSpec, Order};
 use fer::data::split::stratified;

@@ -1,0 +1,16 @@
+//! Every integration test in one binary, so that a clean build links the
+//! library and libtorch once instead of once per test file. Each module is
+//! one area, run on real parts: the real FER-2013, a real MLflow server, a
+//! real browser.
+
+mod common;
+
+mod cli;
+mod data_bad_input;
+mod data_real;
+mod mlflow_real;
+mod quant_real;
+mod report_real;
+mod serve_real;
+mod sweep_real;
+mod train_real;
