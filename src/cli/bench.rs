@@ -110,11 +110,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 python: a.python,
                 no_python: a.no_python,
             })?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&b)?);
-            } else {
-                print!("{table}");
-            }
+            super::print_json_or(a.json, &b, |_| table)?;
         }
         BenchCommand::Train(a) => {
             let (rows, table) = bench::train(&TrainBenchOptions {
@@ -127,11 +123,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 python: a.python,
                 no_python: a.no_python,
             })?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{table}");
-            }
+            super::print_json_or(a.json, &rows, |_| table)?;
         }
         BenchCommand::Infer(a) => {
             let b = bench::infer(&InferBenchOptions {
@@ -139,11 +131,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 batches: a.batches,
                 seconds: a.seconds,
             })?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&b)?);
-            } else {
-                print!("{}", b.render());
-            }
+            super::print_json_or(a.json, &b, bench::InferBench::render)?;
         }
         BenchCommand::Serve(a) => {
             let b = crate::serve::bench::run(&ServeBenchOptions {

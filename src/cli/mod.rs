@@ -101,6 +101,21 @@ impl DataArgs {
     }
 }
 
+/// Prints `value` as pretty JSON with `--json`, else the text `render` makes
+/// of it: the two outputs every reporting command offers.
+fn print_json_or<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", render(value));
+    }
+    Ok(())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -46,11 +46,7 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         force: args.force,
         seconds: args.seconds,
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-    } else {
-        print!("{}", outcome.render());
-    }
+    super::print_json_or(args.json, &outcome, crate::quant::Outcome::render)?;
     if !outcome.written {
         eprintln!(
             "error: int8 loses {:.2} points of PublicTest accuracy (limit --max-drop {}); {} not written (--force writes it anyway)",

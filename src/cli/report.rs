@@ -21,7 +21,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
-    let path = crate::report::generate(&crate::report::ReportArgs {
+    let path = crate::report::generate(&crate::report::ReportOptions {
         input: a.input,
         out: a.out,
         data: a.data,

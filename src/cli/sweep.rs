@@ -56,11 +56,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
         eprintln!("{m}");
     }
     let summary = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print!("{}", summary.render());
-    }
+    super::print_json_or(args.json, &summary, crate::sweep::Summary::render)?;
     Ok(if summary.all_failed() {
         ExitCode::from(1)
     } else {

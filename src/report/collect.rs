@@ -6,7 +6,7 @@
 //! folder. Nothing here writes Markdown or charts.
 
 use super::images::{normalise, Tile};
-use super::ReportArgs;
+use super::ReportOptions;
 use crate::artifact::Classifier;
 use crate::config::RunConfig;
 use crate::data::stats::DataStats;
@@ -293,7 +293,7 @@ fn discover_sweep(sd: &SweepDir) -> Result<Inputs> {
 }
 
 /// Loads the data and the models, and measures what the sections show.
-pub fn collect(inputs: Inputs, a: &ReportArgs, name: String, out: &Path) -> Result<ReportData> {
+pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> Result<ReportData> {
     let Inputs { mut runs, sweep } = inputs;
     // The data the runs were trained on.
     let mut dcfg = runs[0].cfg.data.clone();

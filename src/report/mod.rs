@@ -15,7 +15,8 @@ mod sections;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-pub struct ReportArgs {
+/// What `fer report` reads, where it writes, and how much it measures.
+pub struct ReportOptions {
     pub input: PathBuf,
     pub out: Option<PathBuf>,
     /// Data set folder, overriding the runs' `data.dir`.
@@ -25,7 +26,7 @@ pub struct ReportArgs {
 }
 
 /// Writes the report; returns the README path.
-pub fn generate(a: &ReportArgs) -> Result<PathBuf> {
+pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     let inputs = collect::discover(&a.input)?;
     let name = report_name(&a.input);
     let out = a
