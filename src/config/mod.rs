@@ -27,122 +27,6 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
     parse_yaml(path, &text)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::data::DataConfig;
-
-    fn parse(text: &str) -> Result<DataConfig> {
-        parse_yaml(Path::new("cfg.yaml"), text)
-    }
-
-    #[test]
-    fn typo_in_a_key_names_line_and_choices() {
-        let err = parse("val_fraction: 0.1\nsplit_sed: 3\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("cfg.yaml:2:"), "{err}");
-        assert!(
-            err.contains("split_sed") && err.contains("split_seed"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn wrong_type_and_bad_enum_value_are_errors() {
-        let err = parse("val_fraction: lots\n").unwrap_err().to_string();
-        assert!(err.contains("cfg.yaml:1:"), "{err}");
-        let err = parse("on_bad_input: ignore\n").unwrap_err().to_string();
-        assert!(err.contains("skip") && err.contains("error"), "{err}");
-        let err = parse("augment:\n  crop: zoom\n").unwrap_err().to_string();
-        assert!(
-            err.contains("cfg.yaml:2:") && err.contains("resized"),
-            "{err}"
-        );
-    }
-
-    fn ensemble(section: &str) -> Result<Vec<Member>> {
-        let text = format!(
-            "name: e\nmodel: {{kind: cnn, widths: [8, 16]}}\ntrain: {{epochs: 2}}\nensemble:\n{section}"
-        );
-        let cfg: RunConfig = parse_yaml(Path::new("e.yaml"), &text)?;
-        cfg.validate()?;
-        cfg.members()
-    }
-
-    #[test]
-    fn ensemble_members_resolve_their_overrides_and_folders() {
-        let m = ensemble("  seeds: [4, 2]\n").unwrap();
-        let dirs: Vec<(&str, u64)> = m.iter().map(|m| (m.dir.as_str(), m.cfg.seed)).collect();
-        assert_eq!(dirs, [("member-4", 4), ("member-2", 2)]);
-
-        let m = ensemble(
-            "  members:\n    - {seed: 0}\n    - {seed: 0, set: {model.widths: [4, 8], train.epochs: 5}}\n",
-        )
-        .unwrap();
-        assert_eq!((m[1].dir.as_str(), m[1].cfg.train.epochs), ("member-1", 5));
-        assert_eq!(m[0].cfg.train.epochs, 2);
-        match (&m[0].cfg.model, &m[1].cfg.model) {
-            (ModelConfig::Cnn(a), ModelConfig::Cnn(b)) => {
-                assert_eq!(
-                    (a.widths.clone(), b.widths.clone()),
-                    (vec![8, 16], vec![4, 8])
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(m.iter().all(|m| m.cfg.ensemble.is_none()));
-
-        // A whole model section gives a member of another family.
-        let m = ensemble(
-            "  members:\n    - {seed: 0}\n    - {seed: 0, set: {model: {kind: resnet18, stem: imagenet}}}\n",
-        )
-        .unwrap();
-        assert_eq!(m[1].cfg.model.family(), "resnet18");
-        let e = ensemble("  members:\n    - {seed: 0}\n    - {seed: 0, set: {model: {kind: resnet18, widths: [4]}}}\n")
-            .unwrap_err();
-        assert!(
-            format!("{e:#}").contains("ensemble.members[1].set"),
-            "{e:#}"
-        );
-    }
-
-    #[test]
-    fn bad_ensemble_sections_are_refused_with_the_reason() {
-        let err = |section: &str| format!("{:#}", ensemble(section).unwrap_err());
-        let e = err("  seeds: [1, 1]\n");
-        assert!(e.contains("at least 2 different seeds"), "{e}");
-        let e = err("  seeds: [1, 2]\n  members: [{seed: 3}, {seed: 4}]\n");
-        assert!(e.contains("exactly one of seeds"), "{e}");
-        let e = err("  members: [{seed: 3}, {seed: 3, set: {train.epochs: 2}}]\n");
-        assert!(
-            e.contains("members[0] and [1] would train the same model"),
-            "{e}"
-        );
-        let e = err("  members: [{seed: 3}, {seed: 4, set: {name: x}}]\n");
-        assert!(e.contains("members[1].set: 'name'"), "{e}");
-        let e = err("  members: [{seed: 3}, {seed: 4, set: {train.epochs: many}}]\n");
-        assert!(
-            e.contains("members[1].set") && e.contains("train.epochs"),
-            "{e}"
-        );
-        let e = err("  members: [{seed: 3}]\n");
-        assert!(e.contains("at least 2 members"), "{e}");
-        let e = err("  seeds: [1, 2]\n  weights: f8\n");
-        assert!(e.contains("e.yaml:") && e.contains("f16"), "{e}");
-    }
-
-    #[test]
-    fn shipped_data_config_parses_and_validates() {
-        let cfg: DataConfig = load_yaml(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/configs/data/fer2013.yaml"
-        )))
-        .unwrap();
-        cfg.validate().unwrap();
-    }
-}
-
 /// A training run: what `fer train` reads and writes back, resolved, into
 /// every run folder.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -506,5 +390,121 @@ impl AdjustConfig {
         (0..n)
             .map(|i| ((self.min + i as f64 * self.step) * 1e6).round() / 1e6)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DataConfig;
+
+    fn parse(text: &str) -> Result<DataConfig> {
+        parse_yaml(Path::new("cfg.yaml"), text)
+    }
+
+    #[test]
+    fn typo_in_a_key_names_line_and_choices() {
+        let err = parse("val_fraction: 0.1\nsplit_sed: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cfg.yaml:2:"), "{err}");
+        assert!(
+            err.contains("split_sed") && err.contains("split_seed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_and_bad_enum_value_are_errors() {
+        let err = parse("val_fraction: lots\n").unwrap_err().to_string();
+        assert!(err.contains("cfg.yaml:1:"), "{err}");
+        let err = parse("on_bad_input: ignore\n").unwrap_err().to_string();
+        assert!(err.contains("skip") && err.contains("error"), "{err}");
+        let err = parse("augment:\n  crop: zoom\n").unwrap_err().to_string();
+        assert!(
+            err.contains("cfg.yaml:2:") && err.contains("resized"),
+            "{err}"
+        );
+    }
+
+    fn ensemble(section: &str) -> Result<Vec<Member>> {
+        let text = format!(
+            "name: e\nmodel: {{kind: cnn, widths: [8, 16]}}\ntrain: {{epochs: 2}}\nensemble:\n{section}"
+        );
+        let cfg: RunConfig = parse_yaml(Path::new("e.yaml"), &text)?;
+        cfg.validate()?;
+        cfg.members()
+    }
+
+    #[test]
+    fn ensemble_members_resolve_their_overrides_and_folders() {
+        let m = ensemble("  seeds: [4, 2]\n").unwrap();
+        let dirs: Vec<(&str, u64)> = m.iter().map(|m| (m.dir.as_str(), m.cfg.seed)).collect();
+        assert_eq!(dirs, [("member-4", 4), ("member-2", 2)]);
+
+        let m = ensemble(
+            "  members:\n    - {seed: 0}\n    - {seed: 0, set: {model.widths: [4, 8], train.epochs: 5}}\n",
+        )
+        .unwrap();
+        assert_eq!((m[1].dir.as_str(), m[1].cfg.train.epochs), ("member-1", 5));
+        assert_eq!(m[0].cfg.train.epochs, 2);
+        match (&m[0].cfg.model, &m[1].cfg.model) {
+            (ModelConfig::Cnn(a), ModelConfig::Cnn(b)) => {
+                assert_eq!(
+                    (a.widths.clone(), b.widths.clone()),
+                    (vec![8, 16], vec![4, 8])
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(m.iter().all(|m| m.cfg.ensemble.is_none()));
+
+        // A whole model section gives a member of another family.
+        let m = ensemble(
+            "  members:\n    - {seed: 0}\n    - {seed: 0, set: {model: {kind: resnet18, stem: imagenet}}}\n",
+        )
+        .unwrap();
+        assert_eq!(m[1].cfg.model.family(), "resnet18");
+        let e = ensemble("  members:\n    - {seed: 0}\n    - {seed: 0, set: {model: {kind: resnet18, widths: [4]}}}\n")
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("ensemble.members[1].set"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn bad_ensemble_sections_are_refused_with_the_reason() {
+        let err = |section: &str| format!("{:#}", ensemble(section).unwrap_err());
+        let e = err("  seeds: [1, 1]\n");
+        assert!(e.contains("at least 2 different seeds"), "{e}");
+        let e = err("  seeds: [1, 2]\n  members: [{seed: 3}, {seed: 4}]\n");
+        assert!(e.contains("exactly one of seeds"), "{e}");
+        let e = err("  members: [{seed: 3}, {seed: 3, set: {train.epochs: 2}}]\n");
+        assert!(
+            e.contains("members[0] and [1] would train the same model"),
+            "{e}"
+        );
+        let e = err("  members: [{seed: 3}, {seed: 4, set: {name: x}}]\n");
+        assert!(e.contains("members[1].set: 'name'"), "{e}");
+        let e = err("  members: [{seed: 3}, {seed: 4, set: {train.epochs: many}}]\n");
+        assert!(
+            e.contains("members[1].set") && e.contains("train.epochs"),
+            "{e}"
+        );
+        let e = err("  members: [{seed: 3}]\n");
+        assert!(e.contains("at least 2 members"), "{e}");
+        let e = err("  seeds: [1, 2]\n  weights: f8\n");
+        assert!(e.contains("e.yaml:") && e.contains("f16"), "{e}");
+    }
+
+    #[test]
+    fn shipped_data_config_parses_and_validates() {
+        let cfg: DataConfig = load_yaml(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/data/fer2013.yaml"
+        )))
+        .unwrap();
+        cfg.validate().unwrap();
     }
 }
