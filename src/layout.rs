@@ -135,6 +135,67 @@ pub enum Kind {
     Run,
 }
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Sweep => "sweep",
+            Kind::Run => "run",
+        })
+    }
+}
+
+/// Checks that `dir` may receive a new `want` (a run or a sweep): it is
+/// absent or empty. Anything else is refused, naming what is there and what
+/// to do instead, so that nothing finished is overwritten. `flag` is the
+/// option that chose the folder (`--run-dir`, `--sweep-dir`).
+pub fn check_new(dir: &Path, want: Kind, flag: &str) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: not a folder", dir.display()))?
+        .next()
+        .is_none();
+    if empty {
+        return Ok(());
+    }
+    match kind_of(dir) {
+        Some(k) if k == want => anyhow::bail!(
+            "{} already holds a {k}; pass --resume to continue it, or choose another {flag} (nothing was written)",
+            dir.display()
+        ),
+        Some(k) => anyhow::bail!(
+            "{} holds a {k}, not a {want}; choose another {flag} (nothing was written)",
+            dir.display()
+        ),
+        None => anyhow::bail!(
+            "{} is not empty and holds no fer {want}; choose a new or empty {flag} (nothing was written)",
+            dir.display()
+        ),
+    }
+}
+
+/// Checks that `dir` holds a `want` to resume.
+pub fn check_resume(dir: &Path, want: Kind) -> Result<()> {
+    match kind_of(dir) {
+        Some(k) if k == want => Ok(()),
+        Some(k) => {
+            let how = match k {
+                Kind::Run => format!("fer train --resume {}", dir.display()),
+                Kind::Sweep => format!(
+                    "fer sweep EXPERIMENT --resume --sweep-dir {}",
+                    dir.display()
+                ),
+            };
+            anyhow::bail!(
+                "{} holds a {k}, not a {want}; resume it with `{how}`",
+                dir.display()
+            )
+        }
+        None => anyhow::bail!("{}: no {want} to resume here", dir.display()),
+    }
+}
+
 /// The one definition of a run or sweep folder: a sweep has a journal; a run
 /// has its resolved config and either a metrics log or a checkpoint folder
 /// (a run killed before its first epoch has only the latter).
@@ -340,6 +401,41 @@ mod tests {
         assert!(RunDir::new(d).is_finished());
         std::fs::write(d.join(TRIALS), "").unwrap();
         assert_eq!(kind_of(d), Some(Kind::Sweep));
+    }
+
+    #[test]
+    fn a_new_run_or_sweep_needs_a_new_or_empty_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("x");
+        check_new(&d, Kind::Run, "--run-dir").unwrap();
+        std::fs::create_dir(&d).unwrap();
+        check_new(&d, Kind::Sweep, "--sweep-dir").unwrap();
+        std::fs::write(d.join("notes.txt"), "").unwrap();
+        let e = check_new(&d, Kind::Run, "--run-dir")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not empty and holds no fer run"), "{e}");
+        let run = RunDir::new(t.path().join("r"));
+        std::fs::create_dir_all(run.checkpoints()).unwrap();
+        std::fs::write(run.config(), "").unwrap();
+        let e = check_new(run.path(), Kind::Run, "--run-dir")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already holds a run; pass --resume"), "{e}");
+        let e = check_new(run.path(), Kind::Sweep, "--sweep-dir")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("holds a run, not a sweep; choose another --sweep-dir"),
+            "{e}"
+        );
+        check_resume(run.path(), Kind::Run).unwrap();
+        let e = check_resume(run.path(), Kind::Sweep)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds a run, not a sweep"), "{e}");
+        let e = check_resume(&d, Kind::Run).unwrap_err().to_string();
+        assert!(e.contains("no run to resume here"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct QuantizeArgs {
     /// Seconds timed per latency figure.
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
+    /// Overwrite an existing --out file (never the model being quantized).
+    #[arg(long)]
+    pub replace: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -45,6 +48,7 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         max_drop: args.max_drop,
         force: args.force,
         seconds: args.seconds,
+        replace: args.replace,
     })?;
     super::print_json_or(args.json, &outcome, crate::quant::Outcome::render)?;
     if !outcome.written {

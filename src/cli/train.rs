@@ -32,6 +32,7 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let (cfg, dir, resume) = match &args.resume {
         Some(run) => {
+            crate::layout::check_resume(run, crate::layout::Kind::Run)?;
             let rd = crate::layout::RunDir(run.clone());
             let mut cfg = crate::config::RunConfig::load(&rd.config(), &args.overrides)
                 .with_context(|| format!("resuming {}", run.display()))?;
@@ -50,6 +51,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 .run_dir
                 .clone()
                 .unwrap_or_else(|| crate::layout::new_run_dir(&cfg.name));
+            crate::layout::check_new(&dir, crate::layout::Kind::Run, "--run-dir")?;
             (cfg, dir, false)
         }
     };

@@ -31,7 +31,9 @@ pub fn mlflow_exe() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".venv"));
     let p = venv.join("bin/mlflow");
     if p.exists() {
-        p
+        // Absolute: the server starts in its own folder, where a relative
+        // `.venv/bin/mlflow` would name nothing.
+        std::path::absolute(&p).unwrap_or(p)
     } else {
         PathBuf::from("mlflow")
     }

@@ -13,7 +13,7 @@ pub mod tpe;
 use crate::layout::SweepDir;
 use crate::metric::{Direction, EpochRecord};
 use crate::train::{Control, Listener, TrainEvent};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use config::Experiment;
 use journal::{Event, Journal, TrialRecord, TrialState};
 use sampler::{observations, Params};
@@ -52,11 +52,10 @@ pub fn run(
     tracker: &dyn crate::track::Tracker,
 ) -> Result<Summary> {
     let sd = SweepDir::new(dir);
-    if !resume && sd.journal().exists() {
-        bail!(
-            "{} already holds a sweep; pass --resume to continue it",
-            dir.display()
-        );
+    if resume {
+        crate::layout::check_resume(dir, crate::layout::Kind::Sweep)?;
+    } else {
+        crate::layout::check_new(dir, crate::layout::Kind::Sweep, "--sweep-dir")?;
     }
     let journal = Journal::open(dir)?;
     if !resume {

@@ -35,7 +35,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut c = fer();
+        Server::start_with(fer(), dir, port, extra, env)
+    }
+    fn start_with(
+        mut c: Command,
+        dir: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         c.args(["mlflow", "up", "--port", &port.to_string(), "--wait", "400"])
             .arg("--dir")
             .arg(dir)
@@ -727,4 +735,18 @@ fn bad_tracking_settings_are_named_and_the_sweep_completes_locally() {
     assert!(err.contains("answered 404"), "{err}");
     assert!(err.contains("no MLflow REST API at this address"), "{err}");
     assert!(d.join("summary.json").exists());
+}
+
+/// `fer mlflow up` from the repository root with no environment set finds
+/// the project's `.venv` (its path is made absolute before the server starts
+/// in its own folder).
+#[test]
+fn mlflow_up_works_from_the_repository_root_with_no_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = common::fer();
+    c.env_remove("VIRTUAL_ENV").env_remove("FER_MLFLOW");
+    let server = Server::start_with(c, &tmp.path().join("bare"), free_port(), &[], &[]);
+    let health = reqwest::blocking::get(format!("{}/health", server.uri)).unwrap();
+    assert!(health.status().is_success());
+    server.stop();
 }

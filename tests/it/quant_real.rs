@@ -143,6 +143,26 @@ fn int8_models_keep_accuracy_shrink_evaluate_and_serve() {
         "{err}"
     );
     assert!(!gated.exists());
+    // Nothing finished is overwritten: an existing --out is refused unless
+    // --replace, and the model being quantized is refused always.
+    let q = t.join("mlp-int8.safetensors");
+    let before = std::fs::read(&q).unwrap();
+    let out = quantize(&mlp, &q, &["--max-drop", "100"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("exists already") && err.contains("--replace"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&q).unwrap(), before);
+    let own = mlp.join("model.safetensors");
+    let float = std::fs::read(&own).unwrap();
+    let out = quantize(&mlp, &own, &["--max-drop", "100", "--replace"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is the model being quantized"), "{err}");
+    assert_eq!(std::fs::read(&own).unwrap(), float);
+    let v = json(&quantize(&mlp, &q, &["--max-drop", "100", "--replace"]));
+    assert_eq!(v["written"], true);
     // Clear errors for what cannot be quantized.
     let again = quantize(&t.join("cnn-int8.safetensors"), &t.join("x"), &[]);
     assert!(!again.status.success());

@@ -460,6 +460,105 @@ fn model_file_round_trip_gives_identical_predictions() {
     assert_eq!(v["by_origin"]["PublicTest"]["n"].as_u64().unwrap(), 3589);
 }
 
+/// Nothing finished is overwritten: a new run or sweep aimed at a folder
+/// that holds one, or a resume of the wrong kind, is refused with the folder
+/// named and what to do, and the finished files stay as they were.
+#[test]
+fn a_finished_run_or_sweep_is_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, sweep) = (tmp.path().join("run"), tmp.path().join("sweep"));
+    let tiny = ["--set", "train.subset=0.02", "--set", "train.epochs=1"];
+    common::run_ok(
+        common::fer()
+            .args(["train", "configs/mlp.yaml", "--run-dir"])
+            .arg(&run)
+            .args(tiny),
+    );
+    common::run_ok(
+        common::fer()
+            .args(["sweep", "experiments/smoke.yaml", "--sweep-dir"])
+            .arg(&sweep)
+            .args(["--set", "search.n_trials=1"]),
+    );
+    let files = |d: &Path| -> Vec<Vec<u8>> {
+        [
+            "config.yaml",
+            "model.safetensors",
+            "metrics.jsonl",
+            "eval.json",
+        ]
+        .iter()
+        .filter_map(|f| std::fs::read(d.join(f)).ok())
+        .collect()
+    };
+    let (run_before, sweep_before) = (files(&run), files(&sweep));
+    assert_eq!(run_before.len(), 4);
+
+    let refused = |args: &[&std::ffi::OsStr], expect: &str| {
+        let out = common::fer().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let (r, w) = (run.as_os_str(), sweep.as_os_str());
+    // A new run onto a finished run, or onto a sweep.
+    refused(
+        &[os("train"), os("configs/cnn.yaml"), os("--run-dir"), r],
+        "already holds a run; pass --resume to continue it, or choose another --run-dir",
+    );
+    refused(
+        &[os("train"), os("configs/cnn.yaml"), os("--run-dir"), w],
+        "holds a sweep, not a run; choose another --run-dir",
+    );
+    // A new sweep onto a run, or onto a finished sweep; a resume of a run as
+    // a sweep and of a sweep as a run.
+    refused(
+        &[
+            os("sweep"),
+            os("experiments/smoke.yaml"),
+            os("--sweep-dir"),
+            r,
+        ],
+        "holds a run, not a sweep; choose another --sweep-dir",
+    );
+    refused(
+        &[
+            os("sweep"),
+            os("experiments/smoke.yaml"),
+            os("--sweep-dir"),
+            w,
+        ],
+        "already holds a sweep; pass --resume",
+    );
+    refused(
+        &[
+            os("sweep"),
+            os("experiments/smoke.yaml"),
+            os("--resume"),
+            os("--sweep-dir"),
+            r,
+        ],
+        "holds a run, not a sweep",
+    );
+    refused(
+        &[os("train"), os("--resume"), w],
+        "holds a sweep, not a run",
+    );
+    // A folder with other files in it is no place for a new run either.
+    refused(
+        &[
+            os("train"),
+            os("configs/cnn.yaml"),
+            os("--run-dir"),
+            tmp.path().as_os_str(),
+        ],
+        "is not empty and holds no fer run",
+    );
+    assert!(files(&run) == run_before, "the run's files changed");
+    assert!(files(&sweep) == sweep_before, "the sweep's files changed");
+}
+
 #[test]
 fn a_bad_run_config_is_rejected_with_its_location() {
     let tmp = tempfile::tempdir().unwrap();
