@@ -51,7 +51,15 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 .run_dir
                 .clone()
                 .unwrap_or_else(|| crate::layout::new_run_dir(&cfg.name));
-            crate::layout::check_new(&dir, crate::layout::Kind::Run, "--run-dir")?;
+            // An ensemble's folder may be trained again: finished members
+            // with the same recipe are reused and others refused (see
+            // train::ensemble). Any other existing run is left alone.
+            let saved = crate::layout::RunDir(dir.clone()).config();
+            let same_kind = cfg.ensemble.is_some()
+                && crate::config::RunConfig::load(&saved, &[]).is_ok_and(|c| c.ensemble.is_some());
+            if !same_kind {
+                crate::layout::check_new(&dir, crate::layout::Kind::Run, "--run-dir")?;
+            }
             (cfg, dir, false)
         }
     };
