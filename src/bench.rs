@@ -4,6 +4,7 @@
 use crate::data;
 use crate::data::augment::{augment_batch, eval_batch, AugmentConfig};
 use crate::data::DataConfig;
+use crate::eval::latency::median;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -38,11 +39,6 @@ pub struct DataBench {
     pub threads: usize,
     pub rows: Vec<Row>,
     pub torch_version: Option<String>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
@@ -572,7 +568,7 @@ pub fn sgemm_gflops(seconds: f64) -> f64 {
 fn model_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
-        let file = crate::artifact::file_of(p);
+        let file = crate::layout::model_file_of(p);
         if file.is_file() {
             out.push(file);
         } else if let Ok(rd) = std::fs::read_dir(p) {

@@ -44,7 +44,7 @@ pub fn calibrate(args: &CalibrateOptions) -> Result<Calibrated> {
     let cfg = &args.adjust;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("--min/--max/--step: {e}"))?;
-    let src = artifact::file_of(&args.model);
+    let src = crate::layout::model_file_of(&args.model);
     let mut clf = Classifier::load(&src, Device::Cpu)?;
     if clf.net.is_none() {
         bail!(

@@ -23,7 +23,7 @@ pub struct Part {
 impl Part {
     /// Reads a model file, or `model.safetensors` of a run folder.
     pub fn load(path: &Path) -> Result<Part> {
-        let file = artifact::file_of(path);
+        let file = crate::layout::model_file_of(path);
         let loaded = tensor_io::load(&file)?;
         let meta = ModelMeta::from_metadata(&file, &loaded.metadata)?;
         if loaded

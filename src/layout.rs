@@ -279,12 +279,6 @@ impl RunDir {
     pub fn eval(&self) -> PathBuf {
         self.0.join(EVAL)
     }
-    pub fn provenance(&self) -> PathBuf {
-        self.0.join(PROVENANCE)
-    }
-    pub fn mlflow_state(&self) -> PathBuf {
-        self.0.join(MLFLOW_STATE)
-    }
     pub fn plots(&self) -> PathBuf {
         self.0.join(PLOTS)
     }
@@ -330,12 +324,6 @@ impl SweepDir {
     }
     pub fn journal(&self) -> PathBuf {
         self.0.join(TRIALS)
-    }
-    pub fn provenance(&self) -> PathBuf {
-        self.0.join(PROVENANCE)
-    }
-    pub fn mlflow_state(&self) -> PathBuf {
-        self.0.join(MLFLOW_STATE)
     }
     /// Trial `n`'s run folder, `trials/NNN`.
     pub fn trial(&self, n: usize) -> RunDir {

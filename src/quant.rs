@@ -77,7 +77,7 @@ pub struct Outcome {
 /// Quantizes the model, measures both sides, and writes the int8 file when
 /// PublicTest accuracy drops by at most `max_drop` points (or `force`).
 pub fn quantize(args: &QuantizeOptions) -> Result<Outcome> {
-    let file = crate::artifact::file_of(&args.model);
+    let file = crate::layout::model_file_of(&args.model);
     check_out(&args.out, &file, args.replace)?;
     let fp = Classifier::load(&file, Device::Cpu)?;
     if fp.quant.is_some() {

@@ -112,11 +112,6 @@ pub fn rewrite_meta(src: &Path, dst: &Path, meta: &ModelMeta) -> Result<()> {
     tensor_io::save(dst, &tensors, &md)
 }
 
-/// The model file a path names: itself, or `model.safetensors` in a run folder.
-pub fn file_of(path: &Path) -> std::path::PathBuf {
-    crate::layout::model_file_of(path)
-}
-
 impl ModelMeta {
     /// The metadata of a model file, without building the network.
     pub fn read(path: &Path) -> Result<ModelMeta> {
@@ -159,7 +154,7 @@ impl ModelFile {
     /// Reads a model file, or `model.safetensors` inside a run folder,
     /// checking its format.
     pub fn read(path: &Path) -> Result<ModelFile> {
-        let file = file_of(path);
+        let file = crate::layout::model_file_of(path);
         if !file.exists() {
             bail!(
                 "{}: no model file (expected a .safetensors written by fer, or a run folder holding {})",

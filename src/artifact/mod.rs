@@ -11,6 +11,5 @@ pub mod int8;
 pub use classifier::{net_probs, predict_set, Classifier};
 pub use data::{DataUse, ModelData};
 pub use file::{
-    class_names, file_of, prior, rewrite_meta, save, save_tensors, LogitAdjust, ModelFile,
-    ModelMeta, FORMAT,
+    class_names, prior, rewrite_meta, save, save_tensors, LogitAdjust, ModelFile, ModelMeta, FORMAT,
 };

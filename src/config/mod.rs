@@ -118,7 +118,7 @@ impl RunConfig {
                 .seeds
                 .iter()
                 .map(|&seed| Member {
-                    dir: format!("member-{seed}"),
+                    dir: crate::layout::member_name(seed),
                     seed,
                     cfg: RunConfig {
                         seed,
@@ -157,7 +157,7 @@ impl RunConfig {
                     cfg.validate()
                         .map_err(|e| anyhow!("ensemble.members[{k}]: {e}"))?;
                     Ok(Member {
-                        dir: format!("member-{k}"),
+                        dir: crate::layout::member_name(k),
                         seed: m.seed,
                         cfg,
                     })

@@ -47,7 +47,9 @@ pub fn forward_seconds(
     median(forward_times(module, batch, side, seconds, 5))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The middle value (the upper one of an even count): the figure every timing
+/// here reports.
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -161,7 +161,7 @@ impl Engine {
         let log = a
             .drift_log
             .clone()
-            .unwrap_or_else(|| crate::layout::runs_root().join("serve/predictions.jsonl"));
+            .unwrap_or_else(crate::layout::serve_predictions);
         let train: Vec<f64> = clf.meta.prior.iter().map(|&p| p as f64).collect();
         let reference = reference_confidence(&clf, a.data.as_deref());
         Ok(Engine {
