@@ -16,8 +16,10 @@ use tch::Device;
 pub struct CalibrateOptions {
     /// A model file written by fer, or a run folder.
     pub model: PathBuf,
-    /// Where to write the adjusted model file (must not exist).
+    /// Where to write the adjusted model file.
     pub out: PathBuf,
+    /// Overwrite an existing `out` (never the source model).
+    pub replace: bool,
     /// Data set folder (default: the data config's default).
     pub data: Option<PathBuf>,
     /// Fit on ten-crop TTA probabilities.
@@ -35,16 +37,11 @@ pub struct Calibrated {
 
 /// Fits the adjustment on the model's validation split and writes the copy.
 pub fn calibrate(args: &CalibrateOptions) -> Result<Calibrated> {
-    if args.out.exists() {
-        bail!(
-            "{}: exists already; choose another --out (nothing was written)",
-            args.out.display()
-        );
-    }
+    let src = crate::layout::model_file_of(&args.model);
+    crate::layout::check_out_file(&args.out, &[&src], "--out", args.replace)?;
     let cfg = &args.adjust;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("--min/--max/--step: {e}"))?;
-    let src = crate::layout::model_file_of(&args.model);
     let mut clf = Classifier::load(&src, Device::Cpu)?;
     if clf.net.is_none() {
         bail!(

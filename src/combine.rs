@@ -160,6 +160,8 @@ pub struct EnsembleOptions {
     /// one by one).
     pub models: Vec<PathBuf>,
     pub out: PathBuf,
+    /// Overwrite an existing `out` (never a source).
+    pub replace: bool,
     /// The ensemble's name in its metadata (default: the output file's stem).
     pub name: Option<String>,
     pub weights: WeightsDtype,
@@ -180,12 +182,13 @@ pub struct EnsembleOutcome {
 /// the ensemble's validation accuracy (centre crop) on the sources' shared
 /// split. Nothing here reads the test set: evaluate the file with `fer eval`.
 pub fn ensemble(args: &EnsembleOptions) -> Result<EnsembleOutcome> {
-    if args.out.exists() {
-        bail!(
-            "{}: exists already; choose another --out (nothing was written)",
-            args.out.display()
-        );
-    }
+    let sources: Vec<PathBuf> = args
+        .models
+        .iter()
+        .map(|p| crate::layout::model_file_of(p))
+        .collect();
+    let sources: Vec<&Path> = sources.iter().map(|p| p.as_path()).collect();
+    crate::layout::check_out_file(&args.out, &sources, "--out", args.replace)?;
     let parts: Vec<Part> = args
         .models
         .iter()

@@ -29,6 +29,11 @@ pub const SUMMARY_JSON: &str = "summary.json";
 /// The best trial's model, copied to the sweep folder.
 pub const BEST_MODEL: &str = "best-model.safetensors";
 /// The report's cached measurements, kept in the run folder.
+/// A report folder's page, and how it begins (what marks a folder as one).
+pub const REPORT_README: &str = "README.md";
+pub const REPORT_TITLE: &str = "# Report: ";
+/// The one-writer lock of a run or trial folder (see `lock`).
+pub const LOCK: &str = ".lock";
 pub const LATENCY: &str = "latency.json";
 pub const ROBUSTNESS: &str = "robustness.json";
 const CHECKPOINTS: &str = "checkpoints";
@@ -152,10 +157,11 @@ pub fn check_new(dir: &Path, want: Kind, flag: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
+    // A lock file alone is what a process killed before its first write leaves.
     let empty = std::fs::read_dir(dir)
         .with_context(|| format!("{}: not a folder", dir.display()))?
-        .next()
-        .is_none();
+        .filter_map(|e| e.ok())
+        .all(|e| e.file_name() == LOCK);
     if empty {
         return Ok(());
     }
@@ -194,6 +200,71 @@ pub fn check_resume(dir: &Path, want: Kind) -> Result<()> {
         }
         None => anyhow::bail!("{}: no {want} to resume here", dir.display()),
     }
+}
+
+/// Refuses to write the file `out` over finished work: over any of
+/// `sources` (the files the command reads) always, over any other existing
+/// file unless `replace` (the command's `--replace`). `flag` names the
+/// option that chose `out`.
+pub fn check_out_file(out: &Path, sources: &[&Path], flag: &str, replace: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if out.is_dir() {
+        anyhow::bail!(
+            "{}: is a folder; {flag} takes a file name (nothing was written)",
+            out.display()
+        );
+    }
+    let canon = std::fs::canonicalize(out).ok();
+    if sources
+        .iter()
+        .any(|s| canon.is_some() && std::fs::canonicalize(s).ok() == canon)
+    {
+        anyhow::bail!(
+            "{}: is a file this command reads; choose another {flag} (nothing was written)",
+            out.display()
+        );
+    }
+    if !replace {
+        anyhow::bail!(
+            "{}: exists already; choose another {flag}, or pass --replace to overwrite it (nothing was written)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a report folder that holds anything but an earlier report
+/// (which is rewritten: a report is derived and can always be made again).
+pub fn check_report_out(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        anyhow::bail!(
+            "{}: is a file, not a report folder (nothing was written)",
+            out.display()
+        );
+    }
+    if let Some(k) = kind_of(out) {
+        anyhow::bail!(
+            "{}: holds a {k}; choose another --out for the report (nothing was written)",
+            out.display()
+        );
+    }
+    let empty = std::fs::read_dir(out)
+        .with_context(|| format!("{}: not a folder", out.display()))?
+        .next()
+        .is_none();
+    let readme = std::fs::read_to_string(out.join(REPORT_README)).unwrap_or_default();
+    if empty || readme.starts_with(REPORT_TITLE) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{}: is not empty and holds no fer report; choose a new or empty --out (nothing was written)",
+        out.display()
+    )
 }
 
 /// The one definition of a run or sweep folder: a sweep has a journal; a run

@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod layout;
+pub mod lock;
 pub mod metric;
 pub mod mlflow;
 pub mod models;

@@ -31,6 +31,35 @@ pub struct Provenance {
     pub data_dir: Option<String>,
     /// Images in the train, validation and test splits.
     pub split_sizes: Option<[usize; 3]>,
+    /// The resolved config when the run or sweep started (or was last
+    /// resumed with accepted changes): what `--resume` is checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    /// Each resume that changed the recipe, with the changes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<Resumed>,
+}
+
+/// A resume that changed keys a resume may change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resumed {
+    /// Unix time (s).
+    pub time: f64,
+    pub host: String,
+    pub command: String,
+    pub changes: Vec<crate::config::diff::Change>,
+}
+
+impl Resumed {
+    pub fn now(changes: Vec<crate::config::diff::Change>) -> Resumed {
+        Resumed {
+            time: crate::layout::unix_now(),
+            host: hostname(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            changes,
+        }
+    }
 }
 
 impl Provenance {

@@ -78,7 +78,7 @@ pub struct Outcome {
 /// PublicTest accuracy drops by at most `max_drop` points (or `force`).
 pub fn quantize(args: &QuantizeOptions) -> Result<Outcome> {
     let file = crate::layout::model_file_of(&args.model);
-    check_out(&args.out, &file, args.replace)?;
+    crate::layout::check_out_file(&args.out, &[&file], "--out", args.replace)?;
     let fp = Classifier::load(&file, Device::Cpu)?;
     if fp.quant.is_some() {
         bail!("{}: already an int8 model file", file.display());
@@ -148,31 +148,6 @@ pub fn quantize(args: &QuantizeOptions) -> Result<Outcome> {
         int8_layers: qmeta.int8_layers(),
         layers: qmeta.layers.len(),
     })
-}
-
-/// Refuses an `out` that would destroy finished work: the float model being
-/// quantized, always; any other existing file unless `replace`.
-fn check_out(out: &Path, model: &Path, replace: bool) -> Result<()> {
-    if !out.exists() {
-        return Ok(());
-    }
-    let same = match (std::fs::canonicalize(out), std::fs::canonicalize(model)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        bail!(
-            "{}: is the model being quantized; choose another --out (nothing was written)",
-            out.display()
-        );
-    }
-    if !replace {
-        bail!(
-            "{}: exists already; choose another --out, or pass --replace to overwrite it (nothing was written)",
-            out.display()
-        );
-    }
-    Ok(())
 }
 
 /// Observes every layer's inputs on `calib`, then stores each weight as int8

@@ -12,9 +12,12 @@ use std::process::ExitCode;
 pub struct CalibrateArgs {
     /// A model file written by fer, or a run folder.
     pub model: PathBuf,
-    /// Where to write the adjusted model file (must not exist).
+    /// Where to write the adjusted model file (a new file unless --replace).
     #[arg(long)]
     pub out: PathBuf,
+    /// Overwrite an existing --out (never the model being calibrated).
+    #[arg(long)]
+    pub replace: bool,
     /// Data set folder (default: $FER2013_DIR, else data/fer2013).
     #[arg(long, env = "FER2013_DIR")]
     pub data: Option<PathBuf>,
@@ -45,12 +48,6 @@ pub enum SelectArg {
 }
 
 pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
-    if args.out.exists() {
-        bail!(
-            "{}: exists already; choose another --out (nothing was written)",
-            args.out.display()
-        );
-    }
     if !(args.step > 0.0 && args.step.is_finite()) {
         bail!("--step must be above 0, got {}", args.step);
     }
@@ -70,6 +67,7 @@ pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
     let out = calibrate(&CalibrateOptions {
         model: args.model,
         out: args.out.clone(),
+        replace: args.replace,
         data: args.data,
         tta: args.tta,
         adjust,

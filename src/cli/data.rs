@@ -20,12 +20,19 @@ pub struct StatsArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Where to write the class-distribution chart.
+    /// Where to write the class-distribution chart (default:
+    /// runs/data/class_distribution.png, refreshed each time).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Overwrite an existing --plot file.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 pub fn stats(args: StatsArgs) -> Result<ExitCode> {
+    if let Some(p) = &args.plot {
+        crate::layout::check_out_file(p, &[], "--plot", args.replace)?;
+    }
     let cfg = args.data.resolve()?;
     let loaded = data::load(&cfg, &crate::layout::cache_dir())?;
     let stats = data::stats::compute(&cfg, &loaded.data, loaded.seconds, loaded.from_cache);

@@ -12,9 +12,12 @@ pub struct EnsembleArgs {
     /// (whose members join one by one).
     #[arg(required = true, num_args = 2..)]
     pub models: Vec<PathBuf>,
-    /// Where to write the ensemble's model file.
+    /// Where to write the ensemble's model file (a new file unless --replace).
     #[arg(long)]
     pub out: PathBuf,
+    /// Overwrite an existing --out (never one of the models being combined).
+    #[arg(long)]
+    pub replace: bool,
     /// The ensemble's name in its metadata (default: the output file's stem).
     #[arg(long)]
     pub name: Option<String>,
@@ -36,6 +39,7 @@ pub fn run(args: EnsembleArgs) -> Result<ExitCode> {
     let out = ensemble(&EnsembleOptions {
         models: args.models,
         out: args.out,
+        replace: args.replace,
         name: args.name,
         weights: match args.weights {
             WeightsArg::F32 => WeightsDtype::F32,

@@ -39,7 +39,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         loaded,
         split: tv,
         note,
-        ..
+        dir,
     } = clf.meta.load_data(args.data.as_deref(), purpose)?;
     if let Some(n) = note {
         eprintln!("{n}");
@@ -55,6 +55,13 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     } else {
         loaded.data.test.clone()
     };
+    if set.is_empty() {
+        bail!(
+            "{}: the {} split has no images; nothing to evaluate",
+            dir.display(),
+            args.split
+        );
+    }
     let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta);
     let robustness = args
         .robustness

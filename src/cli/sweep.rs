@@ -39,12 +39,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
         (None, true) => crate::layout::latest_sweep(&exp.name)?,
     };
     if args.resume {
-        crate::layout::check_resume(&dir, crate::layout::Kind::Sweep)?;
-        // The sweep folder's own resolved config is the one to continue.
-        let saved = crate::layout::SweepDir::new(&dir).config();
-        let mut saved_exp: crate::sweep::config::Experiment = crate::config::load_yaml(&saved)?;
-        saved_exp.data.dir = exp.data.dir.clone();
-        exp = saved_exp;
+        exp = crate::sweep::resume::prepare(&dir, exp, &args.overrides)?;
     }
     eprintln!("sweep folder: {}", dir.display());
     let uri =

@@ -1,6 +1,6 @@
 //! `fer train`: a run config (or a run folder to resume) to a trained run folder.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,16 +30,11 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    let (cfg, dir, resume) = match &args.resume {
+    let (cfg, dir, resume, _lock) = match &args.resume {
         Some(run) => {
-            crate::layout::check_resume(run, crate::layout::Kind::Run)?;
-            let rd = crate::layout::RunDir(run.clone());
-            let mut cfg = crate::config::RunConfig::load(&rd.config(), &args.overrides)
-                .with_context(|| format!("resuming {}", run.display()))?;
-            if let Some(d) = &args.data {
-                cfg.data.dir = d.clone();
-            }
-            (cfg, run.clone(), true)
+            let (cfg, lock) =
+                crate::train::resume::prepare(run, &args.overrides, args.data.as_ref())?;
+            (cfg, run.clone(), true, Some(lock))
         }
         None => {
             let path = args.config.as_ref().expect("clap requires a config");
@@ -60,7 +55,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             if !same_kind {
                 crate::layout::check_new(&dir, crate::layout::Kind::Run, "--run-dir")?;
             }
-            (cfg, dir, false)
+            (cfg, dir, false, None)
         }
     };
     eprintln!("run folder: {}", dir.display());

@@ -1,6 +1,7 @@
 //! YAML config files parsed into typed structs. Errors name the file, line
 //! and column, with serde's list of the allowed keys or values.
 
+pub mod diff;
 pub mod train;
 
 use crate::models::ModelConfig;

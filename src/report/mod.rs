@@ -33,6 +33,7 @@ pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
         .out
         .clone()
         .unwrap_or_else(|| crate::layout::report_dir(&name));
+    crate::layout::check_report_out(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     if inputs.runs.is_empty() {
         bail!(
@@ -62,7 +63,7 @@ pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     .iter()
     .map(|section| section(&d))
     .collect();
-    let readme = out.join("README.md");
+    let readme = out.join(crate::layout::REPORT_README);
     crate::layout::write_atomic(&readme, md.as_bytes())?;
     Ok(readme)
 }

@@ -6,7 +6,7 @@
 use super::sampler::Params;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,15 +104,23 @@ impl Journal {
 
     /// Drops a last line that a kill cut short, so appends stay parseable.
     fn repair(&self) -> Result<()> {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+        else {
             return Ok(());
         };
+        // Under the append lock, so a line being written is never cut.
+        let ctx = || format!("repairing {}", self.path.display());
+        f.lock().with_context(ctx)?;
+        let mut text = String::new();
+        f.read_to_string(&mut text).with_context(ctx)?;
         if text.is_empty() || text.ends_with('\n') {
             return Ok(());
         }
         let keep = text.rfind('\n').map_or(0, |i| i + 1);
-        std::fs::write(&self.path, &text[..keep])
-            .with_context(|| format!("repairing {}", self.path.display()))
+        f.set_len(keep as u64).with_context(ctx)
     }
 
     pub fn append(&self, e: &Event) -> Result<()> {
@@ -123,6 +131,10 @@ impl Journal {
             .with_context(|| format!("opening {}", self.path.display()))?;
         let mut line = serde_json::to_string(e)?;
         line.push('\n');
+        // Processes sharing a sweep append under an exclusive lock (released
+        // when `f` closes), one whole line each.
+        f.lock()
+            .with_context(|| format!("locking {}", self.path.display()))?;
         f.write_all(line.as_bytes())?;
         f.sync_data()?;
         Ok(())

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod journal;
 pub mod pruner;
+pub mod resume;
 pub mod sampler;
 pub mod space;
 pub mod tpe;
@@ -67,15 +68,30 @@ pub fn run(
     let objective = exp.search.objective.clone();
     let started = Instant::now();
     let already: f64 = journal.trials()?.iter().map(|t| t.seconds).sum();
+    let mut busy_noted = std::collections::BTreeSet::new();
     loop {
         let trials = journal.trials()?;
         // An interrupted trial is finished first, from its checkpoint: no new
-        // trial is asked for, so none is lost or counted twice.
-        let (number, params, seed) =
-            if let Some(t) = trials.iter().find(|t| t.state == TrialState::Running) {
-                eprintln!("sweep: resuming interrupted trial {}", t.number);
-                (t.number, t.params.clone(), t.seed)
-            } else {
+        // trial is asked for, so none is lost or counted twice. A trial that
+        // another live process is running is left to it.
+        let mut claim = None;
+        for t in trials.iter().filter(|t| t.state == TrialState::Running) {
+            match crate::lock::try_acquire(sd.trial(t.number).path())? {
+                Ok(lock) => {
+                    eprintln!("sweep: resuming interrupted trial {}", t.number);
+                    claim = Some((t.number, t.params.clone(), t.seed, lock));
+                    break;
+                }
+                Err(holder) => {
+                    if busy_noted.insert(t.number) {
+                        eprintln!("sweep: trial {} is being run by {holder}", t.number);
+                    }
+                }
+            }
+        }
+        let (number, params, seed, _lock) = match claim {
+            Some(c) => c,
+            None => {
                 if trials.len() >= exp.search.n_trials {
                     break;
                 }
@@ -89,6 +105,17 @@ pub fn run(
                     }
                 }
                 let n = trials.len();
+                // A new number is claimed by locking its folder, then checked
+                // against the journal again: another process sharing the sweep
+                // may have taken it in between.
+                let lock = match crate::lock::try_acquire(sd.trial(n).path())? {
+                    Ok(lock) if journal.trials()?.len() == n => lock,
+                    _ => {
+                        // Its journal line is on the way: read again shortly.
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        continue;
+                    }
+                };
                 let obs = observations(&trials, |v| objective.direction.loss(v));
                 let params = exp.search.sampler.ask(&space, &obs, exp.seed, n);
                 let seed = crate::data::augment::image_seed(exp.seed, 0x7121, n as u64);
@@ -98,8 +125,9 @@ pub fn run(
                     seed,
                     time: crate::layout::unix_now(),
                 })?;
-                (n, params, seed)
-            };
+                (n, params, seed, lock)
+            }
+        };
         run_trial(exp, &sd, &journal, number, &params, seed, tracker)?;
         tracker.changed(dir);
     }
@@ -306,8 +334,9 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
     let best_model = match best {
         Some(n) => {
             let src = sd.trial(n).model();
-            std::fs::copy(&src, sd.best_model())
-                .with_context(|| format!("exporting {}", src.display()))?;
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("exporting {}", src.display()))?;
+            crate::layout::write_atomic(&sd.best_model(), &bytes)?;
             Some(sd.best_model())
         }
         None => None,
@@ -321,8 +350,8 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
         best,
         best_model,
     };
-    std::fs::write(sd.summary_json(), serde_json::to_vec_pretty(&s)?)?;
-    std::fs::write(sd.summary_md(), s.render())?;
+    crate::layout::write_atomic(&sd.summary_json(), &serde_json::to_vec_pretty(&s)?)?;
+    crate::layout::write_atomic(&sd.summary_md(), s.render().as_bytes())?;
     Ok(s)
 }
 

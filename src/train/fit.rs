@@ -74,6 +74,16 @@ impl<'a> Fit<'a> {
             prefetch: tc.prefetch,
         };
         let full_batches = env.splits.train.len() / tc.batch_size;
+        // Batches are full (drop_last): fewer images than one batch would
+        // train nothing and still write a model file.
+        if full_batches == 0 {
+            anyhow::bail!(
+                "the training split has {} images, fewer than one batch (train.batch_size {}): \
+                 no optimiser step would be taken; lower train.batch_size or use more data",
+                env.splits.train.len(),
+                tc.batch_size
+            );
+        }
         let steps_per_epoch = tc
             .max_batches
             .map_or(full_batches, |m| m.min(full_batches))

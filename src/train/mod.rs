@@ -13,6 +13,7 @@ mod fit;
 pub mod optim;
 mod outcome;
 pub mod policy;
+pub mod resume;
 pub mod schedule;
 pub mod swa;
 
@@ -196,6 +197,8 @@ pub fn run_with(
     listeners: &mut [&mut dyn Listener],
     control: Option<&mut dyn Control>,
 ) -> Result<Outcome> {
+    // One writer: a second process on this folder is refused here.
+    let _lock = crate::lock::acquire(dir)?;
     if cfg.ensemble.is_some() {
         return ensemble::run(cfg, dir, resume, listeners, control);
     }
@@ -207,6 +210,9 @@ pub fn run_with(
         write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
     }
     let env = Setup::new(cfg)?;
+    if resume {
+        resume::check_data(dir, &env.digest, &cfg.data.dir)?;
+    }
     if !resume || !dir.join(crate::provenance::FILE).exists() {
         env.save_provenance(cfg, dir)?;
     }
@@ -256,6 +262,7 @@ impl Setup {
         let device = crate::runtime::pick_device(cfg.train.device)?;
         let loaded = data::load(&cfg.data, &crate::layout::cache_dir())?;
         let splits = make_splits(cfg, &loaded.data);
+        check_splits(cfg, &splits, &cfg.data.dir)?;
         Ok(Setup {
             threads,
             device,
@@ -278,7 +285,28 @@ impl Setup {
         );
         let s = &self.splits;
         prov.split_sizes = Some([s.train.len(), s.val.len(), s.test.len()]);
+        // The recipe as it started: what a resume is checked against.
+        prov.config = Some(serde_json::to_value(cfg)?);
         prov.save(dir)
+    }
+}
+
+/// Refuses splits a run cannot be trained or judged on: no training
+/// images, an empty validation split that selection needs, or no test
+/// images to report (an "acc 0.0000" of nothing is not a result).
+fn check_splits(cfg: &RunConfig, s: &Splits, data: &Path) -> Result<()> {
+    let why = if s.train.is_empty() {
+        Some("the training split has no images")
+    } else if s.val.is_empty() && cfg.data.val_fraction > 0.0 {
+        Some("the validation split is empty (too few images for data.val_fraction)")
+    } else if s.test.is_empty() {
+        Some("the test split has no images (a run is evaluated on it)")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => anyhow::bail!("{}: {why}; nothing was trained", data.display()),
+        None => Ok(()),
     }
 }
 

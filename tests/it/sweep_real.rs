@@ -1,6 +1,7 @@
 //! `fer sweep` end to end on real FER-2013 subsets: a kill mid-trial and
-//! `--resume` (no trial lost, duplicated or counted twice), failed trials,
-//! and bad experiment files.
+//! two `--resume`s at once (no trial lost, duplicated or counted twice; a
+//! resume that changes the recipe refused), failed trials, and bad
+//! experiment files.
 
 use crate::common;
 
@@ -72,16 +73,45 @@ fn kill_mid_trial_then_resume_loses_and_duplicates_nothing() {
         "{before:?}"
     );
 
-    let out = common::run_ok(
+    // A resume that would change the recipe is refused, naming the key.
+    let out = fer()
+        .args(["sweep"])
+        .arg(&exp)
+        .args(["--resume", "--set", "train.epochs=3", "--sweep-dir"])
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("train.epochs: 2 recorded, 3 now (--set)"),
+        "{err}"
+    );
+
+    // Two resumes at once: each trial is run by one process only (the
+    // trial's folder lock); the other says who holds it and takes another.
+    let resume = || {
         fer()
             .args(["sweep"])
             .arg(&exp)
             .arg("--resume")
             .arg("--sweep-dir")
-            .arg(&sweep),
+            .arg(&sweep)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (resume(), resume());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let err = String::from_utf8_lossy(&a.stderr).to_string() + &String::from_utf8_lossy(&b.stderr);
+    assert!(a.status.success() && b.status.success(), "{err}");
+    assert_eq!(
+        err.matches("resuming interrupted trial 1").count(),
+        1,
+        "{err}"
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("resuming interrupted trial"), "{err}");
+    assert!(err.contains("sweep: trial 1 is being run by pid"), "{err}");
 
     let events = read_events(&journal).unwrap();
     let started: Vec<usize> = events

@@ -555,6 +555,30 @@ fn a_finished_run_or_sweep_is_never_overwritten() {
         ],
         "is not empty and holds no fer run",
     );
+    // Nor are other commands' outputs written over a run, a sweep, a
+    // folder of other files, or the files a command reads.
+    let model = run.join("model.safetensors");
+    let m = model.as_os_str();
+    refused(
+        &[os("report"), r, os("--out"), w],
+        "holds a sweep; choose another --out for the report",
+    );
+    refused(
+        &[os("report"), r, os("--out"), tmp.path().as_os_str()],
+        "is not empty and holds no fer report",
+    );
+    refused(
+        &[os("data"), os("stats"), os("--plot"), m],
+        "exists already; choose another --plot, or pass --replace",
+    );
+    refused(
+        &[os("calibrate"), r, os("--replace"), os("--out"), m],
+        "is a file this command reads; choose another --out",
+    );
+    refused(
+        &[os("ensemble"), r, r, os("--replace"), os("--out"), m],
+        "is a file this command reads; choose another --out",
+    );
     assert!(files(&run) == run_before, "the run's files changed");
     assert!(files(&sweep) == sweep_before, "the sweep's files changed");
 }
@@ -935,5 +959,174 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
     assert!(
         !st.status.success() && err.contains("at least 2 different seeds"),
         "{err}"
+    );
+}
+
+/// A small real data set in `root`: the first `n` images of each class of
+/// train and `m` of test, linked from the real FER-2013 (nothing copied).
+fn linked_subset(root: &Path, n: usize, m: usize) -> PathBuf {
+    for (split, k) in [("train", n), ("test", m)] {
+        let src = common::fer_dir().join(split);
+        let mut classes: Vec<_> = std::fs::read_dir(&src)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        classes.sort();
+        for c in classes {
+            let dst = root.join(split).join(c.file_name().unwrap());
+            std::fs::create_dir_all(&dst).unwrap();
+            let mut files: Vec<_> = std::fs::read_dir(&c)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files.iter().take(k) {
+                std::os::unix::fs::symlink(f, dst.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    root.to_path_buf()
+}
+
+/// Runs `fer` expecting a refusal (exit 2) whose message holds `expect`.
+fn refused(cmd: &mut Command, expect: &str) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+    assert!(err.contains(expect), "{cmd:?}: {err}");
+    assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+    err
+}
+
+#[test]
+fn one_writer_per_run_and_resume_continues_the_recorded_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut child = fer()
+        .args(["train", "configs/mlp.yaml", "--run-dir"])
+        .arg(&run)
+        .args(["--set", "train.subset=0.02", "--set", "train.epochs=30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |s| s.lines().count()) < 1 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no epoch finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second writer is refused with the holder's pid and host.
+    let host = fer::provenance::hostname();
+    let holder = format!("is in use by pid {} on host {host}", child.id());
+    refused(fer().args(["train", "--resume"]).arg(&run), &holder);
+    let pid = child.id();
+    child.kill().unwrap(); // SIGKILL: the lock file stays behind
+    child.wait().unwrap();
+    assert!(run.join(".lock").exists());
+    let model_bytes = || std::fs::read(run.join("checkpoints/last.safetensors")).ok();
+    let before = model_bytes();
+
+    // Resume resumes the same thing: a recipe key by --set, an edited
+    // config.yaml are refused with the differences listed.
+    refused(
+        fer()
+            .args(["train", "--resume"])
+            .arg(&run)
+            .args(["--set", "train.optimizer.lr=0.5"]),
+        "train.optimizer.lr: 0.001 recorded, 0.5 now (--set)",
+    );
+    let cfg = run.join("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("dropout: 0.3", "dropout: 0.4")).unwrap();
+    refused(
+        fer().args(["train", "--resume"]).arg(&run),
+        "model.dropout: 0.3 recorded, 0.4 now (the file was edited)",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    assert_eq!(model_bytes(), before, "a refused resume changed the run");
+
+    // More epochs are a real need: accepted with --set and recorded. The
+    // dead process's lock is taken over, naming it.
+    let out = common::run_ok(
+        fer()
+            .args(["train", "--resume"])
+            .arg(&run)
+            .args(["--set", "train.epochs=2"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("was left locked by pid {pid} on host {host}")),
+        "{err}"
+    );
+    assert!(!run.join(".lock").exists(), "the lock outlived its holder");
+    let saved = RunConfig::load(&cfg, &[]).unwrap();
+    assert_eq!(saved.train.epochs, 2);
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("provenance.json")).unwrap())
+            .unwrap();
+    let change = &prov["resumes"][0]["changes"][0];
+    assert_eq!(change["key"], "train.epochs");
+    assert_eq!(
+        (change["was"].as_u64(), change["now"].as_u64()),
+        (Some(30), Some(2))
+    );
+    assert_eq!(prov["config"]["train"]["epochs"], 2);
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    // Other data (by content, whatever its path) is refused too.
+    let other = linked_subset(&tmp.path().join("other"), 40, 5);
+    let model = || std::fs::read(run.join("model.safetensors")).unwrap();
+    let shipped = model();
+    refused(
+        fer()
+            .args(["train", "--resume"])
+            .arg(&run)
+            .arg("--data")
+            .arg(&other),
+        "the run was trained on data with digest",
+    );
+    assert!(model() == shipped, "a refused resume changed the run");
+}
+
+#[test]
+fn impossible_work_fails_and_writes_no_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let few = linked_subset(&tmp.path().join("few"), 5, 3);
+    let none = linked_subset(&tmp.path().join("none"), 0, 0);
+    let run = |data: &Path, name: &str| {
+        let mut c = fer();
+        c.args([
+            "train",
+            "configs/mlp.yaml",
+            "--set",
+            "train.epochs=1",
+            "--run-dir",
+        ])
+        .arg(tmp.path().join(format!("run-{name}")))
+        .arg("--data")
+        .arg(data);
+        c
+    };
+    // 35 images less the validation split: fewer than one batch of 128.
+    refused(
+        &mut run(&few, "few"),
+        "fewer than one batch (train.batch_size 128): no optimiser step would be taken",
+    );
+    refused(&mut run(&none, "none"), "the training split has no images");
+    for name in ["few", "none"] {
+        let dir = tmp
+            .path()
+            .join(format!("run-{name}"))
+            .join("model.safetensors");
+        assert!(!dir.exists(), "{} written", dir.display());
+    }
+    // An empty split a command needs: `fer eval` on a test/ with no images.
+    let no_test = linked_subset(&tmp.path().join("no-test"), 5, 0);
+    refused(
+        fer()
+            .args(["eval", "models/fer-release.safetensors", "--data"])
+            .arg(&no_test),
+        "the test split has no images; nothing to evaluate",
     );
 }

@@ -1,0 +1,205 @@
+//! One writer per folder. A process that works on a run (or a sweep's trial)
+//! holds an advisory lock on the folder's `.lock` file for as long as it
+//! works; the file names the holder (pid, host, start, command) so that a
+//! second process is refused with that name. The lock is the OS's (`flock`,
+//! which Linux's NFS client maps to NFS byte-range locks), so a holder that
+//! dies, even by `kill -9`, releases it: the next process takes the folder
+//! over and says whose lock it found. A trial is the unit that is locked,
+//! not the sweep: several processes may share one sweep, each on its own
+//! trials.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Who holds (or last held) a folder.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    /// Unix time (s) the lock was taken.
+    pub since: f64,
+    pub command: String,
+}
+
+impl Holder {
+    fn here() -> Holder {
+        Holder {
+            pid: std::process::id(),
+            host: crate::provenance::hostname(),
+            since: crate::layout::unix_now(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ago = (crate::layout::unix_now() - self.since).max(0.0);
+        write!(
+            f,
+            "pid {} on host {} (for {:.0} s: `{}`)",
+            self.pid, self.host, ago, self.command
+        )
+    }
+}
+
+/// Folders this process holds: a nested acquire (a sweep that claimed a
+/// trial, then trains it) is granted without a second OS lock, which would
+/// conflict with the first even within one process.
+static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// A held folder; dropping it removes the lock file and releases the lock.
+#[derive(Debug)]
+pub struct FolderLock {
+    /// None for a nested acquire, which releases nothing.
+    held: Option<(File, PathBuf, PathBuf)>,
+}
+
+/// Holds `dir` (created if missing) for this process, or says who does.
+pub fn acquire(dir: &Path) -> Result<FolderLock> {
+    match try_acquire(dir)? {
+        Ok(lock) => Ok(lock),
+        Err(holder) => anyhow::bail!(
+            "{} is in use by {holder}; wait for it to finish, or stop that process (a lock left by a process that has died is taken over without asking)",
+            dir.display()
+        ),
+    }
+}
+
+/// As `acquire`, but a folder held by another process is `Ok(Err(holder))`.
+pub fn try_acquire(dir: &Path) -> Result<std::result::Result<FolderLock, Holder>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if held.get_or_insert_with(HashSet::new).contains(&key) {
+            return Ok(Ok(FolderLock { held: None }));
+        }
+    }
+    let path = dir.join(crate::layout::LOCK);
+    loop {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(Err(read_holder(&mut file))),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        // The previous holder removes the file before it lets go: a lock won
+        // on a file no longer at `path` is worthless, so start again.
+        let same = std::fs::metadata(&path)
+            .ok()
+            .zip(file.metadata().ok())
+            .is_some_and(|(a, b)| a.dev() == b.dev() && a.ino() == b.ino());
+        if !same {
+            continue;
+        }
+        let previous = read_holder(&mut file);
+        if previous.pid != 0 {
+            eprintln!(
+                "note: {} was left locked by {previous}, which has ended; taking it over",
+                dir.display()
+            );
+        }
+        let me = serde_json::to_vec_pretty(&Holder::here())?;
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(&me))
+            .and_then(|_| file.flush())
+            .with_context(|| format!("writing {}", path.display()))?;
+        HELD.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashSet::new)
+            .insert(key.clone());
+        return Ok(Ok(FolderLock {
+            held: Some((file, path, key)),
+        }));
+    }
+}
+
+/// The holder named in a lock file (a default one if it cannot be read).
+fn read_holder(file: &mut File) -> Holder {
+    let mut text = String::new();
+    let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+/// The holder of `dir`'s lock if a live process holds it now.
+pub fn holder(dir: &Path) -> Option<Holder> {
+    let path = dir.join(crate::layout::LOCK);
+    let mut file = File::open(&path).ok()?;
+    match file.try_lock_shared() {
+        Err(TryLockError::WouldBlock) => Some(read_holder(&mut file)),
+        _ => None,
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        if let Some((file, path, key)) = self.held.take() {
+            // Removed while still locked (see the inode check above).
+            let _ = std::fs::remove_file(&path);
+            drop(file);
+            if let Some(h) = HELD.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                h.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_folder_is_refused_with_its_holder_then_free_again() {
+        let t = tempfile::tempdir().unwrap();
+        let lock = acquire(t.path()).unwrap();
+        assert_eq!(holder(t.path()).unwrap().pid, std::process::id());
+        // Another open file description conflicts, as another process would.
+        let mut other = File::open(t.path().join(crate::layout::LOCK)).unwrap();
+        assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
+        assert_eq!(read_holder(&mut other).host, crate::provenance::hostname());
+        // A nested acquire in this process is granted and releases nothing.
+        drop(acquire(t.path()).unwrap());
+        assert!(holder(t.path()).is_some());
+        drop(lock);
+        assert!(!t.path().join(crate::layout::LOCK).exists());
+        assert!(holder(t.path()).is_none());
+        drop(acquire(t.path()).unwrap());
+    }
+
+    #[test]
+    fn a_lock_file_nobody_holds_is_taken_over() {
+        let t = tempfile::tempdir().unwrap();
+        let dead = Holder {
+            pid: 999_999,
+            host: "elsewhere".into(),
+            since: 0.0,
+            command: "fer train".into(),
+        };
+        std::fs::write(
+            t.path().join(crate::layout::LOCK),
+            serde_json::to_vec(&dead).unwrap(),
+        )
+        .unwrap();
+        assert!(holder(t.path()).is_none());
+        let lock = acquire(t.path()).unwrap();
+        assert_eq!(holder(t.path()).unwrap().pid, std::process::id());
+        drop(lock);
+    }
+}
