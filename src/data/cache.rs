@@ -1,8 +1,10 @@
 //! The decode cache under `runs/cache/`: decoded pixels in one file named by
 //! the data set's content digest, plus a small key file per stat fingerprint
-//! (names, sizes, mtimes) that points at it. A second load stats the files,
-//! finds the key, and reads one contiguous file instead of decoding ~36k JPEGs.
-//! The cache is an optimisation: any failure here falls back to decoding.
+//! (names, sizes, mtimes, ctimes and inodes) that points at it. A second load
+//! stats the files, finds the key, and reads one contiguous file instead of
+//! decoding ~36k JPEGs. It only replaces decoding: the caller's scan still
+//! reports the folder's structure on every load. The cache is an
+//! optimisation: any failure here falls back to decoding.
 
 use super::{FerData, PIXELS};
 use std::io::{Read, Write};

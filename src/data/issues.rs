@@ -47,6 +47,15 @@ impl IssueKind {
         }
     }
 
+    /// Found by decoding a file's bytes (so known while the file is
+    /// unchanged); the others come from listing folders or reading the CSV.
+    pub fn found_by_decoding(self) -> bool {
+        matches!(
+            self,
+            IssueKind::CorruptImage | IssueKind::WrongSize | IssueKind::NotGrayscale
+        )
+    }
+
     /// Issues that lose data; the others (an empty class, a stray file) are
     /// warnings under either policy.
     pub fn loses_data(self) -> bool {

@@ -55,7 +55,14 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
                 None
             };
             match cached {
-                Some(data) => (data, true),
+                Some(mut data) => {
+                    // The folder's structure is this scan's, never the
+                    // cache's: a stray file or unknown folder added since
+                    // is reported exactly as a decoding load reports it.
+                    let cached = std::mem::take(&mut data.report);
+                    data.report = folder_report(&source, scan.report, cached, &data);
+                    (data, true)
+                }
                 None => {
                     let fingerprint = scan.fingerprint.clone();
                     let data = decode_folders(&source, scan)?;
@@ -87,7 +94,8 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
         }
         DataFormat::Auto => unreachable!("resolved above"),
     };
-    // The cache holds the issues too, so the policy applies to cached loads.
+    // Cached or not, the report is complete here, so the policy applies
+    // the same way.
     data.report
         .check(cfg.on_bad_input)
         .with_context(|| format!("loading {}", source.display()))?;
@@ -150,9 +158,11 @@ struct Entry {
 
 struct Scan {
     entries: Vec<Entry>,
+    /// What the listing found: unknown folders, stray files, missing class
+    /// folders. Taken on every load, cache hit or not.
     report: LoadReport,
-    /// Cheap key from names, sizes and modification times: lets a second
-    /// load find the cache without reading a single image.
+    /// Key from every image's name and `stamp`: lets a second load find the
+    /// cache without reading a single image.
     fingerprint: String,
 }
 
@@ -251,6 +261,13 @@ fn list_class(rel: &str, dir: &Path, is_test: bool, class: u8) -> Result<ClassLi
         let lower = fname.to_lowercase();
         let is_image = [".jpg", ".jpeg", ".png"].iter().any(|e| lower.ends_with(e));
         let meta = file.metadata().with_context(|| format!("reading {frel}"))?;
+        // A link's own stat says nothing about the image it points at; a
+        // dangling one keeps its own and fails as unreadable when decoded.
+        let meta = if meta.file_type().is_symlink() {
+            std::fs::metadata(file.path()).unwrap_or(meta)
+        } else {
+            meta
+        };
         if meta.is_dir() || !is_image {
             out.report.push(
                 IssueKind::UnexpectedFile,
@@ -259,13 +276,8 @@ fn list_class(rel: &str, dir: &Path, is_test: bool, class: u8) -> Result<ClassLi
             );
             continue;
         }
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
         out.fingerprint
-            .push_str(&format!("{frel}\0{}\0{mtime}\n", meta.len()));
+            .push_str(&format!("{frel}\0{}\n", stamp(&meta)));
         out.entries.push(Entry {
             rel: frel,
             path: file.path(),
@@ -274,6 +286,66 @@ fn list_class(rel: &str, dir: &Path, is_test: bool, class: u8) -> Result<ClassLi
         });
     }
     Ok(out)
+}
+
+/// What a file's stat says about its content: size, modification time, and
+/// on Unix the inode and status-change time. Setting the modification time
+/// back (`touch -d`, `cp -p`, `File::set_modified`) itself moves the
+/// ctime, which no call can set, so a rewrite of the same size with its
+/// mtime restored still changes the stamp. It costs nothing more: the same
+/// `stat` gives all of it.
+fn stamp(meta: &std::fs::Metadata) -> String {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        format!(
+            "{}\0{mtime}\0{}.{:09}\0{}",
+            meta.len(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            meta.ino()
+        )
+    }
+    #[cfg(not(unix))]
+    format!("{}\0{mtime}", meta.len())
+}
+
+/// A folder load's report: the scan's findings (taken fresh on every load),
+/// the decoding findings about files (from this decode, or from the cache,
+/// which is keyed by every image's stamp), then classes left with no usable
+/// image. Both ways of loading build it here, so they report alike.
+fn folder_report(root: &Path, scan: LoadReport, decoded: LoadReport, data: &FerData) -> LoadReport {
+    let mut report = scan;
+    report.issues.extend(
+        decoded
+            .issues
+            .into_iter()
+            .filter(|i| i.kind.found_by_decoding()),
+    );
+    // A class folder that exists but yields nothing usable is empty too.
+    for (set, split) in [(&data.train, "train"), (&data.test, "test")] {
+        if split == "test" && set.is_empty() && !root.join("test").is_dir() {
+            continue;
+        }
+        let counts = set.class_counts();
+        for (c, name) in CLASSES.iter().enumerate() {
+            let loc = format!("{split}/{name}");
+            let already = report
+                .issues
+                .iter()
+                .any(|i| i.kind == IssueKind::EmptyClass && i.location == loc);
+            if counts[c] == 0 && !already {
+                report.push(IssueKind::EmptyClass, loc, "no usable images");
+            }
+        }
+    }
+    report.sort();
+    report
 }
 
 fn sorted_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
@@ -328,9 +400,7 @@ pub fn decode_face(bytes: &[u8]) -> Result<Box<[u8; PIXELS]>, (IssueKind, String
 
 fn decode_folders(root: &Path, scan: Scan) -> Result<FerData> {
     let Scan {
-        entries,
-        mut report,
-        ..
+        entries, report, ..
     } = scan;
     // Read, hash and decode in parallel; order is kept by the indexed collect.
     let results: Vec<(blake3::Hash, Decoded)> = entries
@@ -350,6 +420,7 @@ fn decode_folders(root: &Path, scan: Scan) -> Result<FerData> {
             ),
         })
         .collect();
+    let mut decoding = LoadReport::default();
     let mut digest = blake3::Hasher::new();
     digest.update(format!("fer-content-v{DIGEST_VERSION}\n").as_bytes());
     let mut data = FerData::default();
@@ -370,43 +441,20 @@ fn decode_folders(root: &Path, scan: Scan) -> Result<FerData> {
                 };
                 set.push(&px[..], e.class, origin, e.rel);
             }
-            Decoded::Bad(kind, detail) => report.push(kind, e.rel, detail),
+            Decoded::Bad(kind, detail) => decoding.push(kind, e.rel, detail),
         }
     }
-    // A class folder that exists but yields nothing usable is empty too.
-    for (set, split) in [(&data.train, "train"), (&data.test, "test")] {
-        if split == "test" && set.is_empty() && !root.join("test").is_dir() {
-            continue;
-        }
-        let counts = set.class_counts();
-        for (c, name) in CLASSES.iter().enumerate() {
-            let loc = format!("{split}/{name}");
-            let already = report
-                .issues
-                .iter()
-                .any(|i| i.kind == IssueKind::EmptyClass && i.location == loc);
-            if counts[c] == 0 && !already {
-                report.push(IssueKind::EmptyClass, loc, "no usable images");
-            }
-        }
-    }
-    report.sort();
-    data.report = report;
+    data.report = folder_report(root, report, decoding, &data);
     data.digest = digest.finalize().to_hex().to_string();
     Ok(data)
 }
 
 fn stat_fingerprint_file(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
     let key = format!(
-        "fer-csv-v{FORMAT_VERSION}\n{}\0{}\0{mtime}",
+        "fer-csv-v{FORMAT_VERSION}\n{}\0{}",
         path.display(),
-        meta.len()
+        stamp(&meta)
     );
     Ok(blake3::hash(key.as_bytes()).to_hex().to_string())
 }
@@ -527,4 +575,65 @@ fn parse_row(
         return Err(format!("{} pixels, expected {PIXELS} (48x48)", px.len()));
     }
     Ok((label, origin, px))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_same_size_rewrite_with_its_mtime_restored_changes_the_stamp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("a.jpg");
+        std::fs::write(&p, b"one").unwrap();
+        let before = std::fs::metadata(&p).unwrap();
+        assert_eq!(stamp(&before), stamp(&std::fs::metadata(&p).unwrap()));
+        // Past the file system's timestamp granularity.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::write(&p, b"two").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(before.modified().unwrap())
+            .unwrap();
+        let after = std::fs::metadata(&p).unwrap();
+        assert_eq!(after.len(), before.len());
+        assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+        assert_ne!(stamp(&before), stamp(&after));
+    }
+
+    #[test]
+    fn a_report_takes_structure_from_the_scan_and_only_decoding_findings_from_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut scan = LoadReport::default();
+        scan.push(IssueKind::UnexpectedFile, "train/notes.txt", "now");
+        let mut cached = LoadReport::default();
+        cached.push(IssueKind::UnknownFolder, "train/memes", "gone since");
+        cached.push(IssueKind::CorruptImage, "train/angry/x.jpg", "bad bytes");
+        cached.push(IssueKind::EmptyClass, "train/sad", "no usable images");
+        let mut data = FerData::default();
+        data.train.push(
+            &[0; PIXELS],
+            0,
+            Origin::Training,
+            "train/angry/a.jpg".into(),
+        );
+        let r = folder_report(tmp.path(), scan, cached, &data);
+        let got: Vec<(IssueKind, String)> = r
+            .issues
+            .iter()
+            .map(|i| (i.kind, i.location.clone()))
+            .collect();
+        // angry has an image; every other class is empty now; no test/ folder.
+        let mut want = vec![
+            (IssueKind::CorruptImage, "train/angry/x.jpg".to_string()),
+            (IssueKind::UnexpectedFile, "train/notes.txt".to_string()),
+        ];
+        for c in &CLASSES[1..] {
+            want.push((IssueKind::EmptyClass, format!("train/{c}")));
+        }
+        want.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        assert_eq!(got, want);
+    }
 }

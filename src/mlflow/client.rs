@@ -1,9 +1,12 @@
-//! A blocking MLflow REST client: authentication, retries, batch limits and
-//! the server's value-type quirks (see `../shared/docs/mlflow/README.md`).
+//! A blocking MLflow REST client: authentication, retries, timeouts, batch
+//! limits and the server's value-type quirks (see
+//! `../shared/docs/mlflow/README.md`). Every request is bounded: a server
+//! that fails fast (refused, reset, 5xx) is retried with backoff, one that
+//! does not answer costs one timeout and is not asked again.
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The server's per-request limits for `runs/log-batch`.
 pub const MAX_METRICS: usize = 1000;
@@ -16,13 +19,17 @@ pub const MAX_PARAM_VALUE: usize = 6000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No answer at all (refused, DNS, timeout) after every retry.
-    #[error("MLflow at {uri} is unreachable ({what}) after {attempts} attempts")]
+    /// No answer at all: refused or reset after every retry, or silent
+    /// until the timeout (then `attempts` is 1).
+    #[error("MLflow at {uri} is unreachable ({what}){}", if *attempts > 1 { format!(" after {attempts} attempts") } else { String::new() })]
     Unreachable {
         uri: String,
         what: String,
         attempts: u32,
     },
+    /// The deadline set with [`Client::set_deadline`] has passed.
+    #[error("MLflow at {uri}: {endpoint} not sent, the time allowed for tracking is over")]
+    OutOfTime { uri: String, endpoint: String },
     /// An HTTP error answer. `code` is MLflow's `error_code` when the body
     /// was JSON.
     #[error("MLflow at {uri} answered {status} to {endpoint}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
@@ -58,7 +65,7 @@ impl Error {
     /// about the request itself or the credentials is not.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => true,
+            Error::Unreachable { .. } | Error::OutOfTime { .. } => true,
             Error::Http { status, .. } => retryable_status(*status),
             Error::Protocol { .. } => false,
         }
@@ -86,13 +93,25 @@ pub enum Auth {
     Bearer(String),
 }
 
+/// The variable that sets [`RetryPolicy::timeout`], named as the official
+/// client names it (whose default is 120 s; ours is shorter, see below).
+pub const TIMEOUT_VAR: &str = "MLFLOW_HTTP_REQUEST_TIMEOUT";
+
 /// How hard to try before giving up on one request.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
+    /// Attempts at a request that fails fast (refused, reset, 408/429/5xx).
     pub attempts: u32,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a request may wait for its answer. A request that times out
+    /// is not retried: a server that stayed silent this long is not expected
+    /// to answer the next attempt sooner, and each attempt would cost the
+    /// whole timeout again.
     pub timeout: Duration,
+    /// Uploads get one more second per this many bytes of body, so a big
+    /// model file on a slow but working link is not cut off.
+    pub upload_bytes_per_s: u64,
 }
 
 impl Default for RetryPolicy {
@@ -101,7 +120,59 @@ impl Default for RetryPolicy {
             attempts: 4,
             first_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(4),
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_secs(15),
+            upload_bytes_per_s: 256 * 1024,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default, with the timeout from `MLFLOW_HTTP_REQUEST_TIMEOUT`
+    /// (seconds) when set.
+    pub fn from_env() -> Result<RetryPolicy, String> {
+        let mut p = RetryPolicy::default();
+        if let Some(v) = std::env::var(TIMEOUT_VAR)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            p.timeout = parse_seconds(TIMEOUT_VAR, &v)?;
+        }
+        Ok(p)
+    }
+
+    /// The time one request of `body_bytes` may take.
+    pub fn timeout_for(&self, body_bytes: usize) -> Duration {
+        let rate = self.upload_bytes_per_s.max(1) as f64;
+        self.timeout + Duration::from_secs_f64(body_bytes as f64 / rate)
+    }
+}
+
+/// Reads a positive number of seconds from the variable `name`.
+pub fn parse_seconds(name: &str, value: &str) -> Result<Duration, String> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{name}='{value}': expected a number of seconds above 0"))
+}
+
+/// How long the check that anything answers may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// When the server last answered anything (any HTTP status), readable from
+/// another thread while requests run.
+#[derive(Clone, Debug, Default)]
+pub struct Heard(std::sync::Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl Heard {
+    pub fn last(&self) -> Option<Instant> {
+        self.0.lock().ok().and_then(|t| *t)
+    }
+    fn now(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = Some(Instant::now());
         }
     }
 }
@@ -112,6 +183,10 @@ pub struct Client {
     http: reqwest::blocking::Client,
     auth: Option<Auth>,
     pub retry: RetryPolicy,
+    /// No request is started, or waited for, past this instant (the
+    /// tracker sets it when the command is done).
+    deadline: Option<Instant>,
+    heard: Heard,
 }
 
 /// A metric point as the server wants it: NaN and infinities as strings
@@ -209,10 +284,19 @@ impl Client {
             (Some(user), Some(password)) => Some(Auth::Basic { user, password }),
             _ => env("MLFLOW_TRACKING_TOKEN").map(Auth::Bearer),
         };
-        Client::with_auth(uri, auth)
+        let retry = RetryPolicy::from_env().map_err(|message| Error::Protocol {
+            uri: uri.trim_end_matches('/').to_string(),
+            endpoint: "-".into(),
+            message,
+        })?;
+        Client::with_policy(uri, auth, retry)
     }
 
     pub fn with_auth(uri: &str, auth: Option<Auth>) -> Result<Client, Error> {
+        Client::with_policy(uri, auth, RetryPolicy::default())
+    }
+
+    pub fn with_policy(uri: &str, auth: Option<Auth>, retry: RetryPolicy) -> Result<Client, Error> {
         let uri = uri.trim_end_matches('/').to_string();
         let bad = |m: &str| Error::Protocol {
             uri: uri.clone(),
@@ -224,10 +308,10 @@ impl Client {
                 "the tracking URI must start with http:// or https:// (file stores are not supported)",
             ));
         }
-        let retry = RetryPolicy::default();
+        // Each request sets its own timeout (`timeout_for`); a connection
+        // that is not even accepted in 5 s is as silent as an unanswered one.
         let http = reqwest::blocking::Client::builder()
-            .timeout(retry.timeout)
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(retry.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("fer/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(&format!("building the HTTP client: {e}")))?;
@@ -236,7 +320,30 @@ impl Client {
             http,
             auth,
             retry,
+            deadline: None,
+            heard: Heard::default(),
         })
+    }
+
+    /// When the server last answered, shared with this client's clones.
+    pub fn heard(&self) -> Heard {
+        self.heard.clone()
+    }
+
+    /// From now on no request starts, and none waits, past `deadline`.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// `want`, cut to what is left before the deadline (`None`: none left).
+    fn within_deadline(&self, want: Duration) -> Option<Duration> {
+        match self.deadline {
+            None => Some(want),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then(|| want.min(left))
+            }
+        }
     }
 
     fn request(
@@ -248,8 +355,18 @@ impl Client {
     ) -> Result<reqwest::blocking::Response, Error> {
         let mut backoff = self.retry.first_backoff;
         let mut last = String::new();
+        let want = self
+            .retry
+            .timeout_for(body.as_ref().map_or(0, Body::upload_len));
+        let out_of_time = || Error::OutOfTime {
+            uri: self.uri.clone(),
+            endpoint: endpoint.to_string(),
+        };
         for attempt in 1..=self.retry.attempts.max(1) {
-            let mut rq = self.http.request(method.clone(), url);
+            let Some(timeout) = self.within_deadline(want) else {
+                return Err(out_of_time());
+            };
+            let mut rq = self.http.request(method.clone(), url).timeout(timeout);
             rq = match &self.auth {
                 Some(Auth::Basic { user, password }) => rq.basic_auth(user, Some(password)),
                 Some(Auth::Bearer(t)) => rq.bearer_auth(t),
@@ -261,7 +378,11 @@ impl Client {
                 Some(Body::Bytes(b)) => rq.body(b.clone()),
                 None => rq,
             };
-            match rq.send() {
+            let sent = rq.send();
+            if sent.is_ok() {
+                self.heard.now();
+            }
+            match sent {
                 Ok(r) if r.status().is_success() => return Ok(r),
                 Ok(r) => {
                     let status = r.status().as_u16();
@@ -288,6 +409,14 @@ impl Client {
                     }
                     last = err.to_string();
                 }
+                Err(e) if e.is_timeout() => {
+                    // Silent: asking again would cost the whole timeout again.
+                    return Err(Error::Unreachable {
+                        uri: self.uri.clone(),
+                        what: format!("no answer to {endpoint} within {}", seconds(timeout)),
+                        attempts: attempt,
+                    });
+                }
                 Err(e) => {
                     last = describe(&e);
                     if attempt == self.retry.attempts {
@@ -296,7 +425,10 @@ impl Client {
                 }
             }
             tracing::debug!("MLflow {endpoint}: {last}; retrying in {backoff:?}");
-            std::thread::sleep(backoff);
+            let Some(pause) = self.within_deadline(backoff) else {
+                return Err(out_of_time());
+            };
+            std::thread::sleep(pause);
             backoff = (backoff * 2).min(self.retry.max_backoff);
         }
         Err(Error::Unreachable {
@@ -306,12 +438,26 @@ impl Client {
         })
     }
 
+    /// A failure while reading an answer's body: a stall is silence, like a
+    /// request timeout; anything else is a protocol error.
+    fn body_error(&self, e: &reqwest::Error, endpoint: &str) -> Error {
+        if e.is_timeout() {
+            Error::Unreachable {
+                uri: self.uri.clone(),
+                what: format!("the answer to {endpoint} stalled: {}", describe(e)),
+                attempts: 1,
+            }
+        } else {
+            Error::Protocol {
+                uri: self.uri.clone(),
+                endpoint: endpoint.into(),
+                message: describe(e),
+            }
+        }
+    }
+
     fn json_of(&self, r: reqwest::blocking::Response, endpoint: &str) -> Result<Value, Error> {
-        let text = r.text().map_err(|e| Error::Protocol {
-            uri: self.uri.clone(),
-            endpoint: endpoint.into(),
-            message: describe(&e),
-        })?;
+        let text = r.text().map_err(|e| self.body_error(&e, endpoint))?;
         if text.trim().is_empty() {
             return Ok(json!({}));
         }
@@ -389,11 +535,28 @@ impl Client {
     pub fn get_artifact(&self, artifact_uri: &str, rel: &str) -> Result<Vec<u8>, Error> {
         let url = self.artifact_url(artifact_uri, rel)?;
         let r = self.request(reqwest::Method::GET, &url, "artifacts (download)", None)?;
-        r.bytes().map(|b| b.to_vec()).map_err(|e| Error::Protocol {
-            uri: self.uri.clone(),
-            endpoint: "artifacts (download)".into(),
-            message: describe(&e),
-        })
+        r.bytes()
+            .map(|b| b.to_vec())
+            .map_err(|e| self.body_error(&e, "artifacts (download)"))
+    }
+
+    /// Whether anything answers HTTP at the URI within `PROBE_TIMEOUT` (a
+    /// `GET /health` with any status): the cheap check, after an outage,
+    /// before a sync.
+    pub fn answers(&self) -> bool {
+        let Some(t) = self.within_deadline(self.retry.timeout.min(PROBE_TIMEOUT)) else {
+            return false;
+        };
+        let ok = self
+            .http
+            .get(format!("{}/health", self.uri))
+            .timeout(t)
+            .send()
+            .is_ok();
+        if ok {
+            self.heard.now();
+        }
+        ok
     }
 
     /// `GET /health`: true when the server answers "OK".
@@ -513,6 +676,16 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
+impl Body {
+    /// The bytes an upload sends (JSON bodies are small).
+    fn upload_len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            _ => 0,
+        }
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_connect() {
         "connection failed"
@@ -531,6 +704,16 @@ fn describe(e: &reqwest::Error) -> String {
     s
 }
 
+/// `15 s`, `0.3 s`: a duration as the person at the terminal reads it.
+pub fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 10.0 || s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
 fn short(text: &str) -> String {
     let t = text.trim();
     let mut s: String = t.chars().take(300).collect();
@@ -541,7 +724,7 @@ fn short(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -596,6 +779,112 @@ mod tests {
         let last = b.last().unwrap()["metrics"].as_array().unwrap();
         assert_eq!(last.last().unwrap()["step"], 2499);
         assert!(batches(&[], &[], &[]).is_empty());
+    }
+
+    /// A loopback port that accepts connections and never answers; the
+    /// accepted sockets are held open for the life of the test process.
+    pub(crate) fn silent_server() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming().flatten() {
+                held.push(s);
+            }
+        });
+        uri
+    }
+
+    fn quick(timeout_ms: u64) -> RetryPolicy {
+        RetryPolicy {
+            timeout: Duration::from_millis(timeout_ms),
+            first_backoff: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        }
+    }
+
+    #[test]
+    fn a_silent_server_costs_one_timeout_not_one_per_attempt() {
+        let c = Client::with_policy(&silent_server(), None, quick(300)).unwrap();
+        let t = Instant::now();
+        let e = c.get("experiments/get-by-name", &[]).unwrap_err();
+        let took = t.elapsed();
+        assert!(matches!(e, Error::Unreachable { attempts: 1, .. }), "{e:?}");
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .contains("no answer to experiments/get-by-name within 0.3 s"),
+            "{e}"
+        );
+        // One timeout; four would take 1.2 s.
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(900),
+            "{took:?}"
+        );
+        let t = Instant::now();
+        assert!(!c.answers());
+        assert!(t.elapsed() < Duration::from_millis(900));
+    }
+
+    #[test]
+    fn a_refused_connection_is_still_retried() {
+        // Bound, then closed: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::with_policy(&format!("http://127.0.0.1:{port}"), None, quick(300)).unwrap();
+        let e = c.post("runs/create", json!({})).unwrap_err();
+        assert!(matches!(e, Error::Unreachable { attempts: 4, .. }), "{e:?}");
+        assert!(e.to_string().contains("connection failed"), "{e}");
+    }
+
+    #[test]
+    fn nothing_is_sent_past_the_deadline() {
+        let mut c = Client::with_policy(&silent_server(), None, quick(5000)).unwrap();
+        c.set_deadline(Some(Instant::now() + Duration::from_millis(200)));
+        let t = Instant::now();
+        // The deadline cuts the 5 s timeout short...
+        let e = c.get("runs/get", &[]).unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(e.is_transient(), "{e}");
+        // ...and once it has passed, nothing starts at all.
+        let t = Instant::now();
+        let e = c.post("runs/update", json!({})).unwrap_err();
+        assert!(t.elapsed() < Duration::from_millis(50));
+        assert!(matches!(e, Error::OutOfTime { .. }), "{e:?}");
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .ends_with("runs/update not sent, the time allowed for tracking is over"),
+            "{e}"
+        );
+        assert!(!c.answers());
+    }
+
+    #[test]
+    fn uploads_get_time_for_their_size_and_the_timeout_is_read_from_the_environment() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.timeout_for(0), Duration::from_secs(15));
+        assert_eq!(p.timeout_for(45 * 256 * 1024), Duration::from_secs(60));
+        assert_eq!(
+            parse_seconds(TIMEOUT_VAR, " 2.5 "),
+            Ok(Duration::from_millis(2500))
+        );
+        for bad in ["0", "-3", "ten", "inf", "NaN"] {
+            let e = parse_seconds(TIMEOUT_VAR, bad).unwrap_err();
+            assert_eq!(
+                e,
+                format!("{TIMEOUT_VAR}='{bad}': expected a number of seconds above 0")
+            );
+        }
+        assert_eq!(seconds(Duration::from_secs(15)), "15 s");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5 s");
     }
 
     #[test]

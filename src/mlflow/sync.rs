@@ -101,12 +101,20 @@ pub struct Syncer {
 }
 
 impl Syncer {
+    /// A syncer with a client configured from the environment.
     pub fn new(target: Target) -> Result<Syncer, client::Error> {
-        Ok(Syncer {
-            client: Client::new(&target.uri)?,
+        Ok(Syncer::with_client(
+            target.clone(),
+            Client::new(&target.uri)?,
+        ))
+    }
+
+    pub fn with_client(target: Target, client: Client) -> Syncer {
+        Syncer {
+            client,
             target,
             verified: BTreeSet::new(),
-        })
+        }
     }
 
     /// Syncs a sweep (parent run and every trial) or a single run folder.

@@ -1,12 +1,17 @@
 //! The real FER-2013 at `$FER2013_DIR`: exact counts, digest and cache,
+//! what a cache hit still notices (on a copied part of the real data),
 //! CSV/folder equivalence, quality flags, split and loader determinism.
 
 use crate::common;
 
 use fer::data::loader::{start_epoch, LoaderSpec, Order};
 use fer::data::split::stratified;
-use fer::data::{self, quality, AugmentCfg, DataConfig, ImageSet, Origin, CLASSES, PIXELS};
+use fer::data::{
+    self, quality, AugmentCfg, BadInputPolicy, DataConfig, ImageSet, IssueKind, Origin, CLASSES,
+    PIXELS,
+};
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 /// Counts from ../shared/fer2013/README.md, in fer's class order.
@@ -70,6 +75,175 @@ fn second_load_comes_from_the_cache_and_is_identical() {
     assert_eq!(first.data.train.pixels, second.data.train.pixels);
     assert_eq!(first.data.test.pixels, second.data.test.pixels);
     assert_eq!(first.data.digest, loaded().digest);
+}
+
+/// Copies the first `train` and `test` images of each class of the real
+/// data set into `root` (copies, not links: tests change them).
+fn real_part(root: &Path, train: usize, test: usize) {
+    for (split, n) in [("train", train), ("test", test)] {
+        for class in CLASSES {
+            let from = common::fer_dir().join(split).join(class);
+            let mut names: Vec<_> = std::fs::read_dir(&from)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            let to = root.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            for name in names.iter().take(n) {
+                std::fs::copy(from.join(name), to.join(name)).unwrap();
+            }
+        }
+    }
+}
+
+fn cached(dir: &Path, policy: BadInputPolicy) -> DataConfig {
+    DataConfig {
+        dir: dir.to_path_buf(),
+        on_bad_input: policy,
+        cache: true,
+        ..DataConfig::default()
+    }
+}
+
+fn issues(d: &data::FerData) -> Vec<(IssueKind, String)> {
+    d.report
+        .issues
+        .iter()
+        .map(|i| (i.kind, i.location.clone()))
+        .collect()
+}
+
+/// Issue 22, point 8: the cache replaces decoding, never the scan. Problems
+/// added to the folder after it was cached are reported on the cache hit as
+/// a decoding load reports them, `on_bad_input: error` fails on them, and
+/// once they are gone the report is clean again.
+#[test]
+fn a_cache_hit_still_reports_the_folders_problems() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("fer");
+    real_part(&root, 20, 5);
+    let cache = tmp.path().join("cache");
+    let first = data::load(&cached(&root, BadInputPolicy::Error), &cache).unwrap();
+    assert!(!first.from_cache);
+    assert!(
+        first.data.report.issues.is_empty(),
+        "{:?}",
+        first.data.report
+    );
+    assert_eq!(first.data.train.len(), 140);
+
+    // A class folder fer does not know, a stray file beside the classes and
+    // one inside a class: none of them changes the images.
+    let some_face = common::fer_dir().join("train/happy");
+    let face = std::fs::read_dir(&some_face)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::create_dir_all(root.join("train/contempt")).unwrap();
+    std::fs::copy(&face, root.join("train/contempt/Training_1.jpg")).unwrap();
+    std::fs::write(root.join("train/labels.txt"), "notes").unwrap();
+    std::fs::write(root.join("test/sad/readme.md"), "notes").unwrap();
+
+    let hit = data::load(&cached(&root, BadInputPolicy::Skip), &cache).unwrap();
+    assert!(
+        hit.from_cache,
+        "the images are unchanged, so the cache serves them"
+    );
+    assert_eq!(
+        issues(&hit.data),
+        vec![
+            (IssueKind::UnexpectedFile, "test/sad/readme.md".to_string()),
+            (IssueKind::UnknownFolder, "train/contempt".to_string()),
+            (IssueKind::UnexpectedFile, "train/labels.txt".to_string()),
+        ]
+    );
+    // Exactly what a load without the cache reports, with the same faces.
+    let mut plain = cached(&root, BadInputPolicy::Skip);
+    plain.cache = false;
+    let decoded = data::load(&plain, &cache).unwrap();
+    assert_eq!(decoded.data.report, hit.data.report);
+    assert_eq!(decoded.data.train.pixels, hit.data.train.pixels);
+    assert_eq!(decoded.data.digest, first.data.digest);
+
+    // The policy fails on the hit, naming the unknown folder.
+    let err = data::load(&cached(&root, BadInputPolicy::Error), &cache).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("1 bad input item(s)") && msg.contains("train/contempt: unknown class folder"),
+        "{msg}"
+    );
+
+    // Gone again: a clean hit, nothing remembered from before.
+    std::fs::remove_dir_all(root.join("train/contempt")).unwrap();
+    std::fs::remove_file(root.join("train/labels.txt")).unwrap();
+    std::fs::remove_file(root.join("test/sad/readme.md")).unwrap();
+    let clean = data::load(&cached(&root, BadInputPolicy::Error), &cache).unwrap();
+    assert!(clean.from_cache);
+    assert!(
+        clean.data.report.issues.is_empty(),
+        "{:?}",
+        clean.data.report
+    );
+}
+
+/// Issue 22, point 8: an image rewritten with other bytes of the same size
+/// and its modification time put back is noticed: decoded again, a new
+/// digest, the new face.
+#[test]
+fn a_same_size_rewrite_with_its_mtime_put_back_is_noticed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("fer");
+    real_part(&root, 20, 5);
+    let cache = tmp.path().join("cache");
+    let cfg = cached(&root, BadInputPolicy::Error);
+    let first = data::load(&cfg, &cache).unwrap();
+    assert!(!first.from_cache);
+    assert!(data::load(&cfg, &cache).unwrap().from_cache);
+
+    // Another real face with exactly the same number of bytes.
+    let rel = first.data.train.sources[3].clone();
+    let target = root.join(&rel);
+    let old = std::fs::read(&target).unwrap();
+    let other = std::fs::read_dir(common::fer_dir().join("train/angry"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .find(|b| b.len() == old.len() && *b != old)
+        .expect("a real face of the same size");
+    let before = std::fs::metadata(&target).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::fs::write(&target, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&target)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    let after = std::fs::metadata(&target).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap()),
+        (before.len(), before.modified().unwrap())
+    );
+
+    let again = data::load(&cfg, &cache).unwrap();
+    assert!(!again.from_cache, "the changed content must be decoded");
+    assert_ne!(again.data.digest, first.data.digest);
+    let i = again
+        .data
+        .train
+        .sources
+        .iter()
+        .position(|s| *s == rel)
+        .unwrap();
+    let want = data::load::decode_face(&other).unwrap();
+    assert_eq!(again.data.train.image(i), &want[..]);
+    assert_ne!(first.data.train.image(3), &want[..]);
+    // And the new content is what the cache now serves.
+    let hit = data::load(&cfg, &cache).unwrap();
+    assert!(hit.from_cache);
+    assert_eq!(hit.data.digest, again.data.digest);
 }
 
 #[test]
