@@ -102,6 +102,12 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
     for issue in &data.report.issues {
         tracing::warn!("{issue}");
     }
+    if data.train.is_empty() && data.test.is_empty() {
+        bail!(
+            "{}: no usable images in any split (expected train/<class>/ and test/<class>/ image files, or fer2013.csv rows)",
+            source.display()
+        );
+    }
     Ok(Loaded {
         data,
         from_cache,

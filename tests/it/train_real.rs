@@ -1113,7 +1113,11 @@ fn impossible_work_fails_and_writes_no_model() {
         &mut run(&few, "few"),
         "fewer than one batch (train.batch_size 128): no optimiser step would be taken",
     );
-    refused(&mut run(&none, "none"), "the training split has no images");
+    refused(&mut run(&none, "none"), "no usable images in any split");
+    refused(
+        fer().args(["data", "stats", "--data"]).arg(&none),
+        "no usable images in any split",
+    );
     for name in ["few", "none"] {
         let dir = tmp
             .path()
