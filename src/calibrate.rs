@@ -60,7 +60,7 @@ pub fn calibrate(args: &CalibrateOptions) -> Result<Calibrated> {
         );
     }
     let val = loaded.data.train.select(&split.val);
-    let mut probs = clf.predict_set_raw(&val, args.tta, 256);
+    let mut probs = clf.predict_set_raw(&val, args.tta, 256)?;
     let fit = crate::eval::adjust::fit(&probs, &val.labels, &clf.meta.prior, cfg, args.tta);
     let adjust = artifact::LogitAdjust::new(fit.alpha, &clf.meta.prior);
     adjust.apply(&mut probs);

@@ -212,7 +212,7 @@ pub fn ensemble(args: &EnsembleOptions) -> Result<EnsembleOutcome> {
             .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect();
         let clf = Classifier::from_tensors(p.meta.clone(), weights, None, Device::Cpu)?;
-        let acc = crate::eval::evaluate(&clf, &val, "val", false)
+        let acc = crate::eval::evaluate(&clf, &val, "val", false)?
             .overall
             .accuracy;
         sources.push((p.meta.model.family().to_string(), acc, p.path.clone()));
@@ -239,7 +239,7 @@ pub fn save(
         .map(|(k, t)| (k.clone(), t.shallow_clone()))
         .collect();
     let clf = Classifier::from_tensors(meta.clone(), stored, None, device)?;
-    let acc = crate::eval::evaluate(&clf, val, "val", false)
+    let acc = crate::eval::evaluate(&clf, val, "val", false)?
         .overall
         .accuracy;
     drop(clf);

@@ -23,12 +23,40 @@ pub struct EpochRecord {
 }
 
 /// The epoch records of a run folder's `metrics.jsonl`, in order. A torn
-/// last line (a kill mid-write) and a missing file read as fewer records.
+/// last line (a kill mid-write) and a missing file read as fewer records;
+/// any other line that is not a record is skipped with a warning naming the
+/// file, the line and what is wrong (the history is a display: a report or
+/// an upload goes on without that epoch).
 pub fn read_history(rd: &crate::layout::RunDir) -> Vec<EpochRecord> {
-    std::fs::read_to_string(rd.metrics_jsonl())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+    let path = rd.metrics_jsonl();
+    let text = match std::fs::read(&path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => return Vec::new(),
+    };
+    parse_history(&path, &text)
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| tracing::warn!("{e}")).ok())
+        .collect()
+}
+
+/// Each line of a `metrics.jsonl` as a record or as what is wrong with it
+/// (`file:line: ...`); a torn last line is no line.
+fn parse_history(path: &std::path::Path, text: &str) -> Vec<Result<EpochRecord, String>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    lines
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !(torn && i + 1 == lines.len()))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                format!(
+                    "{}:{}: not an epoch record, skipped: {e}",
+                    path.display(),
+                    i + 1
+                )
+            })
+        })
         .collect()
 }
 
@@ -140,6 +168,8 @@ impl Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::path::Path;
 
     fn record() -> EpochRecord {
         EpochRecord {
@@ -179,5 +209,86 @@ mod tests {
         assert_eq!(parsed, MetricKey::ValF1Macro);
         let err = serde_json::from_str::<MetricKey>("\"lr\"").unwrap_err();
         assert!(err.to_string().contains("train/acc"), "{err}");
+    }
+
+    fn any_record() -> impl Strategy<Value = EpochRecord> {
+        // Whole numbers and halves: they survive JSON exactly.
+        let v = || (-4000i32..4000).prop_map(|x| x as f64 / 2.0);
+        (
+            (0usize..100, 0usize..10_000, v(), v()),
+            (v(), v(), v(), v()),
+            (v(), v(), v()),
+        )
+            .prop_map(
+                |(
+                    (epoch, step, lr, train_loss),
+                    (train_acc, val_loss, val_acc, val_f1_macro),
+                    (img_per_s, epoch_seconds, time),
+                )| {
+                    EpochRecord {
+                        epoch,
+                        step,
+                        lr,
+                        train_loss,
+                        train_acc,
+                        val_loss,
+                        val_acc,
+                        val_f1_macro,
+                        img_per_s,
+                        epoch_seconds,
+                        time,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every intact line is read back, in order; every damaged line is
+        /// reported with its line number; a torn last line is neither.
+        #[test]
+        fn intact_lines_are_read_and_damaged_ones_named(
+            rows in prop::collection::vec((any_record(), prop::option::of("[^\n]{0,20}")), 1..20),
+            torn in any::<bool>(),
+        ) {
+            let mut text = String::new();
+            let (mut want, mut bad) = (Vec::new(), Vec::new());
+            for (i, (r, garbage)) in rows.iter().enumerate() {
+                let line = serde_json::to_string(r).unwrap();
+                match garbage {
+                    // Half a record and some noise: never a record.
+                    Some(g) => {
+                        text += &format!("{}{g}\n", &line[..line.len() / 2]);
+                        bad.push(i + 1);
+                    }
+                    None => {
+                        text += &format!("{line}\n");
+                        want.push(r.clone());
+                    }
+                }
+            }
+            if torn {
+                text += "{\"epoch\": 9, \"st";
+            }
+            let parsed = parse_history(Path::new("m.jsonl"), &text);
+            let got: Vec<EpochRecord> = parsed.iter().filter_map(|r| r.clone().ok()).collect();
+            prop_assert_eq!(got, want);
+            let named: Vec<String> = parsed.into_iter().filter_map(|r| r.err()).collect();
+            prop_assert_eq!(named.len(), bad.len());
+            for (msg, line) in named.iter().zip(&bad) {
+                let at = format!("m.jsonl:{line}: not an epoch record");
+                prop_assert!(msg.starts_with(&at), "{}", msg);
+            }
+        }
+
+        #[test]
+        fn any_text_is_records_or_named_lines(text in "\\PC{0,200}") {
+            for r in parse_history(Path::new("m.jsonl"), &text) {
+                if let Err(msg) = r {
+                    prop_assert!(msg.starts_with("m.jsonl:"), "{}", msg);
+                }
+            }
+        }
     }
 }

@@ -124,8 +124,8 @@ pub fn quantize(args: &QuantizeOptions) -> Result<Outcome> {
         Device::Cpu,
     )?;
 
-    let mut fp_side = measure(&fp, &val, test, args.seconds);
-    let mut q_side = measure(&q, &val, test, args.seconds);
+    let mut fp_side = measure(&fp, &val, test, args.seconds)?;
+    let mut q_side = measure(&q, &val, test, args.seconds)?;
     fp_side.file_bytes = std::fs::metadata(&file)?.len();
     qmeta.fp32_val_accuracy = fp_side.val_accuracy;
     qmeta.int8_val_accuracy = q_side.val_accuracy;
@@ -175,8 +175,8 @@ fn quantize_layers(
             meta.preprocess.size,
             meta.classes.len(),
         )
-        .expect("a network builds")
     });
+    let net = net?;
     crate::models::weights::copy_into(&vs, &tensors, "")?;
     crate::artifact::predict_set(
         net.module.as_ref(),
@@ -220,20 +220,20 @@ fn measure(
     val: &crate::data::ImageSet,
     test: &crate::data::ImageSet,
     seconds: f64,
-) -> Side {
-    let v = crate::eval::evaluate(clf, val, "val", false);
-    let t = crate::eval::evaluate(clf, test, "test", false);
+) -> Result<Side> {
+    let v = crate::eval::evaluate(clf, val, "val", false)?;
+    let t = crate::eval::evaluate(clf, test, "test", false)?;
     let net = clf.net.as_ref().expect("a network");
     let s = clf.meta.preprocess.size as i64;
     let lat = |b| crate::eval::latency::forward_seconds(net.module.as_ref(), b, s, seconds) * 1e3;
-    Side {
+    Ok(Side {
         file_bytes: 0,
         val_accuracy: (v.overall.n > 0).then_some(v.overall.accuracy),
         test_accuracy: t.overall.accuracy,
         test_weighted_f1: t.overall.weighted_f1,
         ms_batch1: lat(1),
         ms_batch32: lat(32),
-    }
+    })
 }
 
 fn write(

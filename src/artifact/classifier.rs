@@ -1,6 +1,8 @@
 //! The `Classifier`: a model file turned into probabilities, for one batch
 //! or a whole image set, with ten-crop test-time augmentation and the file's
-//! logit adjustment.
+//! logit adjustment. Every set a model scores passes one check
+//! (`predict_set_raw`): probabilities that are not finite are an error that
+//! names the model, never metrics.
 
 use super::file::{ModelFile, ModelMeta};
 use super::int8::{self, QuantMeta};
@@ -12,12 +14,14 @@ use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 /// A model ready to predict.
 pub struct Classifier {
+    /// The model file, when loaded from one (named in errors).
+    pub file: Option<PathBuf>,
     pub meta: ModelMeta,
     pub vs: Option<nn::VarStore>,
     pub net: Option<Net>,
@@ -39,17 +43,26 @@ impl Classifier {
     pub fn load(path: &Path, device: Device) -> Result<Classifier> {
         let f = ModelFile::read(path)?;
         let file = f.path;
-        Classifier::from_tensors(f.meta, f.tensors, f.quant, device)
-            .with_context(|| format!("loading weights from {}", file.display()))
+        let mut clf = Classifier::from_tensors(f.meta, f.tensors, f.quant, device)
+            .with_context(|| format!("loading weights from {}", file.display()))?;
+        clf.file = Some(file);
+        Ok(clf)
     }
 
-    /// A classifier from a model file's parts; `quant` makes it int8.
+    /// A classifier from a model file's parts; `quant` makes it int8. The
+    /// parts are checked as [`ModelFile::read`] checks a file's before
+    /// anything is built.
     pub fn from_tensors(
         meta: ModelMeta,
         tensors: BTreeMap<String, Tensor>,
         quant: Option<QuantMeta>,
         device: Device,
     ) -> Result<Classifier> {
+        meta.validate().map_err(anyhow::Error::msg)?;
+        if let Some(q) = &quant {
+            q.validate().map_err(anyhow::Error::msg)?;
+        }
+        ModelFile::check(&meta, &tensors).map_err(anyhow::Error::msg)?;
         let (vs, net) = if meta.model.is_network() {
             let vs = nn::VarStore::new(device);
             let build = || {
@@ -59,13 +72,13 @@ impl Classifier {
                     meta.preprocess.size,
                     meta.classes.len(),
                 )
-                .expect("a network config builds a network")
             };
             let (net, tensors) = match &quant {
-                None => (build(), tensors),
+                None => (build()?, tensors),
                 Some(q) => {
                     let (table, floats) = int8::int8_table(q, tensors)?;
                     let (net, unclaimed) = crate::models::layers::int8(table, build);
+                    let net = net?;
                     if !unclaimed.is_empty() {
                         bail!(
                             "int8 layers {unclaimed:?} are not in a {} network",
@@ -84,6 +97,7 @@ impl Classifier {
             (None, None)
         };
         Ok(Classifier {
+            file: None,
             meta,
             vs,
             net,
@@ -108,18 +122,18 @@ impl Classifier {
 
     /// Probabilities for every image of `set` (`n x K`, row-major), with the
     /// file's logit adjustment.
-    pub fn predict_set(&self, set: &ImageSet, tta: bool, batch: usize) -> Vec<f32> {
-        let mut p = self.predict_set_raw(set, tta, batch);
+    pub fn predict_set(&self, set: &ImageSet, tta: bool, batch: usize) -> Result<Vec<f32>> {
+        let mut p = self.predict_set_raw(set, tta, batch)?;
         if let Some(adj) = &self.meta.logit_adjust {
             adj.apply(&mut p);
         }
-        p
+        Ok(p)
     }
 
     /// Like [`Classifier::predict_set`], without the logit adjustment: what
-    /// a new adjustment is fitted on.
-    pub fn predict_set_raw(&self, set: &ImageSet, tta: bool, batch: usize) -> Vec<f32> {
-        match &self.net {
+    /// a new adjustment is fitted on. Refuses outputs that are not finite.
+    pub fn predict_set_raw(&self, set: &ImageSet, tta: bool, batch: usize) -> Result<Vec<f32>> {
+        let p = match &self.net {
             Some(net) => predict_set(
                 net.module.as_ref(),
                 &self.meta.preprocess,
@@ -129,7 +143,32 @@ impl Classifier {
                 batch,
             ),
             None => self.baseline_probs(set.len()),
+        };
+        self.check_finite(&p)?;
+        Ok(p)
+    }
+
+    /// The one check on scores: a NaN or infinity in the probabilities
+    /// (from NaN or overflowing logits) would still give an argmax and
+    /// plausible-looking metrics, so it is an error naming the model.
+    fn check_finite(&self, probs: &[f32]) -> Result<()> {
+        let k = self.meta.classes.len().max(1);
+        let bad = probs
+            .chunks(k)
+            .filter(|row| row.iter().any(|p| !p.is_finite()))
+            .count();
+        if bad > 0 {
+            let model = match &self.file {
+                Some(f) => f.display().to_string(),
+                None => format!("model '{}'", self.meta.name),
+            };
+            bail!(
+                "{model}: the network's outputs are not finite (NaN or infinity) for {bad} of {} images; \
+                 its weights are corrupt or overflow, so it cannot be scored",
+                probs.len() / k
+            );
         }
+        Ok(())
     }
 
     fn baseline_probs(&self, n: usize) -> Vec<f32> {
@@ -144,10 +183,13 @@ impl Classifier {
             _ => {
                 // Stratified random guesses, seeded: a one-hot draw from the prior.
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.meta.seed);
-                let dist = WeightedIndex::new(&self.meta.prior).expect("prior has mass");
                 let mut out = vec![0f32; n * k];
-                for row in out.chunks_exact_mut(k) {
-                    row[dist.sample(&mut rng)] = 1.0;
+                // A validated prior always has mass; without, the rows stay
+                // zero (and score zero) rather than panic.
+                if let Ok(dist) = WeightedIndex::new(&self.meta.prior) {
+                    for row in out.chunks_exact_mut(k) {
+                        row[dist.sample(&mut rng)] = 1.0;
+                    }
                 }
                 out
             }

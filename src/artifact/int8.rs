@@ -39,6 +39,45 @@ pub struct LayerMeta {
 }
 
 impl QuantMeta {
+    /// Each layer named once, with a finite positive input scale where it
+    /// has one (and one for every convolution that runs in int8), and
+    /// accuracies in [0, 1]; an error names the field (`fer.quant.layers[3]`).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let at = format!("{META_KEY}.layers[{i}]");
+            if l.name.is_empty() || !seen.insert(l.name.as_str()) {
+                return Err(format!("{at}.name: {:?} is empty or named twice", l.name));
+            }
+            match l.input_scale {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    return Err(format!(
+                        "{at}.input_scale: {s}; expected a finite scale > 0"
+                    ))
+                }
+                None if l.kind == LayerKind::Conv && l.exec == Exec::Int8 => {
+                    return Err(format!(
+                        "{at}.input_scale: missing; a convolution that runs in int8 needs its calibrated input scale"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        for (name, a) in [
+            ("fp32_val_accuracy", self.fp32_val_accuracy),
+            ("int8_val_accuracy", self.int8_val_accuracy),
+            ("fp32_test_accuracy", Some(self.fp32_test_accuracy)),
+            ("int8_test_accuracy", Some(self.int8_test_accuracy)),
+        ] {
+            if let Some(a) = a.filter(|a| !(0.0..=1.0).contains(a)) {
+                return Err(format!(
+                    "{META_KEY}.{name}: {a}; expected an accuracy in [0, 1]"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn int8_layers(&self) -> usize {
         self.layers.iter().filter(|l| l.exec == Exec::Int8).count()
     }
@@ -73,12 +112,24 @@ pub fn int8_table(
         if values.kind() != Kind::Int8 {
             bail!("'{wname}' is {:?}, expected int8", values.kind());
         }
-        if scale.size() != [values.size()[0]] {
+        let rank = match l.kind {
+            LayerKind::Linear => 2,
+            LayerKind::Conv => 4,
+        };
+        if values.dim() != rank {
             bail!(
-                "'{}{SCALE_SUFFIX}' has shape {:?}, expected [{}]",
+                "'{wname}' has shape {:?}, expected {rank} dimensions for a {:?} layer",
+                values.size(),
+                l.kind
+            );
+        }
+        let out = values.size()[0];
+        if scale.size() != [out] || scale.kind() != Kind::Float {
+            bail!(
+                "'{}{SCALE_SUFFIX}' is {:?} {:?}, expected Float [{out}]",
                 l.name,
-                scale.size(),
-                values.size()[0]
+                scale.kind(),
+                scale.size()
             );
         }
         tensors.insert(wname, dequantize(&values, &scale));

@@ -7,6 +7,8 @@ pub mod classifier;
 pub mod data;
 pub mod file;
 pub mod int8;
+#[cfg(test)]
+mod tests;
 
 pub use classifier::{net_probs, predict_set, Classifier};
 pub use data::{DataUse, ModelData};

@@ -62,10 +62,11 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             args.split
         );
     }
-    let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta);
-    let robustness = args
-        .robustness
-        .then(|| crate::eval::robust::run(&clf, &set, args.limit, 0));
+    let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta)?;
+    let robustness = match args.robustness {
+        true => Some(crate::eval::robust::run(&clf, &set, args.limit, 0)?),
+        false => None,
+    };
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         if let Some(r) = &robustness {

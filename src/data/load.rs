@@ -572,6 +572,12 @@ fn parse_row(
         .split_ascii_whitespace()
         .enumerate()
     {
+        // Stop at the first extra pixel: a row's size is not the file's to set.
+        if i == PIXELS {
+            return Err(format!(
+                "more than {PIXELS} pixels, expected {PIXELS} (48x48)"
+            ));
+        }
         let v: u8 = tok
             .parse()
             .map_err(|_| format!("pixel {} is '{tok}', expected an integer 0..=255", i + 1))?;
@@ -641,5 +647,134 @@ mod tests {
         }
         want.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
         assert_eq!(got, want);
+    }
+}
+
+#[cfg(test)]
+mod csv_tests {
+    //! The challenge CSV parser against damaged and random files: every
+    //! good row is read, every bad row is an issue at its line, and no
+    //! content reaches a panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// How a generated row is damaged (None: a good row).
+    #[derive(Clone, Copy, Debug)]
+    enum Damage {
+        Label,
+        Usage,
+        FewPixels,
+        ManyPixels,
+        Token,
+        NoPixels,
+    }
+
+    fn row(label: u8, usage: &str, seed: u8, damage: Option<Damage>) -> String {
+        let mut px: Vec<String> = (0..PIXELS)
+            .map(|i| ((i as u32 * 7 + seed as u32) % 256).to_string())
+            .collect();
+        let (mut label, mut usage) = (label.to_string(), usage.to_string());
+        match damage {
+            None => {}
+            Some(Damage::Label) => label = "7".into(),
+            Some(Damage::Usage) => usage = "Validation".into(),
+            Some(Damage::FewPixels) => {
+                px.pop();
+            }
+            Some(Damage::ManyPixels) => px.push("1".into()),
+            Some(Damage::Token) => px[100] = "256".into(),
+            Some(Damage::NoPixels) => return format!("{label}\n"),
+        }
+        format!("{label},{},{usage}\n", px.join(" "))
+    }
+
+    fn read(text: &[u8]) -> Result<FerData> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fer2013.csv");
+        std::fs::write(&path, text).unwrap();
+        read_csv(&path)
+    }
+
+    /// What any load must hold: whole images with labels in range.
+    fn consistent(d: &FerData) -> bool {
+        [&d.train, &d.test].iter().all(|s| {
+            s.pixels.len() == s.len() * PIXELS
+                && s.origins.len() == s.len()
+                && s.labels.iter().all(|&l| (l as usize) < NUM_CLASSES)
+        })
+    }
+
+    fn damage() -> impl Strategy<Value = Option<Damage>> {
+        prop_oneof![
+            4 => Just(None),
+            1 => prop::sample::select(vec![
+                Damage::Label,
+                Damage::Usage,
+                Damage::FewPixels,
+                Damage::ManyPixels,
+                Damage::Token,
+                Damage::NoPixels,
+            ])
+            .prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn good_rows_load_and_each_bad_row_is_an_issue_at_its_line(
+            rows in prop::collection::vec(
+                (0u8..7, prop::sample::select(vec!["Training", "PublicTest", "PrivateTest"]), any::<u8>(), damage()),
+                1..12,
+            ),
+        ) {
+            let mut text = "emotion,pixels,Usage\n".to_string();
+            for (label, usage, seed, d) in &rows {
+                text += &row(*label, usage, *seed, *d);
+            }
+            let d = read(text.as_bytes()).unwrap();
+            prop_assert!(consistent(&d));
+            let good: Vec<_> = rows.iter().filter(|r| r.3.is_none()).collect();
+            let train = good.iter().filter(|r| r.1 == "Training").count();
+            prop_assert_eq!(d.train.len(), train);
+            prop_assert_eq!(d.test.len(), good.len() - train);
+            let bad: Vec<String> = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.3.is_some())
+                .map(|(i, _)| format!("fer2013.csv:{}", i + 2))
+                .collect();
+            let at: Vec<String> = d.report.issues.iter().map(|i| i.location.clone()).collect();
+            prop_assert_eq!(at, bad);
+        }
+
+        #[test]
+        fn damaged_bytes_load_consistently_or_fail(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+        ) {
+            let mut bytes = "emotion,pixels,Usage\n".to_string().into_bytes();
+            for i in 0..3u8 {
+                bytes.extend(row(i, "Training", i, None).into_bytes());
+            }
+            for (i, v) in flips {
+                let i = i.index(bytes.len());
+                bytes[i] = v;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c.index(bytes.len()));
+            }
+            if let Ok(d) = read(&bytes) {
+                prop_assert!(consistent(&d));
+            }
+        }
+
+        #[test]
+        fn random_bytes_load_consistently_or_fail(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(d) = read(&bytes) {
+                prop_assert!(consistent(&d));
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod robust;
 
 use crate::artifact::Classifier;
 use crate::data::{ImageSet, Origin};
+use anyhow::Result;
 use metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,11 +28,11 @@ pub struct EvalReport {
     pub img_per_s: f64,
 }
 
-/// Evaluates `clf` on `set`.
-pub fn evaluate(clf: &Classifier, set: &ImageSet, split: &str, tta: bool) -> EvalReport {
+/// Evaluates `clf` on `set`; an error when its outputs are not finite.
+pub fn evaluate(clf: &Classifier, set: &ImageSet, split: &str, tta: bool) -> Result<EvalReport> {
     let t = Instant::now();
-    let probs = clf.predict_set(set, tta, 256);
-    report(&probs, set, split, tta, t.elapsed().as_secs_f64())
+    let probs = clf.predict_set(set, tta, 256)?;
+    Ok(report(&probs, set, split, tta, t.elapsed().as_secs_f64()))
 }
 
 /// Metrics of precomputed probabilities (`n x K`) over `set`.

@@ -243,7 +243,12 @@ fn accuracy(probs: &[f32], labels: &[u8]) -> f64 {
 
 /// Runs the suite on `set`, or on a seeded random sample of `limit` of its
 /// images (the sets are ordered by class, so a prefix would not do).
-pub fn run(clf: &Classifier, set: &ImageSet, limit: Option<usize>, seed: u64) -> Robustness {
+pub fn run(
+    clf: &Classifier,
+    set: &ImageSet,
+    limit: Option<usize>,
+    seed: u64,
+) -> anyhow::Result<Robustness> {
     let base = match limit.filter(|&l| l < set.len()) {
         Some(l) => {
             let mut idx =
@@ -255,7 +260,7 @@ pub fn run(clf: &Classifier, set: &ImageSet, limit: Option<usize>, seed: u64) ->
         None => set.clone(),
     };
     let n = base.len();
-    let clean = accuracy(&clf.predict_set(&base, false, 256), &base.labels);
+    let clean = accuracy(&clf.predict_set(&base, false, 256)?, &base.labels);
     let mut rows = Vec::new();
     for (pi, p) in ALL.iter().enumerate() {
         for (si, &level) in p.levels().iter().enumerate() {
@@ -267,7 +272,7 @@ pub fn run(clf: &Classifier, set: &ImageSet, limit: Option<usize>, seed: u64) ->
                     let s = crate::data::augment::image_seed(seed, (pi * 3 + si) as u64, i as u64);
                     p.apply(img, level, s)
                 });
-            let acc = accuracy(&clf.predict_set(&pert, false, 256), &pert.labels);
+            let acc = accuracy(&clf.predict_set(&pert, false, 256)?, &pert.labels);
             rows.push(Row {
                 perturbation: *p,
                 name: p.name().into(),
@@ -279,12 +284,12 @@ pub fn run(clf: &Classifier, set: &ImageSet, limit: Option<usize>, seed: u64) ->
             });
         }
     }
-    Robustness {
+    Ok(Robustness {
         images: n,
         seed,
         clean_accuracy: clean,
         rows,
-    }
+    })
 }
 
 impl Robustness {

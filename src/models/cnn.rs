@@ -35,14 +35,25 @@ impl Default for CnnConfig {
 
 impl CnnConfig {
     pub fn validate(&self, input: usize) -> Result<(), String> {
-        if self.widths.is_empty() || self.widths.iter().any(|&w| w <= 0) {
+        if self.widths.is_empty()
+            || self.widths.len() > MAX_BLOCKS
+            || self
+                .widths
+                .iter()
+                .any(|&w| !(1..=super::MAX_WIDTH).contains(&w))
+        {
             return Err(format!(
-                "model.widths must be positive sizes, got {:?}",
+                "model.widths must be 1 to {MAX_BLOCKS} sizes in 1..={}, got {:?}",
+                super::MAX_WIDTH,
                 self.widths
             ));
         }
-        if self.convs == 0 {
-            return Err("model.convs must be at least 1".into());
+        if !(1..=super::MAX_DEPTH).contains(&self.convs) {
+            return Err(format!(
+                "model.convs must be in 1..={}, got {}",
+                super::MAX_DEPTH,
+                self.convs
+            ));
         }
         if input >> self.widths.len() == 0 {
             return Err(format!(
@@ -60,6 +71,27 @@ impl CnnConfig {
         }
         Ok(())
     }
+}
+
+/// Blocks at most: each halves the side, and inputs are at most 48px.
+const MAX_BLOCKS: usize = 16;
+
+/// Elements of the variables `build` creates (None on overflow).
+pub fn variables(cfg: &CnnConfig, classes: u64) -> Option<u64> {
+    let (mut cin, mut n) = (1u64, 0u64);
+    for &w in &cfg.widths {
+        let w = u64::try_from(w).ok()?;
+        for _ in 0..cfg.convs {
+            // A 3x3 convolution without bias, then BatchNorm (4 per channel).
+            n = n.checked_add(
+                cin.checked_mul(w)?
+                    .checked_mul(9)?
+                    .checked_add(w.checked_mul(4)?)?,
+            )?;
+            cin = w;
+        }
+    }
+    n.checked_add(super::linear_variables(cin, classes)?)
 }
 
 pub fn build(p: &nn::Path, cfg: &CnnConfig, input: i64, classes: i64) -> Net {

@@ -65,8 +65,7 @@ pub fn build(p: &nn::Path, cfg: &EnsembleConfig, input: i64, classes: i64) -> Ne
     let mut members = Vec::with_capacity(cfg.members.len());
     let mut macs = 0;
     for (k, m) in cfg.members.iter().enumerate() {
-        let net = super::build(&(p / format!("m{k}")), m, input as usize, classes as usize)
-            .expect("validated: every member is a network");
+        let net = super::build_checked(&(p / format!("m{k}")), m, input as usize, classes as usize);
         macs += net.macs;
         members.push(net.module);
     }

@@ -168,10 +168,14 @@ pub struct Linear {
 pub fn linear(p: nn::Path, inputs: i64, outputs: i64) -> Linear {
     let (observer, q) = hook(&p, LayerKind::Linear, inputs);
     let fp = nn::linear(&p, inputs, outputs, Default::default());
-    let int8 = q.filter(|q| q.exec == Exec::Int8).map(|q| Int8Linear {
-        w: q.values.tr().contiguous(),
-        scale: q.scale,
-    });
+    // An int8 form of another shape stays unused: the float weight's shape
+    // check (`weights::copy_into`) then refuses the file.
+    let int8 = q
+        .filter(|q| q.exec == Exec::Int8 && q.values.size() == [outputs, inputs])
+        .map(|q| Int8Linear {
+            w: q.values.tr().contiguous(),
+            scale: q.scale,
+        });
     Linear { fp, int8, observer }
 }
 
@@ -223,15 +227,19 @@ pub fn conv2d(p: nn::Path, inputs: i64, outputs: i64, k: i64, cfg: nn::ConvConfi
     );
     let (observer, q) = hook(&p, LayerKind::Conv, inputs);
     let fp = nn::conv2d(&p, inputs, outputs, k, cfg);
-    let int8 = q.filter(|q| q.exec == Exec::Int8).map(|q| Int8Conv {
-        w: q.values
-            .permute([2, 3, 1, 0])
-            .reshape([k * k * inputs, outputs])
-            .contiguous(),
-        scale: q.scale,
-        input_scale: q
-            .input_scale
-            .expect("an int8 convolution has a calibrated input scale"),
+    // As in `linear`; an int8 convolution also needs its input scale.
+    let int8 = q.and_then(|q| match q.input_scale {
+        Some(input_scale) if q.exec == Exec::Int8 && q.values.size() == [outputs, inputs, k, k] => {
+            Some(Int8Conv {
+                w: q.values
+                    .permute([2, 3, 1, 0])
+                    .reshape([k * k * inputs, outputs])
+                    .contiguous(),
+                scale: q.scale,
+                input_scale,
+            })
+        }
+        _ => None,
     });
     Conv2d {
         fp,

@@ -13,6 +13,11 @@ use tch::nn;
 #[serde(deny_unknown_fields, default)]
 pub struct LogisticConfig {}
 
+/// Elements of the variables `build` creates (None on overflow).
+pub fn variables(input: u64, classes: u64) -> Option<u64> {
+    super::linear_variables(input.checked_mul(input)?, classes)
+}
+
 pub fn build(p: &nn::Path, _cfg: &LogisticConfig, input: i64, classes: i64) -> Net {
     let d = input * input;
     let fc = super::layers::linear(p / "fc", d, classes);

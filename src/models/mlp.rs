@@ -25,9 +25,16 @@ impl Default for MlpConfig {
 
 impl MlpConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.hidden.iter().any(|&h| h <= 0) {
+        if self.hidden.len() > super::MAX_DEPTH
+            || self
+                .hidden
+                .iter()
+                .any(|&h| !(1..=super::MAX_WIDTH).contains(&h))
+        {
             return Err(format!(
-                "model.hidden sizes must be positive, got {:?}",
+                "model.hidden must be at most {} sizes in 1..={}, got {:?}",
+                super::MAX_DEPTH,
+                super::MAX_WIDTH,
                 self.hidden
             ));
         }
@@ -39,6 +46,21 @@ impl MlpConfig {
         }
         Ok(())
     }
+}
+
+/// Elements of the variables `build` creates (None on overflow).
+pub fn variables(cfg: &MlpConfig, input: u64, classes: u64) -> Option<u64> {
+    let mut d = input.checked_mul(input)?;
+    let mut n = 0u64;
+    for &h in &cfg.hidden {
+        let h = u64::try_from(h).ok()?;
+        let bn = if cfg.batch_norm { h.checked_mul(4)? } else { 0 };
+        n = n
+            .checked_add(super::linear_variables(d, h)?)?
+            .checked_add(bn)?;
+        d = h;
+    }
+    n.checked_add(super::linear_variables(d, classes)?)
 }
 
 pub fn build(p: &nn::Path, cfg: &MlpConfig, input: i64, classes: i64) -> Net {

@@ -1,7 +1,9 @@
 //! The model zoo. Each family is one file with a typed config and a builder
 //! that names every sub-path (stable checkpoint keys), and reports its
 //! multiply-accumulates per image. `ModelConfig` is the closed set of
-//! families, parsed from YAML by its `kind` tag.
+//! families, parsed from YAML by its `kind` tag. `build` checks a config
+//! (ranges, input size, class count, variable count) before it allocates:
+//! configs also come from model files, which may say anything.
 
 pub mod cnn;
 pub mod ensemble;
@@ -12,8 +14,18 @@ pub mod resnet;
 pub mod vit;
 pub mod weights;
 
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
+
+/// Largest layer width (hidden size, channels, embedding dim) a config may ask for.
+pub const MAX_WIDTH: i64 = 1 << 16;
+/// Most layers, blocks or convolutions per block a config may ask for.
+pub const MAX_DEPTH: usize = 64;
+/// Most classes a network may have.
+pub const MAX_CLASSES: usize = 1000;
+/// Most variable elements `build` allocates (4 GiB of f32; ResNet18 has 11 M).
+pub const MAX_VARIABLES: u64 = 1 << 30;
 
 /// A model family and its settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,11 +77,62 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(c) => c.validate(),
             ModelConfig::Cnn(c) => c.validate(input),
+            ModelConfig::Resnet18(c) => c.validate(),
             ModelConfig::Vit(c) => c.validate(input),
             ModelConfig::Ensemble(c) => c.validate(input),
-            _ => Ok(()),
+            ModelConfig::Majority | ModelConfig::Random | ModelConfig::Logistic(_) => Ok(()),
         }
     }
+
+    /// Elements of all the variables (weights and BatchNorm statistics) that
+    /// `build` creates for this config: what a model file must hold. None on
+    /// overflow; 0 for the baselines.
+    pub fn variables(&self, input: usize, classes: usize) -> Option<u64> {
+        let (input, classes) = (input as u64, classes as u64);
+        match self {
+            ModelConfig::Majority | ModelConfig::Random => Some(0),
+            ModelConfig::Logistic(_) => logistic::variables(input, classes),
+            ModelConfig::Mlp(c) => mlp::variables(c, input, classes),
+            ModelConfig::Cnn(c) => cnn::variables(c, classes),
+            ModelConfig::Resnet18(c) => resnet::variables(c, classes),
+            ModelConfig::Vit(c) => vit::variables(c, input, classes),
+            ModelConfig::Ensemble(c) => c.members.iter().try_fold(0u64, |n, m| {
+                n.checked_add(m.variables(input as usize, classes as usize)?)
+            }),
+        }
+    }
+
+    /// Everything `build` checks before it allocates: the config's ranges,
+    /// the input side (1..=48) and class count, and at most
+    /// [`MAX_VARIABLES`] variable elements. Returns that element count.
+    pub fn check(&self, input: usize, classes: usize) -> Result<u64, String> {
+        if !self.is_network() {
+            return Err(format!("a {} baseline has no network", self.family()));
+        }
+        if !(1..=crate::data::SIDE).contains(&input) {
+            return Err(format!(
+                "input size {input}: expected 1..={}",
+                crate::data::SIDE
+            ));
+        }
+        if !(1..=MAX_CLASSES).contains(&classes) {
+            return Err(format!("{classes} classes: expected 1..={MAX_CLASSES}"));
+        }
+        self.validate(input)?;
+        match self.variables(input, classes) {
+            Some(n) if n <= MAX_VARIABLES => Ok(n),
+            n => Err(format!(
+                "a {} of {} weights is over the limit of {MAX_VARIABLES}",
+                self.family(),
+                n.map_or("more than 2^64".to_string(), |n| n.to_string())
+            )),
+        }
+    }
+}
+
+/// Weights and bias of a linear layer.
+fn linear_variables(inputs: u64, outputs: u64) -> Option<u64> {
+    inputs.checked_mul(outputs)?.checked_add(outputs)
 }
 
 /// A network: a module that can also show what it looks at.
@@ -122,19 +185,29 @@ pub struct Net {
 }
 
 /// Builds the network for `cfg` on `p`, for `input x input` one-channel
-/// images and `classes` outputs. Baselines have no network.
-pub fn build(p: &nn::Path, cfg: &ModelConfig, input: usize, classes: usize) -> Option<Net> {
+/// images and `classes` outputs, once [`ModelConfig::check`] passes (so
+/// nothing is allocated for a config that cannot be built; baselines have
+/// no network).
+pub fn build(p: &nn::Path, cfg: &ModelConfig, input: usize, classes: usize) -> Result<Net> {
+    if let Err(e) = cfg.check(input, classes) {
+        bail!("cannot build this network: {e}");
+    }
+    Ok(build_checked(p, cfg, input, classes))
+}
+
+/// [`build`] for a config that passed [`ModelConfig::check`].
+fn build_checked(p: &nn::Path, cfg: &ModelConfig, input: usize, classes: usize) -> Net {
     let input = input as i64;
     let classes = classes as i64;
-    Some(match cfg {
-        ModelConfig::Majority | ModelConfig::Random => return None,
+    match cfg {
+        ModelConfig::Majority | ModelConfig::Random => unreachable!("checked: a network"),
         ModelConfig::Logistic(c) => logistic::build(p, c, input, classes),
         ModelConfig::Mlp(c) => mlp::build(p, c, input, classes),
         ModelConfig::Cnn(c) => cnn::build(p, c, input, classes),
         ModelConfig::Resnet18(c) => resnet::build(p, c, input, classes),
         ModelConfig::Vit(c) => vit::build(p, c, input, classes),
         ModelConfig::Ensemble(c) => ensemble::build(p, c, input, classes),
-    })
+    }
 }
 
 /// Trainable parameters of a var store.
@@ -273,6 +346,154 @@ mod tests {
         }
         .validate(44)
         .is_err());
+    }
+
+    /// Elements of every variable of a var store: what a model file holds.
+    fn elements(vs: &nn::VarStore) -> u64 {
+        vs.variables().values().map(|t| t.numel() as u64).sum()
+    }
+
+    #[test]
+    fn resnet_variables_are_counted_exactly() {
+        for stem in [
+            resnet::Stem::Imagenet,
+            resnet::Stem::Small,
+            resnet::Stem::SmallPool,
+        ] {
+            let cfg = ModelConfig::Resnet18(resnet::ResnetConfig {
+                stem,
+                ..Default::default()
+            });
+            let (vs, _) = built(&cfg, 48);
+            assert_eq!(cfg.variables(48, 7), Some(elements(&vs)), "{stem:?}");
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_cannot_be_built_before_allocating() {
+        let cnn = ModelConfig::Cnn(Default::default());
+        assert!(cnn.check(0, 7).unwrap_err().contains("input size 0"));
+        assert!(cnn.check(49, 7).unwrap_err().contains("input size 49"));
+        assert!(cnn.check(44, 0).unwrap_err().contains("0 classes"));
+        assert!(ModelConfig::Majority.check(44, 7).is_err());
+        // In range one by one, too many weights together.
+        let wide = ModelConfig::Cnn(cnn::CnnConfig {
+            widths: vec![MAX_WIDTH; 4],
+            ..Default::default()
+        });
+        let err = wide.check(44, 7).unwrap_err();
+        assert!(err.contains("over the limit"), "{err}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        assert!(build(&vs.root(), &wide, 44, 7).is_err());
+        assert!(vs.variables().is_empty(), "nothing was allocated");
+        // A NaN ratio passed the old `<= 0.0` test.
+        let nan = ModelConfig::Vit(vit::VitConfig {
+            mlp_ratio: f64::NAN,
+            ..Default::default()
+        });
+        assert!(nan.check(44, 7).unwrap_err().contains("mlp_ratio"));
+    }
+
+    /// Small valid configs of every family but ResNet18 (fixed, above), with
+    /// an input side each can take.
+    fn small_config() -> impl Strategy<Value = (ModelConfig, usize)> {
+        let drop = prop::sample::select(vec![0.0, 0.3]);
+        let mlp = (
+            prop::collection::vec(1i64..16, 0..3),
+            any::<bool>(),
+            drop.clone(),
+            1usize..=12,
+        )
+            .prop_map(|(hidden, batch_norm, dropout, input)| {
+                let c = mlp::MlpConfig {
+                    hidden,
+                    dropout,
+                    batch_norm,
+                };
+                (ModelConfig::Mlp(c), input)
+            });
+        let cnn = (
+            prop::collection::vec(1i64..8, 1..=3),
+            1usize..=2,
+            drop.clone(),
+            0usize..8,
+        )
+            .prop_map(|(widths, convs, dropout, extra)| {
+                let input = (1 << widths.len()) + extra;
+                let c = cnn::CnnConfig {
+                    widths,
+                    convs,
+                    block_dropout: dropout,
+                    dropout,
+                };
+                (ModelConfig::Cnn(c), input)
+            });
+        let vit = (
+            (1i64..=4, 1i64..=3, 1i64..=3, 1i64..=3),
+            (1usize..=2, prop::sample::select(vec![0.5, 1.0, 2.0])),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+        )
+            .prop_map(
+                |((patch, grid, heads, per), (depth, mlp_ratio), (mean, sin, pre))| {
+                    let c = vit::VitConfig {
+                        patch,
+                        dim: heads * per * 2,
+                        depth,
+                        heads,
+                        mlp_ratio,
+                        pre_norm: pre,
+                        pos_embed: if sin {
+                            vit::PosEmbed::Sinusoidal
+                        } else {
+                            vit::PosEmbed::Learned
+                        },
+                        pool: if mean {
+                            vit::Pool::Mean
+                        } else {
+                            vit::Pool::Cls
+                        },
+                        ..Default::default()
+                    };
+                    (ModelConfig::Vit(c), (patch * grid) as usize)
+                },
+            );
+        let logistic = (1usize..=12).prop_map(|i| (ModelConfig::Logistic(Default::default()), i));
+        let single = prop_oneof![mlp, cnn, vit, logistic];
+        prop_oneof![
+            3 => single.clone(),
+            1 => (single, 1usize..=4).prop_map(|((m, input), n)| {
+                // A second member that takes any input: an MLP of n units.
+                let other = ModelConfig::Mlp(mlp::MlpConfig {
+                    hidden: vec![n as i64],
+                    ..Default::default()
+                });
+                let e = ensemble::EnsembleConfig {
+                    members: vec![m, other],
+                };
+                (ModelConfig::Ensemble(e), input)
+            }),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// What `check` passes builds, runs and has the variables `variables`
+        /// counts: the count a model file's tensors are held to.
+        #[test]
+        fn checked_configs_build_run_and_are_counted_exactly(
+            (cfg, input) in small_config(),
+            classes in 1usize..=9,
+        ) {
+            let n = cfg.check(input, classes).map_err(TestCaseError::fail)?;
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = build(&vs.root(), &cfg, input, classes).unwrap();
+            prop_assert_eq!(n, elements(&vs));
+            let x = Tensor::randn([2, 1, input as i64, input as i64], (Kind::Float, Device::Cpu));
+            prop_assert_eq!(net.module.forward_t(&x, false).size(), vec![2, classes as i64]);
+        }
     }
 
     #[test]

@@ -36,6 +36,39 @@ pub struct ResnetConfig {
     pub dropout: f64,
 }
 
+impl ResnetConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "model.dropout must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Elements of the variables `build` creates (None on overflow).
+pub fn variables(cfg: &ResnetConfig, classes: u64) -> Option<u64> {
+    let k = match cfg.stem {
+        Stem::Imagenet => 7,
+        Stem::Small | Stem::SmallPool => 3,
+    };
+    let bn = |c: u64| 4 * c;
+    let mut n = 64 * k * k + bn(64);
+    let mut cin = 64u64;
+    for (i, cout) in [64u64, 128, 256, 512].into_iter().enumerate() {
+        for b in 0..2 {
+            n += cin * cout * 9 + bn(cout) + cout * cout * 9 + bn(cout);
+            if (b == 0 && i > 0) || cin != cout {
+                n += cin * cout + bn(cout);
+            }
+            cin = cout;
+        }
+    }
+    n.checked_add(super::linear_variables(512, classes)?)
+}
+
 #[derive(Debug)]
 struct BasicBlock {
     conv1: Conv2d,

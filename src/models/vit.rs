@@ -60,10 +60,17 @@ impl Default for VitConfig {
 
 impl VitConfig {
     pub fn validate(&self, input: usize) -> Result<(), String> {
-        if self.patch <= 0 || input as i64 % self.patch != 0 {
+        if self.patch <= 0 || self.patch > input as i64 || input as i64 % self.patch != 0 {
             return Err(format!(
                 "model.patch must divide the input size {input}, got {}",
                 self.patch
+            ));
+        }
+        if !(1..=super::MAX_WIDTH).contains(&self.dim) {
+            return Err(format!(
+                "model.dim must be in 1..={}, got {}",
+                super::MAX_WIDTH,
+                self.dim
             ));
         }
         if self.heads <= 0 || self.dim % self.heads != 0 {
@@ -72,8 +79,25 @@ impl VitConfig {
                 self.dim, self.heads
             ));
         }
-        if self.depth == 0 || self.mlp_ratio <= 0.0 {
-            return Err("model.depth and model.mlp_ratio must be positive".into());
+        if self.pos_embed == PosEmbed::Sinusoidal && self.dim % 2 != 0 {
+            return Err(format!(
+                "model.dim must be even for sinusoidal position embeddings, got {}",
+                self.dim
+            ));
+        }
+        if !(1..=super::MAX_DEPTH).contains(&self.depth) {
+            return Err(format!(
+                "model.depth must be in 1..={}, got {}",
+                super::MAX_DEPTH,
+                self.depth
+            ));
+        }
+        // The MLP's hidden width, dim x mlp_ratio, rounded, must be a size.
+        if !(self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) || self.hidden() < 1 {
+            return Err(format!(
+                "model.mlp_ratio must be in (0, 64] and give at least one hidden unit, got {}",
+                self.mlp_ratio
+            ));
         }
         for (n, v) in [
             ("dropout", self.dropout),
@@ -85,6 +109,49 @@ impl VitConfig {
         }
         Ok(())
     }
+}
+
+impl VitConfig {
+    /// Width of each block's MLP.
+    fn hidden(&self) -> i64 {
+        (self.dim as f64 * self.mlp_ratio).round() as i64
+    }
+}
+
+/// Elements of the variables `build` creates (None on overflow).
+pub fn variables(cfg: &VitConfig, input: u64, classes: u64) -> Option<u64> {
+    let d = u64::try_from(cfg.dim).ok()?;
+    let patch = u64::try_from(cfg.patch).ok().filter(|&p| p > 0)?;
+    let hidden = u64::try_from(cfg.hidden()).ok()?;
+    let lin = super::linear_variables;
+    let grid = input / patch;
+    let cls = u64::from(cfg.pool == Pool::Cls);
+    let tokens = grid.checked_mul(grid)?.checked_add(cls)?;
+    let pos = match cfg.pos_embed {
+        PosEmbed::Learned => tokens.checked_mul(d)?,
+        PosEmbed::Sinusoidal => 0,
+    };
+    // Two LayerNorms (weight and bias), qkv, proj, fc1, fc2.
+    let block = [
+        d.checked_mul(4)?,
+        lin(d, d.checked_mul(3)?)?,
+        lin(d, d)?,
+        lin(d, hidden)?,
+        lin(hidden, d)?,
+    ]
+    .into_iter()
+    .try_fold(0u64, u64::checked_add)?;
+    let norm = if cfg.pre_norm { d.checked_mul(2)? } else { 0 };
+    [
+        lin(patch.checked_mul(patch)?, d)?,
+        d.checked_mul(cls)?,
+        pos,
+        block.checked_mul(cfg.depth as u64)?,
+        norm,
+        lin(d, classes)?,
+    ]
+    .into_iter()
+    .try_fold(0u64, u64::checked_add)
 }
 
 #[derive(Debug)]
@@ -104,7 +171,7 @@ struct Block {
 impl Block {
     fn new(p: nn::Path, cfg: &VitConfig) -> Block {
         let d = cfg.dim;
-        let hidden = (d as f64 * cfg.mlp_ratio).round() as i64;
+        let hidden = cfg.hidden();
         Block {
             norm1: nn::layer_norm(&p / "norm1", vec![d], Default::default()),
             qkv: layers::linear(&p / "attn" / "qkv", d, 3 * d),
@@ -279,7 +346,7 @@ pub fn build(p: &nn::Path, cfg: &VitConfig, input: i64, classes: i64) -> Net {
         .pre_norm
         .then(|| nn::layer_norm(p / "norm", vec![d], Default::default()));
     let head = layers::linear(p / "head", d, classes);
-    let hidden = (d as f64 * cfg.mlp_ratio).round() as i64;
+    let hidden = cfg.hidden();
     let per_block =
         tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * hidden;
     let macs = (patches * d * cfg.patch * cfg.patch) as u64

@@ -19,9 +19,15 @@ pub fn copy_into(
                 .with_context(|| format!("tensor '{key}' missing from the file"))?;
             if src.size() != var.size() {
                 bail!(
-                    "tensor '{key}': file has {:?}, model expects {:?}",
+                    "tensor '{key}': file has {:?}, the network its metadata describes expects {:?}",
                     src.size(),
                     var.size()
+                );
+            }
+            if !src.is_floating_point() {
+                bail!(
+                    "tensor '{key}' is {:?}, expected floating-point weights",
+                    src.kind()
                 );
             }
             var.copy_(&src.to_kind(var.kind()).to_device(var.device()));

@@ -311,7 +311,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     let mut probs = Vec::new();
     for r in &mut runs {
         let clf = Classifier::load(&r.dir.model(), tch::Device::Cpu)?;
-        probs.push(clf.predict_set(&test, false, 256));
+        probs.push(clf.predict_set(&test, false, 256)?);
         r.latency = latency(&r.dir, &clf);
         r.has_net = clf.net.is_some();
         clfs.push(clf);
@@ -327,7 +327,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     }
     for &i in &deep {
         if runs[i].has_net {
-            let rob = robustness(&runs[i], &clfs[i], &test, a.robustness_images, &digest);
+            let rob = robustness(&runs[i], &clfs[i], &test, a.robustness_images, &digest)?;
             runs[i].robustness = Some(rob);
         }
     }
@@ -453,7 +453,7 @@ fn robustness(
     test: &ImageSet,
     images: usize,
     digest: &str,
-) -> Robustness {
+) -> Result<Robustness> {
     #[derive(Serialize, Deserialize)]
     struct Cached {
         digest: String,
@@ -465,14 +465,14 @@ fn robustness(
         .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
     {
         if c.digest == digest && c.r.images == images.min(test.len()) && c.r.seed == 0 {
-            return c.r;
+            return Ok(c.r);
         }
     }
     eprintln!(
         "report: robustness suite for {} ({images} images)",
         run.label
     );
-    let r = robust::run(clf, test, Some(images), 0);
+    let r = robust::run(clf, test, Some(images), 0)?;
     let c = Cached {
         digest: digest.to_string(),
         r,
@@ -480,7 +480,7 @@ fn robustness(
     if let Ok(b) = serde_json::to_vec_pretty(&c) {
         let _ = layout::write_atomic(&path, &b);
     }
-    c.r
+    Ok(c.r)
 }
 
 /// Per confidence bin (15 equal-width): mean confidence, accuracy, count.

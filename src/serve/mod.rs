@@ -132,7 +132,13 @@ fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
     } else {
         loaded.data.train.select(&tv.val)
     };
-    let probs = clf.predict_set(&val, false, 256);
+    let probs = match clf.predict_set(&val, false, 256) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("fer serve: no reference confidence for drift ({e:#})");
+            return None;
+        }
+    };
     let n = val.len().max(1) as f64;
     Some(
         probs
@@ -208,7 +214,7 @@ impl Engine {
             .detect(&gray)
             .map_err(|e| BadInput(format!("face detection failed: {e:#}")))?;
         let t2 = Instant::now();
-        let mut faces = self.classify(&gray, &boxes);
+        let mut faces = self.classify(&gray, &boxes)?;
         if let Some(prev) = previous {
             smooth(&mut faces, prev, &self.classes);
             *prev = faces.clone();
@@ -248,9 +254,9 @@ impl Engine {
 
     /// All faces of a frame in one batch: a square crop around each box
     /// (with a margin, as FER-2013 faces are framed), scaled to 48x48.
-    fn classify(&self, gray: &image::GrayImage, boxes: &[FaceBox]) -> Vec<Face> {
+    fn classify(&self, gray: &image::GrayImage, boxes: &[FaceBox]) -> Result<Vec<Face>, BadInput> {
         if boxes.is_empty() {
-            return vec![];
+            return Ok(vec![]);
         }
         let (w, h) = gray.dimensions();
         let mut set = ImageSet::default();
@@ -274,8 +280,13 @@ impl Engine {
             debug_assert_eq!(face.as_raw().len(), PIXELS);
             set.push(face.as_raw(), 0, Origin::Unknown, String::new());
         }
-        let probs = self.clf.lock().unwrap().predict_set(&set, false, 64);
-        boxes
+        let probs = self
+            .clf
+            .lock()
+            .unwrap()
+            .predict_set(&set, false, 64)
+            .map_err(|e| BadInput(format!("{e:#}")))?;
+        Ok(boxes
             .iter()
             .zip(probs.chunks_exact(NUM_CLASSES))
             .map(|(b, p)| {
@@ -287,7 +298,7 @@ impl Engine {
                     probs: p.to_vec(),
                 }
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -235,6 +235,7 @@ pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn rebuild_survives_a_cut_line_and_replayed_epochs() {
@@ -305,5 +306,124 @@ mod tests {
         })
         .unwrap();
         assert_eq!(j.trials().unwrap()[1].intermediate.len(), 2);
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let trial = 0usize..6;
+        let state = prop::sample::select(vec![
+            TrialState::Running,
+            TrialState::Complete,
+            TrialState::Pruned,
+            TrialState::Failed,
+        ]);
+        prop_oneof![
+            (trial.clone(), any::<u64>()).prop_map(|(trial, seed)| Event::TrialStarted {
+                trial,
+                params: [("x".to_string(), serde_json::json!(trial))].into(),
+                seed,
+                time: 0.0,
+            }),
+            (trial.clone(), 0usize..5, -999i32..999).prop_map(|(trial, epoch, value)| {
+                Event::Intermediate {
+                    trial,
+                    epoch,
+                    // Whole numbers: they survive JSON exactly.
+                    value: value.into(),
+                }
+            }),
+            (trial, state, prop::option::of(-999i32..999)).prop_map(|(trial, state, value)| {
+                Event::TrialFinished {
+                    trial,
+                    state,
+                    value: value.map(f64::from),
+                    seconds: 1.0,
+                    error: None,
+                    family: None,
+                    params_count: None,
+                }
+            }),
+        ]
+    }
+
+    fn journal_text(events: &[Event]) -> String {
+        events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Events in any order (finishes before starts, repeats, unknown
+        /// trials) fold into one record per started trial, by number, with
+        /// one value per epoch in epoch order.
+        #[test]
+        fn any_event_order_rebuilds_consistent_trials(events in prop::collection::vec(event(), 0..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("trials.jsonl");
+            std::fs::write(&path, journal_text(&events)).unwrap();
+            let read = read_events(&path).unwrap();
+            prop_assert_eq!(&read, &events);
+            let trials = rebuild(&read);
+            let started: std::collections::BTreeSet<usize> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::TrialStarted { trial, .. } => Some(*trial),
+                    _ => None,
+                })
+                .collect();
+            let numbers: Vec<usize> = trials.iter().map(|t| t.number).collect();
+            prop_assert_eq!(numbers, started.into_iter().collect::<Vec<_>>());
+            for t in &trials {
+                prop_assert!(t.intermediate.windows(2).all(|w| w[0].0 < w[1].0));
+            }
+        }
+
+        /// A journal with bytes flipped or cut reads as events or as an
+        /// error naming the file and line, never a panic.
+        #[test]
+        fn mutated_journals_read_or_name_the_bad_line(
+            events in prop::collection::vec(event(), 1..12),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("trials.jsonl");
+            let mut bytes = journal_text(&events).into_bytes();
+            for (i, v) in flips {
+                let i = i.index(bytes.len());
+                bytes[i] = v;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c.index(bytes.len()));
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            match read_events(&path) {
+                Ok(read) => {
+                    rebuild(&read);
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    prop_assert!(msg.contains(&path.display().to_string()), "{}", msg);
+                }
+            }
+        }
+
+        #[test]
+        fn random_bytes_read_or_name_the_bad_line(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("trials.jsonl");
+            std::fs::write(&path, &bytes).unwrap();
+            match read_events(&path) {
+                Ok(read) => {
+                    rebuild(&read);
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    prop_assert!(msg.contains(&path.display().to_string()), "{}", msg);
+                }
+            }
+        }
     }
 }

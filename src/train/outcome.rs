@@ -91,7 +91,7 @@ pub(super) fn finish(
             let t = std::time::Instant::now();
             // Fitted on the raw probabilities, so finishing twice (a resumed
             // finished run) fits the same alpha rather than stacking two.
-            let mut probs = clf.predict_set_raw(&splits.val, cfg.eval.tta, 256);
+            let mut probs = clf.predict_set_raw(&splits.val, cfg.eval.tta, 256)?;
             let rec = adjust(
                 &mut clf,
                 &rd.model(),
@@ -107,9 +107,12 @@ pub(super) fn finish(
             let val = eval::report(&probs, &splits.val, "val", cfg.eval.tta, secs);
             (val, Some(rec))
         }
-        _ => (eval::evaluate(&clf, &splits.val, "val", cfg.eval.tta), None),
+        _ => (
+            eval::evaluate(&clf, &splits.val, "val", cfg.eval.tta)?,
+            None,
+        ),
     };
-    let test = eval::evaluate(&clf, &splits.test, "test", cfg.eval.tta);
+    let test = eval::evaluate(&clf, &splits.test, "test", cfg.eval.tta)?;
     let out = Outcome {
         name: cfg.name.clone(),
         family: clf.meta.model.family().to_string(),

@@ -9,6 +9,7 @@ mod cli;
 mod data_bad_input;
 mod data_real;
 mod mlflow_real;
+mod model_file_bad;
 mod quant_real;
 mod report_real;
 mod serve_real;

@@ -180,8 +180,8 @@ fn logit_adjustment_is_fitted_on_validation_and_travels_with_the_file() {
     let data = fer::data::load(&cfg.data, &fer::layout::cache_dir())
         .unwrap()
         .data;
-    let raw = clf.predict_set_raw(&data.test, false, 256);
-    let adjusted = clf.predict_set(&data.test, false, 256);
+    let raw = clf.predict_set_raw(&data.test, false, 256).unwrap();
+    let adjusted = clf.predict_set(&data.test, false, 256).unwrap();
     assert_ne!(raw, adjusted);
     let mut by_hand = raw.clone();
     adj.apply(&mut by_hand);
@@ -431,10 +431,11 @@ fn model_file_round_trip_gives_identical_predictions() {
     let data = fer::data::load(&cfg.data, &fer::layout::cache_dir())
         .unwrap()
         .data;
-    let p1 = clf.predict_set(&data.test, false, 100);
+    let p1 = clf.predict_set(&data.test, false, 100).unwrap();
     let p2 = Classifier::load(&run.join("model.safetensors"), tch::Device::Cpu)
         .unwrap()
-        .predict_set(&data.test, false, 333);
+        .predict_set(&data.test, false, 333)
+        .unwrap();
     assert_eq!(p1, p2);
     let m = fer::eval::metrics::compute(&p1, &data.test.labels, 7);
     assert_eq!(m.accuracy, out.test.overall.accuracy);
@@ -444,7 +445,8 @@ fn model_file_round_trip_gives_identical_predictions() {
     artifact::save(&copy, &clf.meta, clf.vs.as_ref()).unwrap();
     let p3 = Classifier::load(&copy, tch::Device::Cpu)
         .unwrap()
-        .predict_set(&data.test, false, 256);
+        .predict_set(&data.test, false, 256)
+        .unwrap();
     assert_eq!(p1, p3);
 
     // `fer eval FILE --json` reports the same accuracy, per half too.
@@ -740,7 +742,7 @@ fn gap_to_average(
     b: &Classifier,
     set: &fer::data::ImageSet,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, f32) {
-    let [pe, pa, pb] = [ens, a, b].map(|c| c.predict_set(set, false, 256));
+    let [pe, pa, pb] = [ens, a, b].map(|c| c.predict_set(set, false, 256).unwrap());
     let worst = pe
         .iter()
         .zip(pa.iter().zip(&pb))
@@ -897,7 +899,7 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
         )),
         "{said}"
     );
-    let pp = p.predict_set(&data.test, false, 256);
+    let pp = p.predict_set(&data.test, false, 256).unwrap();
     let gap = pp
         .iter()
         .zip(&pe)
