@@ -5,6 +5,7 @@ use crate::serve::ServeOptions;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -29,6 +30,24 @@ pub struct ServeArgs {
     /// Largest accepted upload in bytes (413 above it).
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body: usize,
+    /// Largest accepted image in pixels, read from its header before
+    /// decoding (413 above it). 16 MP holds a 12 MP phone photo and a 4K
+    /// frame; detection shrinks frames to --detect-width anyway.
+    #[arg(long, default_value_t = 16_000_000, value_parser = clap::value_parser!(u64).range(576..))]
+    pub max_pixels: u64,
+    /// Frames decoded and classified at once (bounds memory); others wait.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent: u32,
+    /// Seconds a request waits for its turn before a 503.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_timeout: u64,
+    /// Seconds for a request's head, and again for its body, to arrive
+    /// (the connection is closed, or the upload answered 408, after).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout: u64,
+    /// Seconds a WebSocket may stay without a message before it is closed.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_idle_timeout: u64,
     /// Prediction log for drift monitoring (default: runs/serve/predictions.jsonl).
     #[arg(long)]
     pub drift_log: Option<PathBuf>,
@@ -72,6 +91,11 @@ impl ServeArgs {
             },
             detect_width: self.detect_width,
             max_body: self.max_body,
+            max_pixels: self.max_pixels,
+            max_concurrent: self.max_concurrent as usize,
+            queue_timeout: Duration::from_secs(self.queue_timeout),
+            read_timeout: Duration::from_secs(self.read_timeout),
+            ws_idle_timeout: Duration::from_secs(self.ws_idle_timeout),
             drift_log: self.drift_log,
             drift_log_max: self.drift_log_max,
             data: self.data,

@@ -100,7 +100,7 @@ pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
         let t0 = std::time::Instant::now();
         let r = engine
             .process(&jpeg, Some(&mut prev))
-            .map_err(|e| anyhow::anyhow!(e.0))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if i >= a.warmup {
             timed += t0.elapsed();
             let tm = &r.timing_ms;

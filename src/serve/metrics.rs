@@ -1,6 +1,7 @@
 //! Prometheus text exposition, by hand: a few counters and histograms do
 //! not need a registry crate.
 
+use super::lock;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -62,6 +63,17 @@ struct Inner {
     stages: Vec<Histogram>,
     faces: Histogram,
     classes: Vec<u64>,
+    /// The most frames ever decoded and classified at once.
+    in_progress_max: usize,
+}
+
+/// Point-in-time values the server knows, rendered beside the counters.
+pub struct Gauges {
+    /// Frames being decoded and classified now.
+    pub in_progress: usize,
+    /// `--max-concurrent`.
+    pub limit: usize,
+    pub model_broken: bool,
 }
 
 impl Default for Metrics {
@@ -74,6 +86,7 @@ impl Default for Metrics {
                 stages: STAGES.iter().map(|_| Histogram::new(&secs)).collect(),
                 faces: Histogram::new(&[0.0, 1.0, 2.0, 3.0, 5.0, 10.0]),
                 classes: vec![0; crate::data::NUM_CLASSES],
+                in_progress_max: 0,
             }),
         }
     }
@@ -81,26 +94,22 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn request(&self, endpoint: &str) {
-        *self
-            .inner
-            .lock()
-            .unwrap()
+        *lock(&self.inner)
             .requests
             .entry(endpoint.into())
             .or_default() += 1;
     }
     pub fn error(&self, kind: &str) {
-        *self
-            .inner
-            .lock()
-            .unwrap()
-            .errors
-            .entry(kind.into())
-            .or_default() += 1;
+        *lock(&self.inner).errors.entry(kind.into()).or_default() += 1;
+    }
+    /// A frame started; `now` are in progress, itself included.
+    pub fn in_progress(&self, now: usize) {
+        let mut m = lock(&self.inner);
+        m.in_progress_max = m.in_progress_max.max(now);
     }
     /// One processed frame: stage times in seconds, and the predicted classes.
     pub fn frame(&self, stage_secs: [f64; 4], predicted: &[usize]) {
-        let mut m = self.inner.lock().unwrap();
+        let mut m = lock(&self.inner);
         for (h, s) in m.stages.iter_mut().zip(stage_secs) {
             h.observe(s);
         }
@@ -112,8 +121,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, classes: &[String], drift: &super::drift::Summary) -> String {
-        let m = self.inner.lock().unwrap();
+    pub fn render(&self, classes: &[String], drift: &super::drift::Summary, g: &Gauges) -> String {
+        let m = lock(&self.inner);
         let mut s = String::new();
         s += "# HELP fer_requests_total Requests by endpoint.\n# TYPE fer_requests_total counter\n";
         for (k, v) in &m.requests {
@@ -154,6 +163,14 @@ impl Metrics {
         }
         s += "# HELP fer_drift_divergence Total variation distance between live and training class shares.\n# TYPE fer_drift_divergence gauge\n";
         let _ = writeln!(s, "fer_drift_divergence {}", drift.divergence);
+        s += "# HELP fer_frames_in_progress Frames being decoded and classified.\n# TYPE fer_frames_in_progress gauge\n";
+        let _ = writeln!(s, "fer_frames_in_progress {}", g.in_progress);
+        s += "# HELP fer_frames_in_progress_max The most frames in progress at once since start-up.\n# TYPE fer_frames_in_progress_max gauge\n";
+        let _ = writeln!(s, "fer_frames_in_progress_max {}", m.in_progress_max);
+        s += "# HELP fer_frames_in_progress_limit At most this many at once (--max-concurrent).\n# TYPE fer_frames_in_progress_limit gauge\n";
+        let _ = writeln!(s, "fer_frames_in_progress_limit {}", g.limit);
+        s += "# HELP fer_model_broken 1 once the model failed its check after a panic (then /healthz fails).\n# TYPE fer_model_broken gauge\n";
+        let _ = writeln!(s, "fer_model_broken {}", u8::from(g.model_broken));
         s
     }
 }

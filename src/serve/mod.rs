@@ -2,26 +2,29 @@
 //! in the binary) streams JPEG frames over a WebSocket, one in flight; the
 //! server decodes, finds faces with an OpenCV cascade, classifies them in
 //! one batch and answers with boxes, labels and per-stage latency.
+//!
+//! This file owns the per-frame pipeline (`Engine`); `http` the server and
+//! its limits, `guard` panic containment and the model's health.
 
 pub mod bench;
 pub mod detect;
 pub mod drift;
+mod fault;
+mod guard;
+mod http;
 pub mod metrics;
+
+pub use http::run;
 
 use crate::artifact::Classifier;
 use crate::data::{ImageSet, Origin, NUM_CLASSES, PIXELS, SIDE};
-use anyhow::{Context, Result};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use anyhow::Result;
 use detect::{Cascade, Detector, FaceBox, Lighting};
+use fault::Fault;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -45,6 +48,17 @@ pub struct ServeOptions {
     pub detect_width: u32,
     /// Largest accepted upload in bytes (413 above it).
     pub max_body: usize,
+    /// Largest accepted image in pixels, read from its header before
+    /// decoding (413 above it).
+    pub max_pixels: u64,
+    /// Frames decoded and classified at once; others wait their turn.
+    pub max_concurrent: usize,
+    /// How long a request waits for its turn before a 503.
+    pub queue_timeout: Duration,
+    /// A request's head, and then its body, must arrive within this.
+    pub read_timeout: Duration,
+    /// A WebSocket with no message for this long is closed.
+    pub ws_idle_timeout: Duration,
     /// Prediction log for drift monitoring (default: runs/serve/predictions.jsonl).
     pub drift_log: Option<PathBuf>,
     /// Rotate the prediction log above this size in bytes.
@@ -82,7 +96,27 @@ pub struct FrameResult {
 
 /// A payload the server refuses, with the reason for the client.
 #[derive(Debug)]
-pub struct BadInput(pub String);
+pub enum Rejected {
+    /// Not a usable image (400).
+    BadPayload(String),
+    /// More pixels than `--max-pixels`, known from the header alone (413).
+    TooManyPixels(String),
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::BadPayload(m) | Rejected::TooManyPixels(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Locks a mutex whether or not an earlier holder panicked. A panic in one
+/// request must not turn every later one into a 500; what these mutexes
+/// guard (a network used read-only, a cascade, counters) stays usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Everything one request needs: the model, the detector, the monitors.
 pub struct Engine {
@@ -92,7 +126,13 @@ pub struct Engine {
     pub drift: Mutex<drift::Drift>,
     pub classes: Vec<String>,
     pub model_name: String,
-    pub max_body: usize,
+    /// Largest accepted image in pixels.
+    pub max_pixels: u64,
+    /// The model's answers on a fixed probe batch at start-up, and whether
+    /// it has broken since.
+    health: guard::Health,
+    /// Test-only faults, off unless `FER_TEST_FAULTS=1` (see `fault`).
+    faults: bool,
 }
 
 /// The model to serve: the given one, else the shipped release model.
@@ -159,11 +199,22 @@ impl Engine {
             path.display(),
             clf.meta.model.family()
         );
+        anyhow::ensure!(
+            clf.meta.classes.len() == NUM_CLASSES,
+            "{}: the model has {} classes; fer serve expects the {NUM_CLASSES} of FER-2013",
+            path.display(),
+            clf.meta.classes.len()
+        );
         let cascade = match &a.cascade_path {
             Some(p) => p.clone(),
             None => detect::default_cascade(a.cascade)?,
         };
         let detector = Detector::new(&cascade, a.lighting, a.detect_width)?;
+        // Before anything else runs the network: a model that panics or
+        // answers NaN on a plain input is refused here, not at the first face.
+        let health = guard::Health::check(&clf).map_err(|e| {
+            anyhow::anyhow!("{}: refusing to serve this model: {e}", path.display())
+        })?;
         let log = a
             .drift_log
             .clone()
@@ -173,7 +224,9 @@ impl Engine {
         Ok(Engine {
             classes: clf.meta.classes.clone(),
             model_name: clf.meta.name.clone(),
-            max_body: a.max_body,
+            max_pixels: a.max_pixels,
+            health,
+            faults: fault::enabled(),
             drift: Mutex::new(drift::Drift::new(
                 Some(log),
                 a.drift_log_max,
@@ -187,34 +240,31 @@ impl Engine {
     }
 
     /// Decode, detect, classify one image. `previous` smooths labels over
-    /// frames of one stream.
+    /// frames of one stream. A panic inside is the caller's to contain (the
+    /// server's `Engine::handle` does).
     pub fn process(
         &self,
         bytes: &[u8],
         previous: Option<&mut Vec<Face>>,
-    ) -> Result<FrameResult, BadInput> {
+    ) -> Result<FrameResult, Rejected> {
+        self.frame(bytes, previous, Fault::None)
+    }
+
+    fn frame(
+        &self,
+        bytes: &[u8],
+        previous: Option<&mut Vec<Face>>,
+        fault: Fault,
+    ) -> Result<FrameResult, Rejected> {
         let t0 = Instant::now();
-        if bytes.is_empty() {
-            return Err(BadInput("empty body: send a JPEG or PNG image".into()));
-        }
-        let img = image::load_from_memory(bytes)
-            .map_err(|e| BadInput(format!("not a decodable image (JPEG or PNG expected): {e}")))?;
-        let gray = img.to_luma8();
+        let gray = decode(bytes, self.max_pixels)?;
         let (width, height) = gray.dimensions();
-        if width < 24 || height < 24 {
-            return Err(BadInput(format!(
-                "image is {width}x{height}; at least 24x24 expected"
-            )));
-        }
         let t1 = Instant::now();
-        let boxes = self
-            .detector
-            .lock()
-            .unwrap()
+        let boxes = lock(&self.detector)
             .detect(&gray)
-            .map_err(|e| BadInput(format!("face detection failed: {e:#}")))?;
+            .map_err(|e| Rejected::BadPayload(format!("face detection failed: {e:#}")))?;
         let t2 = Instant::now();
-        let mut faces = self.classify(&gray, &boxes)?;
+        let mut faces = self.classify(&gray, &boxes, fault);
         if let Some(prev) = previous {
             smooth(&mut faces, prev, &self.classes);
             *prev = faces.clone();
@@ -236,7 +286,7 @@ impl Engine {
             .zip(&faces)
             .map(|(&c, f)| (c, f.confidence))
             .collect();
-        self.drift.lock().unwrap().record(&conf, &self.classes);
+        lock(&self.drift).record(&conf, &self.classes);
         let ms = |s: f64| (s * 1e5).round() / 100.0;
         Ok(FrameResult {
             width,
@@ -254,10 +304,7 @@ impl Engine {
 
     /// All faces of a frame in one batch: a square crop around each box
     /// (with a margin, as FER-2013 faces are framed), scaled to 48x48.
-    fn classify(&self, gray: &image::GrayImage, boxes: &[FaceBox]) -> Result<Vec<Face>, BadInput> {
-        if boxes.is_empty() {
-            return Ok(vec![]);
-        }
+    fn classify(&self, gray: &image::GrayImage, boxes: &[FaceBox], fault: Fault) -> Vec<Face> {
         let (w, h) = gray.dimensions();
         let mut set = ImageSet::default();
         for b in boxes {
@@ -280,13 +327,20 @@ impl Engine {
             debug_assert_eq!(face.as_raw().len(), PIXELS);
             set.push(face.as_raw(), 0, Origin::Unknown, String::new());
         }
-        let probs = self
-            .clf
-            .lock()
-            .unwrap()
-            .predict_set(&set, false, 64)
-            .map_err(|e| BadInput(format!("{e:#}")))?;
-        Ok(boxes
+        let probs = {
+            let clf = lock(&self.clf);
+            // Fires while the lock is held, as a real panic in the network would.
+            fault.fire(&clf);
+            if boxes.is_empty() {
+                return vec![];
+            }
+            // Scores that are not finite mean a broken model, not a bad
+            // image: raised as this frame's panic, so the guard answers 500
+            // and probes the model (and /healthz then reports it broken).
+            clf.predict_set(&set, false, 64)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+        };
+        boxes
             .iter()
             .zip(probs.chunks_exact(NUM_CLASSES))
             .map(|(b, p)| {
@@ -298,8 +352,52 @@ impl Engine {
                     probs: p.to_vec(),
                 }
             })
-            .collect())
+            .collect()
     }
+}
+
+/// Smallest side the detector can work with.
+const MIN_SIDE: u32 = 24;
+
+/// The image as grayscale. Its size is read from the header and checked
+/// against `max_pixels` before any pixel is decoded: a few hundred kilobytes
+/// of PNG can claim 20000x20000 (1.2 GB as RGB). The decoder's own
+/// allocation limit backs that up.
+fn decode(bytes: &[u8], max_pixels: u64) -> Result<image::GrayImage, Rejected> {
+    use image::ImageReader;
+    if bytes.is_empty() {
+        return Err(Rejected::BadPayload(
+            "empty body: send a JPEG or PNG image".into(),
+        ));
+    }
+    let not_image = |e: image::ImageError| {
+        Rejected::BadPayload(format!("not a decodable image (JPEG or PNG expected): {e}"))
+    };
+    let reader = || {
+        ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| not_image(e.into()))
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(not_image)?;
+    let pixels = width as u64 * height as u64;
+    if pixels > max_pixels {
+        return Err(Rejected::TooManyPixels(format!(
+            "image is {width}x{height} = {pixels} pixels, over the {max_pixels} pixel limit (--max-pixels); send a smaller image"
+        )));
+    }
+    if width < MIN_SIDE || height < MIN_SIDE {
+        return Err(Rejected::BadPayload(format!(
+            "image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} expected"
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // 8 bytes a pixel: 16-bit RGBA, the widest layout PNG or JPEG decode to.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8));
+    let mut r = reader()?;
+    r.limits(limits);
+    Ok(r.decode().map_err(not_image)?.into_luma8())
 }
 
 fn iou(a: &[u32; 4], b: &[u32; 4]) -> f64 {
@@ -333,157 +431,4 @@ fn smooth(faces: &mut [Face], prev: &[Face], classes: &[String]) {
         f.label = classes[k].clone();
         f.confidence = f.probs[k];
     }
-}
-
-type Shared = Arc<Engine>;
-
-fn error_json(status: StatusCode, msg: String) -> Response {
-    (status, Json(serde_json::json!({"error": msg}))).into_response()
-}
-
-async fn predict(State(e): State<Shared>, req: axum::extract::Request) -> Response {
-    e.metrics.request("predict");
-    let too_large = || {
-        e.metrics.error("too_large");
-        error_json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over the {} byte limit (--max-body)", e.max_body),
-        )
-    };
-    // Refuse a declared oversize upload before reading any of it, so the
-    // client gets its 413 instead of a connection reset mid-upload.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > e.max_body) {
-        return too_large();
-    }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), e.max_body).await else {
-        return too_large();
-    };
-    let e2 = e.clone();
-    match tokio::task::spawn_blocking(move || e2.process(&body, None)).await {
-        Ok(Ok(r)) => Json(r).into_response(),
-        Ok(Err(BadInput(m))) => {
-            e.metrics.error("bad_payload");
-            error_json(StatusCode::BAD_REQUEST, m)
-        }
-        Err(err) => {
-            e.metrics.error("internal");
-            error_json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("internal error: {err}"),
-            )
-        }
-    }
-}
-
-async fn ws(State(e): State<Shared>, up: WebSocketUpgrade) -> Response {
-    e.metrics.request("ws");
-    up.max_message_size(e.max_body)
-        .on_upgrade(move |s| stream(s, e))
-}
-
-async fn stream(mut socket: WebSocket, e: Shared) {
-    let mut prev: Vec<Face> = Vec::new();
-    let mut frame = 0u64;
-    while let Some(Ok(msg)) = socket.recv().await {
-        let bytes = match msg {
-            Message::Binary(b) => b,
-            Message::Close(_) => break,
-            Message::Text(_) => {
-                let _ = socket
-                    .send(Message::Text(
-                        r#"{"error":"send frames as binary JPEG messages"}"#.into(),
-                    ))
-                    .await;
-                continue;
-            }
-            _ => continue,
-        };
-        frame += 1;
-        let e2 = e.clone();
-        let mut p = std::mem::take(&mut prev);
-        let res = tokio::task::spawn_blocking(move || {
-            let r = e2.process(&bytes, Some(&mut p));
-            (r, p)
-        })
-        .await;
-        let reply = match res {
-            Ok((Ok(r), p)) => {
-                prev = p;
-                let mut v = serde_json::to_value(&r).unwrap_or_default();
-                v["frame"] = frame.into();
-                if frame % 10 == 1 {
-                    v["drift"] =
-                        serde_json::to_value(e.drift.lock().unwrap().summary()).unwrap_or_default();
-                }
-                v.to_string()
-            }
-            Ok((Err(BadInput(m)), _)) => {
-                e.metrics.error("bad_payload");
-                serde_json::json!({"frame": frame, "error": m}).to_string()
-            }
-            Err(err) => serde_json::json!({"frame": frame, "error": err.to_string()}).to_string(),
-        };
-        if socket.send(Message::Text(reply.into())).await.is_err() {
-            break;
-        }
-    }
-}
-
-async fn health(State(e): State<Shared>) -> Response {
-    e.metrics.request("healthz");
-    Json(serde_json::json!({"status": "ok", "model": e.model_name})).into_response()
-}
-
-async fn metrics_text(State(e): State<Shared>) -> Response {
-    e.metrics.request("metrics");
-    let drift = e.drift.lock().unwrap().summary();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        e.metrics.render(&e.classes, &drift),
-    )
-        .into_response()
-}
-
-async fn drift_json(State(e): State<Shared>) -> Response {
-    Json(e.drift.lock().unwrap().summary()).into_response()
-}
-
-pub fn router(engine: Shared) -> Router {
-    let api = Router::new().route("/api/predict", post(predict));
-    Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route("/healthz", get(health))
-        .route("/metrics", get(metrics_text))
-        .route("/api/drift", get(drift_json))
-        .route("/ws", get(ws))
-        .merge(api)
-        .with_state(engine)
-}
-
-/// Serves until Ctrl-C; `on_ready` is told the bound address and the model
-/// once the socket listens.
-pub fn run(a: ServeOptions, on_ready: impl FnOnce(std::net::SocketAddr, &str)) -> Result<()> {
-    let engine = Arc::new(Engine::new(&a)?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.addr)
-            .await
-            .with_context(|| format!("binding {}", a.addr))?;
-        let addr = listener.local_addr()?;
-        on_ready(addr, &engine.model_name);
-        axum::serve(listener, router(engine))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("serving")
-    })
 }

@@ -345,3 +345,498 @@ fn page_draws_labels_from_a_fake_webcam_in_headless_chromium() {
         .unwrap();
     assert!(m.contains("fer_requests_total{endpoint=\"ws\"} 1"), "{m}");
 }
+
+// ---- hostile input (issue 22, point 6) ------------------------------------
+// These serve the committed release model with an empty --data folder, so
+// start-up skips the drift reference pass.
+
+fn serve_release(tmp: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let no_data = tmp.join("no-data");
+    std::fs::create_dir_all(&no_data).unwrap();
+    let mut cmd = fer();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(release_model())
+        .arg("--data")
+        .arg(&no_data)
+        .arg("--drift-log")
+        .arg(tmp.join("predictions.jsonl"))
+        .args(extra)
+        .envs(env.iter().copied());
+    common::spawn_server(cmd)
+}
+
+fn release_model() -> PathBuf {
+    common::repo().join("models/fer-release.safetensors")
+}
+
+fn metrics(url: &str) -> String {
+    client()
+        .get(format!("{url}metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// A metric's value; 0 for a counter never incremented (not rendered).
+fn metric(m: &str, key: &str) -> f64 {
+    m.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+fn error_count(m: &str, reason: &str) -> f64 {
+    metric(m, &format!("fer_errors_total{{reason=\"{reason}\"}}"))
+}
+
+fn post_with(url: &str, body: Vec<u8>, header: Option<(&str, &str)>) -> (u16, String) {
+    let mut req = client().post(format!("{url}api/predict")).body(body);
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let r = req.send().unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+fn health(url: &str) -> (u16, Value) {
+    let r = client().get(format!("{url}healthz")).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
+/// A raw connection to the server, reads time out after 20 s.
+fn raw(url: &str) -> std::net::TcpStream {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tcp
+}
+
+/// Everything the server sends until it closes, and how long that took
+/// (a read timeout, i.e. a connection held open, fails the test).
+fn read_until_closed(tcp: &mut std::net::TcpStream) -> (String, Duration) {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("still open after {:?}: {e}", t.elapsed()));
+    (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
+}
+
+/// The server's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb(s: &Server) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+/// A grayscale PNG of `w` x `h` black pixels: deflate shrinks 20000x20000
+/// (400 MB of pixels) to under 400 KB, well inside the 4 MiB body limit.
+fn black_png(w: u32, h: u32) -> Vec<u8> {
+    use flate2::{write::ZlibEncoder, Compression, Crc};
+    use std::io::Write;
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
+    let row = vec![0u8; w as usize + 1]; // filter byte, then the row
+    for _ in 0..h {
+        z.write_all(&row).unwrap();
+    }
+    let idat = z.finish().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        png.extend_from_slice(&crc.sum().to_be_bytes());
+    };
+    let mut ihdr = [w.to_be_bytes(), h.to_be_bytes()].concat();
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grayscale
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &idat);
+    chunk(b"IEND", &[]);
+    png
+}
+
+#[test]
+fn images_over_the_pixel_limit_are_refused_from_their_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(tmp.path(), &[], &[]);
+    let (st, _) = post(&s.url, std::fs::read(astronaut()).unwrap());
+    assert_eq!(st, 200);
+    let before = peak_rss_mb(&s);
+    // The issue's case: four at once of a PNG that decodes to 20000x20000.
+    // Decoded, each took about 540 MB more; refused from the header, none do.
+    let png = black_png(20000, 20000);
+    assert!(png.len() < 1 << 20, "{} bytes", png.len());
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, png) = (s.url.clone(), png.clone());
+            std::thread::spawn(move || post(&url, png))
+        })
+        .collect();
+    for h in handles {
+        let (st, msg) = h.join().unwrap();
+        assert_eq!(st, 413, "{msg}");
+        assert!(
+            msg.contains("20000x20000") && msg.contains("16000000") && msg.contains("--max-pixels"),
+            "{msg}"
+        );
+    }
+    let grown = peak_rss_mb(&s) - before;
+    assert!(grown < 64.0, "peak memory grew by {grown:.0} MB");
+    // Under the limit but 1600 times taller than wide: detection works on a
+    // shrunk copy, as for any frame (at full size it took 2 s).
+    let (st, msg) = post(&s.url, black_png(100, 160_000));
+    assert_eq!(st, 200, "{msg}");
+    let v: Value = serde_json::from_str(&msg).unwrap();
+    let detect_ms = v["timing_ms"]["detect"].as_f64().unwrap();
+    assert!(detect_ms < 1000.0, "{detect_ms} ms to detect");
+    let m = metrics(&s.url);
+    assert_eq!(error_count(&m, "too_many_pixels"), 4.0);
+    assert_eq!(metric(&m, "fer_stage_seconds_count{stage=\"total\"}"), 2.0);
+    drop(s);
+
+    // The limit is the option's, and it is inclusive.
+    let s = serve_release(tmp.path(), &["--max-pixels", "1000000"], &[]);
+    let (st, msg) = post(&s.url, black_png(1001, 1000));
+    assert_eq!(st, 413, "{msg}");
+    assert!(msg.contains("1001x1000 = 1001000 pixels"), "{msg}");
+    let (st, msg) = post(&s.url, black_png(1000, 1000));
+    assert_eq!(st, 200, "{msg}");
+    let (st, msg) = post(&s.url, common::jpeg_gray(1300, 800, 1));
+    assert_eq!(st, 413, "a JPEG's header too: {msg}");
+}
+
+#[test]
+fn frames_in_progress_are_bounded_and_a_long_wait_answers_503() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 100-megapixel frames take about a second each to decode and shrink
+    // here, so eight sent at once cannot all get a turn within 1 s.
+    let s = serve_release(
+        tmp.path(),
+        &[
+            "--max-pixels",
+            "100000000",
+            "--max-concurrent",
+            "2",
+            "--queue-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let png = black_png(10000, 10000);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, png) = (s.url.clone(), png.clone());
+            std::thread::spawn(move || {
+                let r = client()
+                    .post(format!("{url}api/predict"))
+                    .body(png)
+                    .send()
+                    .unwrap();
+                let retry = r.headers().get("retry-after").cloned();
+                (r.status().as_u16(), retry, r.text().unwrap())
+            })
+        })
+        .collect();
+    let (mut ok, mut busy) = (0, 0);
+    for h in handles {
+        match h.join().unwrap() {
+            (200, _, _) => ok += 1,
+            (503, retry, msg) => {
+                busy += 1;
+                assert_eq!(retry.unwrap(), "1");
+                assert!(msg.contains("--queue-timeout"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(ok >= 2 && busy >= 1, "{ok} answered, {busy} busy");
+    let m = metrics(&s.url);
+    assert_eq!(metric(&m, "fer_frames_in_progress_max"), 2.0, "{m}");
+    assert_eq!(metric(&m, "fer_frames_in_progress_limit"), 2.0);
+    assert_eq!(metric(&m, "fer_frames_in_progress"), 0.0);
+    assert_eq!(error_count(&m, "busy"), busy as f64);
+    assert_eq!(
+        metric(&m, "fer_stage_seconds_count{stage=\"total\"}"),
+        ok as f64
+    );
+    // Without FER_TEST_FAULTS the fault header does nothing.
+    let (st, msg) = post_with(
+        &s.url,
+        std::fs::read(astronaut()).unwrap(),
+        Some(("x-fer-fault", "panic")),
+    );
+    assert_eq!(st, 200, "{msg}");
+}
+
+#[test]
+fn stalled_and_half_sent_requests_are_cut_off_after_the_read_timeout() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(tmp.path(), &["--read-timeout", "2"], &[]);
+    let in_time = |d: Duration| d > Duration::from_millis(1500) && d < Duration::from_secs(10);
+    // A connection that sends nothing.
+    let (got, took) = read_until_closed(&mut raw(&s.url));
+    assert!(got.is_empty() && in_time(took), "{got:?} after {took:?}");
+    // Half a request head (slow loris).
+    let mut tcp = raw(&s.url);
+    tcp.write_all(b"POST /api/predict HTTP/1.1\r\nHost: fer\r\n")
+        .unwrap();
+    let (got, took) = read_until_closed(&mut tcp);
+    assert!(got.is_empty() && in_time(took), "{got:?} after {took:?}");
+    // A whole head, then a tenth of the body, then nothing.
+    let mut tcp = raw(&s.url);
+    tcp.write_all(b"POST /api/predict HTTP/1.1\r\nHost: fer\r\nContent-Length: 1000\r\n\r\n")
+        .unwrap();
+    tcp.write_all(&[7; 100]).unwrap();
+    let (got, took) = read_until_closed(&mut tcp);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        got.contains("100 of 1000 bytes") && got.contains("--read-timeout"),
+        "{got}"
+    );
+    assert!(in_time(took), "{took:?}");
+    // The server is fine, and counted each.
+    let (st, _) = post(&s.url, std::fs::read(astronaut()).unwrap());
+    assert_eq!(st, 200);
+    let m = metrics(&s.url);
+    assert_eq!(error_count(&m, "header_timeout"), 2.0, "{m}");
+    assert_eq!(error_count(&m, "body_timeout"), 1.0, "{m}");
+}
+
+#[test]
+fn an_upload_cut_short_is_answered_as_such_not_as_too_large() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(tmp.path(), &[], &[]);
+    let photo = std::fs::read(astronaut()).unwrap();
+    // A third of the photo, then the client shuts its side: it still reads
+    // the answer.
+    let mut tcp = raw(&s.url);
+    write!(
+        tcp,
+        "POST /api/predict HTTP/1.1\r\nHost: fer\r\nContent-Length: {}\r\n\r\n",
+        photo.len()
+    )
+    .unwrap();
+    tcp.write_all(&photo[..photo.len() / 3]).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, _) = read_until_closed(&mut tcp);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    let expect = format!(
+        "upload cut short: {} of {} bytes",
+        photo.len() / 3,
+        photo.len()
+    );
+    assert!(got.contains(&expect), "{got}");
+    // The same with a chunked upload.
+    let mut tcp = raw(&s.url);
+    tcp.write_all(b"POST /api/predict HTTP/1.1\r\nHost: fer\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    write!(tcp, "{:x}\r\n", 5000).unwrap();
+    tcp.write_all(&photo[..5000]).unwrap();
+    tcp.write_all(b"\r\n").unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, _) = read_until_closed(&mut tcp);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("upload cut short: 5000 bytes"), "{got}");
+    // A client that vanishes mid-upload cannot read an answer; it is counted.
+    let mut tcp = raw(&s.url);
+    write!(
+        tcp,
+        "POST /api/predict HTTP/1.1\r\nHost: fer\r\nContent-Length: {}\r\n\r\n",
+        photo.len()
+    )
+    .unwrap();
+    tcp.write_all(&photo[..1000]).unwrap();
+    drop(tcp);
+    let t = Instant::now();
+    let m = loop {
+        let m = metrics(&s.url);
+        if error_count(&m, "aborted") == 3.0 || t.elapsed() > Duration::from_secs(10) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(error_count(&m, "aborted"), 3.0, "{m}");
+    assert_eq!(error_count(&m, "too_large"), 0.0, "{m}");
+    let (st, _) = post(&s.url, photo);
+    assert_eq!(st, 200);
+}
+
+#[test]
+fn a_panic_in_a_request_is_contained_and_a_broken_model_fails_healthz() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(tmp.path(), &[], &[("FER_TEST_FAULTS", "1")]);
+    let photo = std::fs::read(astronaut()).unwrap();
+    // A panic inside the classifier's lock: that request gets a 500 ...
+    let (st, msg) = post_with(&s.url, photo.clone(), Some(("x-fer-fault", "panic")));
+    assert_eq!(st, 500, "{msg}");
+    assert!(msg.contains("injected fault"), "{msg}");
+    // ... and the next ones are served: no poisoned lock, the model checked.
+    for _ in 0..2 {
+        let (st, msg) = post(&s.url, photo.clone());
+        assert_eq!(st, 200, "{msg}");
+    }
+    let (st, h) = health(&s.url);
+    assert_eq!((st, &h["status"]), (200, &json!("ok")), "{h}");
+    let m = metrics(&s.url);
+    assert_eq!(error_count(&m, "panic"), 1.0);
+    assert_eq!(metric(&m, "fer_model_broken"), 0.0);
+
+    // A panic that leaves the network's weights NaN: the check after it
+    // finds the model broken; /healthz fails and requests get a 503.
+    let (st, msg) = post_with(&s.url, photo.clone(), Some(("x-fer-fault", "corrupt")));
+    assert_eq!(st, 500, "{msg}");
+    let (st, h) = health(&s.url);
+    assert_eq!(st, 503, "{h}");
+    assert_eq!(h["status"], "broken");
+    assert!(h["reason"].as_str().unwrap().contains("non-finite"), "{h}");
+    let (st, msg) = post(&s.url, photo);
+    assert_eq!(st, 503, "{msg}");
+    assert!(msg.contains("restart fer serve"), "{msg}");
+    let m = metrics(&s.url);
+    assert_eq!(metric(&m, "fer_model_broken"), 1.0);
+    assert_eq!(error_count(&m, "panic"), 2.0);
+    assert_eq!(error_count(&m, "model_broken"), 1.0);
+}
+
+#[test]
+fn a_model_that_answers_nan_is_refused_at_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loaded = fer::tensor_io::load(&release_model()).unwrap();
+    let tensors: Vec<(String, tch::Tensor)> = loaded
+        .tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if k != "prior" && t.kind() == tch::Kind::Float {
+                t.full_like(f64::NAN)
+            } else {
+                t
+            };
+            (k, t)
+        })
+        .collect();
+    let bad = tmp.path().join("nan.safetensors");
+    fer::tensor_io::save(&bad, &tensors, &loaded.metadata).unwrap();
+    let out = fer()
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(&bad)
+        .arg("--data")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an error exit, not a signal: {err}"
+    );
+    assert!(out.stdout.is_empty(), "it must not have listened");
+    assert!(
+        // Refused when the file loads (its weights are NaN), or by the
+        // start-up probe (weights that are finite but overflow).
+        err.contains(&*bad.to_string_lossy())
+            && (err.contains("NaN or infinite") || err.contains("non-finite")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn websocket_protocol_errors_close_with_a_status_and_are_counted() {
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::Message as Ws;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(
+        tmp.path(),
+        &["--max-body", "2000", "--ws-idle-timeout", "2"],
+        &[],
+    );
+    let ws_url = s.url.replace("http://", "ws://") + "ws";
+    let open = || tungstenite::connect(&ws_url).unwrap().0;
+    type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+    fn closed_with(ws: &mut Socket) -> (CloseCode, String) {
+        loop {
+            match ws.read() {
+                Ok(Ws::Close(Some(f))) => return (f.code, f.reason.as_str().to_string()),
+                Ok(Ws::Close(None)) => panic!("closed without a status"),
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame: {e}"),
+            }
+        }
+    }
+    fn send_raw(ws: &mut Socket, frame: &[u8]) {
+        use std::io::Write;
+        match ws.get_mut() {
+            tungstenite::stream::MaybeTlsStream::Plain(tcp) => tcp.write_all(frame).unwrap(),
+            _ => unreachable!("plain ws://"),
+        }
+    }
+    // A good frame first: a small image gets its JSON answer.
+    let mut ws = open();
+    let small = common::jpeg_gray(32, 32, 3);
+    assert!(small.len() < 2000);
+    ws.send(Ws::binary(small)).unwrap();
+    let reply: Value = match ws.read().unwrap() {
+        Ws::Text(t) => serde_json::from_str(&t).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reply["frame"], 1, "{reply}");
+    assert_eq!(reply["faces"].as_array().unwrap().len(), 0);
+    // Text instead of an image: 1003.
+    ws.send(Ws::text("hello")).unwrap();
+    let (code, why) = closed_with(&mut ws);
+    assert_eq!(code, CloseCode::Unsupported, "{why}");
+    assert!(why.contains("binary"), "{why}");
+    // A message over --max-body: 1009.
+    let mut ws = open();
+    ws.send(Ws::binary(vec![0u8; 3000])).unwrap();
+    let (code, why) = closed_with(&mut ws);
+    assert_eq!(code, CloseCode::Size, "{why}");
+    assert!(why.contains("2000 byte limit"), "{why}");
+    // A frame with a reserved bit set (binary, masked, 4 bytes): 1002.
+    let mut ws = open();
+    send_raw(
+        &mut ws,
+        &[0x80 | 0x40 | 0x2, 0x80 | 4, 1, 2, 3, 4, 9, 9, 9, 9],
+    );
+    let (code, why) = closed_with(&mut ws);
+    assert_eq!(code, CloseCode::Protocol, "{why}");
+    // A text frame that is not UTF-8 (mask 0 leaves the bytes as they are): 1007.
+    let mut ws = open();
+    send_raw(&mut ws, &[0x80 | 0x1, 0x80 | 2, 0, 0, 0, 0, 0xff, 0xfe]);
+    let (code, why) = closed_with(&mut ws);
+    assert_eq!(code, CloseCode::Invalid, "{why}");
+    // Silence past --ws-idle-timeout: 1008.
+    let mut ws = open();
+    let t = Instant::now();
+    let (code, why) = closed_with(&mut ws);
+    assert_eq!(code, CloseCode::Policy, "{why}");
+    assert!(why.contains("--ws-idle-timeout"), "{why}");
+    assert!(
+        t.elapsed() > Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    let m = metrics(&s.url);
+    assert_eq!(
+        metric(&m, "fer_requests_total{endpoint=\"ws\"}"),
+        5.0,
+        "{m}"
+    );
+    assert_eq!(error_count(&m, "ws_unsupported"), 1.0, "{m}");
+    assert_eq!(error_count(&m, "ws_too_large"), 1.0, "{m}");
+    assert_eq!(error_count(&m, "ws_protocol"), 2.0, "{m}");
+    assert_eq!(error_count(&m, "ws_timeout"), 1.0, "{m}");
+}
