@@ -41,11 +41,11 @@ pub fn prepare(
     let changes = diff::changes(&recorded, &cfg, overrides, &["data.dir"])?;
     let changes = diff::judge(&format!("resuming {}", dir.display()), changes, MAY_CHANGE)?;
     let done = crate::metric::read_history(&rd).len();
-    if cfg.train.epochs < done {
+    if cfg.train.total_epochs() < done {
         anyhow::bail!(
-            "resuming {}: train.epochs={} is fewer than the {done} epochs already trained",
+            "resuming {}: {} epochs in all (train.epochs, with train.swa.epochs) is fewer than the {done} already trained",
             dir.display(),
-            cfg.train.epochs
+            cfg.train.total_epochs()
         );
     }
     // Checked without the lock (reading only); recorded with it.

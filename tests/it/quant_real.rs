@@ -159,7 +159,7 @@ fn int8_models_keep_accuracy_shrink_evaluate_and_serve() {
     let float = std::fs::read(&own).unwrap();
     let out = quantize(&mlp, &own, &["--max-drop", "100", "--replace"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is the model being quantized"), "{err}");
+    assert!(err.contains("is a file this command reads"), "{err}");
     assert_eq!(std::fs::read(&own).unwrap(), float);
     let v = json(&quantize(&mlp, &q, &["--max-drop", "100", "--replace"]));
     assert_eq!(v["written"], true);

@@ -701,7 +701,7 @@ fn a_panic_in_a_request_is_contained_and_a_broken_model_fails_healthz() {
     let (st, h) = health(&s.url);
     assert_eq!(st, 503, "{h}");
     assert_eq!(h["status"], "broken");
-    assert!(h["reason"].as_str().unwrap().contains("non-finite"), "{h}");
+    assert!(h["reason"].as_str().unwrap().contains("not finite"), "{h}");
     let (st, msg) = post(&s.url, photo);
     assert_eq!(st, 503, "{msg}");
     assert!(msg.contains("restart fer serve"), "{msg}");
