@@ -8,7 +8,7 @@ pub mod data;
 pub mod file;
 pub mod int8;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use classifier::{net_probs, predict_set, Classifier};
 pub use data::{DataUse, ModelData};

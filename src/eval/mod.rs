@@ -97,3 +97,18 @@ impl EvalReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::artifact::tests::{four_images, overflowing_model};
+    use crate::artifact::Classifier;
+
+    #[test]
+    fn scores_that_are_not_finite_are_not_evaluated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _, _) = overflowing_model(dir.path());
+        let clf = Classifier::load(&f, tch::Device::Cpu).unwrap();
+        let err = super::evaluate(&clf, &four_images(), "test", true).unwrap_err();
+        assert!(err.to_string().contains("not finite"), "{err}");
+    }
+}
