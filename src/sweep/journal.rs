@@ -352,6 +352,20 @@ mod tests {
             .collect()
     }
 
+    /// A journal either reads (and rebuilds) or fails naming its file.
+    fn reads_or_names_the_file(path: &Path) -> Result<(), TestCaseError> {
+        match read_events(path) {
+            Ok(read) => {
+                rebuild(&read);
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                prop_assert!(msg.contains(&path.display().to_string()), "{}", msg);
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -399,15 +413,7 @@ mod tests {
                 bytes.truncate(c.index(bytes.len()));
             }
             std::fs::write(&path, &bytes).unwrap();
-            match read_events(&path) {
-                Ok(read) => {
-                    rebuild(&read);
-                }
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    prop_assert!(msg.contains(&path.display().to_string()), "{}", msg);
-                }
-            }
+            reads_or_names_the_file(&path)?;
         }
 
         #[test]
@@ -415,15 +421,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("trials.jsonl");
             std::fs::write(&path, &bytes).unwrap();
-            match read_events(&path) {
-                Ok(read) => {
-                    rebuild(&read);
-                }
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    prop_assert!(msg.contains(&path.display().to_string()), "{}", msg);
-                }
-            }
+            reads_or_names_the_file(&path)?;
         }
     }
 }
