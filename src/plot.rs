@@ -555,3 +555,58 @@ pub fn param_scatter(
         Ok(())
     })
 }
+
+/// Values over time, one coloured line per series; a `None` breaks the
+/// line (a video frame without a face).
+pub fn timeline(
+    path: &Path,
+    title: &str,
+    times: &[f64],
+    series: &[(String, Vec<Option<f64>>)],
+    colors: &[RGBColor],
+) -> Result<()> {
+    let end = times.last().copied().unwrap_or(0.0).max(1e-3);
+    render(path, (1200u32, 520u32), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..end, 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_desc("seconds")
+            .y_desc("probability")
+            .label_style(("sans-serif", 15))
+            .draw()?;
+        for (i, (label, values)) in series.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            // Runs of consecutive frames with a value, each its own line.
+            let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+            for (t, v) in times.iter().zip(values) {
+                match v {
+                    Some(v) => runs.last_mut().expect("one run").push((*t, *v)),
+                    None if runs.last().is_some_and(|r| !r.is_empty()) => runs.push(Vec::new()),
+                    None => {}
+                }
+            }
+            let mut first = true;
+            for run in runs.into_iter().filter(|r| !r.is_empty()) {
+                let s = if run.len() == 1 {
+                    chart.draw_series(run.into_iter().map(|p| Circle::new(p, 2, color.filled())))?
+                } else {
+                    chart.draw_series(LineSeries::new(run, color.stroke_width(2)))?
+                };
+                if first {
+                    s.label(label.clone()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+                    first = false;
+                }
+            }
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
+        Ok(())
+    })
+}

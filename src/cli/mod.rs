@@ -9,6 +9,7 @@ mod data;
 mod ensemble;
 mod eval;
 mod mlflow;
+mod predict;
 mod quantize;
 mod report;
 mod serve;
@@ -57,6 +58,9 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Live emotions from the browser's webcam (and an HTTP API).
     Serve(serve::ServeArgs),
+    /// Emotions in photos, folders and video files: a table of faces,
+    /// annotated copies, per-video summaries and timelines.
+    Predict(predict::PredictArgs),
     /// A Markdown report (with PNGs) of a run, a folder of runs, or a sweep.
     Report(report::ReportArgs),
     /// A local MLflow server, and uploads of run folders to any server.
@@ -137,6 +141,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Train(a) => train::run(a),
         Command::Mlflow(cmd) => mlflow::run(cmd),
         Command::Serve(a) => serve::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Report(a) => report::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Sweep(a) => sweep::run(a),

@@ -1,6 +1,6 @@
 //! `fer serve`: live emotions from the browser's webcam, and the HTTP API.
 
-use crate::serve::detect::{Cascade, Lighting};
+use crate::face::detect::{Cascade, Lighting};
 use crate::serve::ServeOptions;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -24,9 +24,18 @@ pub struct ServeArgs {
     /// Lighting normalisation before detection.
     #[arg(long, value_enum, default_value = "equalize")]
     pub lighting: LightingArg,
-    /// Frames are shrunk to this width before detection (speed).
-    #[arg(long, default_value_t = 320)]
+    /// Webcam frames are shrunk to this width for a full detection (speed).
+    #[arg(long, default_value_t = 320, value_parser = clap::value_parser!(u32).range(24..))]
     pub detect_width: u32,
+    /// A posted still image is searched for faces down to this many pixels
+    /// wide (slower for large photos: see docs/predict.md).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_face: u32,
+    /// Webcam streams: full detection every N frames, and known faces
+    /// tracked near their last box in between (1: full detection on every
+    /// frame). A lost face triggers a full detection at once.
+    #[arg(long, default_value_t = crate::face::track::DEFAULT_EVERY, value_parser = clap::value_parser!(u32).range(1..))]
+    pub track_every: u32,
     /// Largest accepted upload in bytes (413 above it).
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body: usize,
@@ -90,6 +99,8 @@ impl ServeArgs {
                 LightingArg::None => Lighting::None,
             },
             detect_width: self.detect_width,
+            min_face: self.min_face,
+            track_every: self.track_every,
             max_body: self.max_body,
             max_pixels: self.max_pixels,
             max_concurrent: self.max_concurrent as usize,

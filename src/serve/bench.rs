@@ -1,6 +1,9 @@
 //! `fer bench serve`: per-frame latency of the serving pipeline on a
 //! 640x480 frame with one face, by stage, and the frames per second it
-//! sustains. The frame goes through exactly what a WebSocket frame does.
+//! sustains, for each way of finding faces side by side: a stream's fast
+//! path (tracking), a stream with full detection on every frame, and a
+//! still image searched down to `--min-face`. Frames go through exactly
+//! what a WebSocket frame (or a posted image) does.
 
 use super::{Engine, ServeOptions};
 use anyhow::{Context, Result};
@@ -17,40 +20,70 @@ pub struct ServeBenchOptions {
     pub frames: usize,
 }
 
-/// Per-stage latency and sustained frame rate.
-#[derive(Debug, Clone)]
-pub struct ServeBench {
-    pub frames: usize,
-    pub jpeg_bytes: usize,
+/// One way of finding faces, timed on the same frame.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathBench {
+    /// What was timed, for the table.
+    pub path: String,
     pub faces_per_frame: f64,
-    pub model: String,
-    pub threads: i32,
-    pub detect_width: u32,
+    /// Share of frames that ran a full detection.
+    pub full_share: f64,
     /// `(stage, p50 ms, p95 ms)`.
     pub stages: Vec<(String, f64, f64)>,
     pub fps: f64,
 }
 
+/// Per-stage latency and sustained frame rate of each path.
+#[derive(Debug, Clone)]
+pub struct ServeBench {
+    pub frames: usize,
+    pub jpeg_bytes: usize,
+    pub model: String,
+    pub threads: i32,
+    pub detect_width: u32,
+    pub track_every: u32,
+    pub min_face: u32,
+    pub cpu: String,
+    pub paths: Vec<PathBench>,
+}
+
 impl ServeBench {
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"frames": self.frames, "faces_per_frame": self.faces_per_frame,
-            "fps": self.fps, "threads": self.threads,
-            "stages_ms": self.stages.iter().map(|(n, p50, p95)| serde_json::json!({"stage": n, "p50": p50, "p95": p95})).collect::<Vec<_>>()})
+        serde_json::json!({"frames": self.frames, "threads": self.threads, "cpu": self.cpu,
+            "model": self.model, "detect_width": self.detect_width,
+            "track_every": self.track_every, "min_face": self.min_face,
+            "paths": self.paths.iter().map(|p| serde_json::json!({
+                "path": p.path, "fps": p.fps, "faces_per_frame": p.faces_per_frame,
+                "full_share": p.full_share,
+                "stages_ms": p.stages.iter().map(|(n, p50, p95)| serde_json::json!({"stage": n, "p50": p50, "p95": p95})).collect::<Vec<_>>()})).collect::<Vec<_>>()})
     }
 
-    /// The table `fer bench serve` prints.
+    /// The table `fer bench serve` prints: one row per path, p50/p95 per stage.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "fer bench serve: {} frames of 640x480 JPEG ({} bytes), {:.2} faces per frame, model {}, {} threads, detection at {} px wide\n",
-            self.frames, self.jpeg_bytes, self.faces_per_frame, self.model, self.threads, self.detect_width
+            "fer bench serve: {} frames per path of one 640x480 JPEG ({} bytes), model {}, {} threads, {}\n",
+            self.frames, self.jpeg_bytes, self.model, self.threads, self.cpu
         );
-        s += "\n| stage | p50 ms | p95 ms |\n|---|---:|---:|\n";
-        for (n, p50, p95) in &self.stages {
-            s += &format!("| {n} | {p50:.2} | {p95:.2} |\n");
+        s += "\n| path | decode p50/p95 | detect p50/p95 | classify p50/p95 | total p50/p95 | FPS | faces/frame | full detections |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        for p in &self.paths {
+            s += &format!("| {} |", p.path);
+            for (_, p50, p95) in &p.stages {
+                s += &format!(" {p50:.2} / {p95:.2} |");
+            }
+            s += &format!(
+                " {:.1} | {:.2} | {:.0}% |\n",
+                p.fps,
+                p.faces_per_frame,
+                100.0 * p.full_share
+            );
         }
-        s += &format!("\n{:.1} frames per second, one frame at a time\n", self.fps);
-        if self.faces_per_frame == 0.0 {
-            s += "warning: no face was found, so classify did no work; try a larger --detect-width or the haar cascade\n";
+        s += "\nTimes in ms, one frame at a time. Stream paths shrink frames to ";
+        s += &format!(
+            "{} px wide for a full detection; the still path searches the whole frame down to {} px faces (--min-face).\n",
+            self.detect_width, self.min_face
+        );
+        if self.paths.iter().any(|p| p.faces_per_frame == 0.0) {
+            s += "warning: a path found no face, so its classify did no work; try a larger --detect-width or the haar cascade\n";
         }
         s
     }
@@ -81,6 +114,19 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The CPU's model name (Linux), to print beside every figure.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
     let photo = a.image.clone().unwrap_or_else(|| {
         let venv =
@@ -92,16 +138,50 @@ pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
     let tmp = std::env::temp_dir().join(format!("fer-bench-serve-{}.jsonl", std::process::id()));
     args.drift_log = Some(tmp.clone());
     let engine = Engine::new(&args)?;
-    let mut prev = Vec::new();
+    let every = args.track_every.max(1);
+    let paths = [
+        (format!("stream, tracked (full detection every {every} frames)"), Some(every)),
+        ("stream, full detection every frame".to_string(), Some(1)),
+        (format!("still image (faces down to {} px)", args.min_face), None),
+    ];
+    let mut out = Vec::new();
+    for (name, every) in paths {
+        out.push(time_path(&engine, &jpeg, name, every, a.warmup, a.frames)?);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(ServeBench {
+        frames: a.frames,
+        jpeg_bytes: jpeg.len(),
+        model: engine.model_name.clone(),
+        threads: tch::get_num_threads(),
+        detect_width: args.detect_width,
+        track_every: every,
+        min_face: args.min_face,
+        cpu: cpu_name(),
+        paths: out,
+    })
+}
+
+/// Times one path: a stream with the given full-detection period, or (None)
+/// the still-image search.
+fn time_path(
+    engine: &Engine,
+    jpeg: &[u8],
+    name: String,
+    every: Option<u32>,
+    warmup: usize,
+    frames: usize,
+) -> Result<PathBench> {
+    let mut stream = every.map(crate::face::Stream::new);
     let mut stages: [Vec<f64>; 4] = Default::default();
-    let mut faces = 0;
+    let (mut faces, mut full) = (0, 0);
     let mut timed = std::time::Duration::ZERO;
-    for i in 0..a.warmup + a.frames {
+    for i in 0..warmup + frames {
         let t0 = std::time::Instant::now();
         let r = engine
-            .process(&jpeg, Some(&mut prev))
+            .process(jpeg, stream.as_mut())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if i >= a.warmup {
+        if i >= warmup {
             timed += t0.elapsed();
             let tm = &r.timing_ms;
             for (v, x) in stages
@@ -111,23 +191,20 @@ pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
                 v.push(x);
             }
             faces += r.faces.len();
+            full += usize::from(r.detection == crate::face::track::Detection::Full);
         }
     }
-    let _ = std::fs::remove_file(&tmp);
     let names = ["decode", "detect", "classify", "total"];
     let rows: Vec<(String, f64, f64)> = names
         .iter()
         .zip(stages.iter_mut())
         .map(|(n, v)| (n.to_string(), pct(v, 0.5), pct(v, 0.95)))
         .collect();
-    Ok(ServeBench {
-        frames: a.frames,
-        jpeg_bytes: jpeg.len(),
-        faces_per_frame: faces as f64 / a.frames as f64,
-        model: engine.model_name.clone(),
-        threads: tch::get_num_threads(),
-        detect_width: args.detect_width,
+    Ok(PathBench {
+        path: name,
+        faces_per_frame: faces as f64 / frames as f64,
+        full_share: full as f64 / frames as f64,
         stages: rows,
-        fps: a.frames as f64 / timed.as_secs_f64(),
+        fps: frames as f64 / timed.as_secs_f64(),
     })
 }

@@ -5,7 +5,7 @@
 //! `/healthz` fails and requests are refused until the server is restarted.
 
 use super::fault::Fault;
-use super::{lock, Engine, Face, FrameResult, Rejected};
+use super::{lock, Engine, FrameResult, Rejected, Stream};
 use crate::artifact::Classifier;
 use crate::data::{ImageSet, Origin, NUM_CLASSES, PIXELS, SIDE};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -127,7 +127,7 @@ impl Engine {
     pub(super) fn handle(
         &self,
         bytes: &[u8],
-        previous: Option<&mut Vec<Face>>,
+        stream: Option<&mut Stream>,
         fault: Fault,
     ) -> Result<FrameResult, Failure> {
         if let Some(why) = self.health.broken() {
@@ -135,7 +135,7 @@ impl Engine {
             return Err(Failure::Broken(why));
         }
         let fault = if self.faults { fault } else { Fault::None };
-        match catch_unwind(AssertUnwindSafe(|| self.frame(bytes, previous, fault))) {
+        match catch_unwind(AssertUnwindSafe(|| self.frame(bytes, stream, fault))) {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(r)) => {
                 self.metrics.error(match r {

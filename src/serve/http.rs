@@ -6,7 +6,7 @@
 use super::fault::{self, Fault};
 use super::guard::Failure;
 use super::metrics::Gauges;
-use super::{lock, Engine, Face, Rejected, ServeOptions, PAGE};
+use super::{lock, Engine, Rejected, ServeOptions, Stream, PAGE};
 use anyhow::{Context, Result};
 use axum::body::{Body, HttpBody};
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -52,33 +52,34 @@ impl App {
         Some(permit)
     }
 
-    /// One frame through the engine on a blocking thread, in turn.
+    /// One frame through the engine on a blocking thread, in turn: a
+    /// stream's frame (the stream handed back), or a still image.
     async fn run_frame(
         &self,
         bytes: Vec<u8>,
-        mut previous: Vec<Face>,
+        mut stream: Option<Stream>,
         fault: Fault,
-    ) -> (Result<super::FrameResult, Failure>, Vec<Face>) {
+    ) -> (Result<super::FrameResult, Failure>, Option<Stream>) {
         let Some(permit) = self.turn().await else {
             self.engine.metrics.error("busy");
             let why = format!(
                 "server busy: no turn within {} s (--queue-timeout); retry",
                 self.limits.queue_timeout.as_secs()
             );
-            return (Err(Failure::Busy(why)), previous);
+            return (Err(Failure::Busy(why)), stream);
         };
         let e = self.engine.clone();
         let work = tokio::task::spawn_blocking(move || {
             let _turn = permit;
-            let r = e.handle(&bytes, Some(&mut previous), fault);
-            (r, previous)
+            let r = e.handle(&bytes, stream.as_mut(), fault);
+            (r, stream)
         });
         match work.await {
             Ok(done) => done,
             // `handle` contains panics; this is the runtime shutting down.
             Err(err) => {
                 self.engine.metrics.error("panic");
-                (Err(Failure::Panicked(err.to_string())), Vec::new())
+                (Err(Failure::Panicked(err.to_string())), None)
             }
         }
     }
@@ -240,7 +241,7 @@ async fn predict(State(app): State<App>, req: axum::extract::Request) -> Respons
             );
         }
     };
-    match app.run_frame(body, Vec::new(), fault).await.0 {
+    match app.run_frame(body, None, fault).await.0 {
         Ok(r) => Json(r).into_response(),
         Err(f) => failure_response(f),
     }
@@ -305,7 +306,7 @@ async fn close(socket: &mut WebSocket, app: &App, code: u16, counter: &str, reas
 /// One WebSocket: binary images in, one JSON answer each, in order.
 async fn stream(mut socket: WebSocket, app: App) {
     let e = app.engine.clone();
-    let mut prev: Vec<Face> = Vec::new();
+    let mut state = Some(e.stream());
     let mut frame = 0u64;
     loop {
         let msg = match timeout(app.limits.ws_idle_timeout, socket.recv()).await {
@@ -340,10 +341,8 @@ async fn stream(mut socket: WebSocket, app: App) {
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         frame += 1;
-        let (res, p) = app
-            .run_frame(bytes, std::mem::take(&mut prev), Fault::None)
-            .await;
-        prev = p;
+        let (res, s) = app.run_frame(bytes, state.take(), Fault::None).await;
+        state = Some(s.unwrap_or_else(|| e.stream()));
         let reply = match res {
             Ok(r) => {
                 let mut v = serde_json::to_value(&r).unwrap_or_default();

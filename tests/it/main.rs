@@ -10,6 +10,7 @@ mod data_bad_input;
 mod data_real;
 mod mlflow_real;
 mod model_file_bad;
+mod predict_real;
 mod quant_real;
 mod report_real;
 mod serve_real;
