@@ -10,6 +10,7 @@ pub mod bench;
 pub mod detect;
 pub mod drift;
 mod fault;
+mod form;
 mod guard;
 mod http;
 pub mod metrics;
