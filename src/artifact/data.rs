@@ -4,6 +4,8 @@
 //! digest). Reading that data's validation split is refused, because the
 //! split would hold other images than the model's; evaluating a test folder
 //! of other data is allowed, with a note for the person at the terminal.
+//! A folder with `test/` and no `train/` is such a test set: it is read
+//! alone for test use, and refused for validation (there is no split).
 
 use super::file::ModelMeta;
 use crate::data::load::Loaded;
@@ -45,8 +47,23 @@ impl ModelMeta {
         if let Some(d) = dir {
             cfg.dir = d.to_path_buf();
         }
-        let loaded = crate::data::load(&cfg, &crate::layout::cache_dir())?;
-        let note = digest_note(&self.data_digest, &loaded.data.digest, &cfg.dir, purpose)?;
+        let test_only = crate::data::is_test_only(&cfg.dir);
+        let loaded = match (test_only, purpose) {
+            (false, _) => crate::data::load(&cfg, &crate::layout::cache_dir())?,
+            (true, DataUse::Test) => {
+                crate::data::load_test_folder(&cfg, &crate::layout::cache_dir())?
+            }
+            (true, DataUse::Validation) => bail!(
+                "{}: no train/ folder, so no validation split (it is carved from train/ with the model's split seed); this folder has only test/, which `fer eval --split test` can evaluate",
+                cfg.dir.display()
+            ),
+        };
+        let mut note = digest_note(&self.data_digest, &loaded.data.digest, &cfg.dir, purpose)?;
+        if test_only {
+            // Its digest covers test/ alone, so it never matches: say why
+            // rather than suggest other data.
+            note = note.map(|n| format!("{n} (it covers test/ alone: there is no train/ here)"));
+        }
         let split = crate::data::split::stratified(
             &loaded.data.train.labels,
             self.val_fraction,

@@ -1,7 +1,8 @@
 //! Reads FER-2013 from the Kaggle folder layout or the challenge CSV into
 //! `FerData`, decoding in parallel, and consults the decode cache. Bad files
 //! and rows are collected as issues; the policy is applied at the end, so a
-//! load never stops half-way.
+//! load never stops half-way. A folder with `test/` and no `train/` (a new
+//! labelled test set) loads through [`load_test_folder`], the same way.
 
 use super::cache;
 use super::config::{DataConfig, DataFormat};
@@ -35,6 +36,7 @@ pub fn missing_dataset_help(path: &Path) -> String {
          `--data` or FER2013_DIR at the folder. Expected layout:\n  \
          <dir>/train/<class>/*.jpg   (angry disgust fear happy neutral sad surprise)\n  \
          <dir>/test/<class>/*.jpg    (PublicTest_*/PrivateTest_* file names)\n\
+         `fer eval` (split test) also takes a folder with test/<class>/ alone. \
          The original challenge CSV (`fer2013.csv` with columns emotion,pixels,Usage) \
          also works: pass the file, or a folder holding it.",
         path.display()
@@ -48,30 +50,8 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
     let (format, source) = resolve_format(&cfg.dir, cfg.format)?;
     let (data, from_cache) = match format {
         DataFormat::Folders => {
-            let scan = scan_folders(&source)?;
-            let cached = if cfg.cache {
-                cache::lookup(cache_dir, &scan.fingerprint)
-            } else {
-                None
-            };
-            match cached {
-                Some(mut data) => {
-                    // The folder's structure is this scan's, never the
-                    // cache's: a stray file or unknown folder added since
-                    // is reported exactly as a decoding load reports it.
-                    let cached = std::mem::take(&mut data.report);
-                    data.report = folder_report(&source, scan.report, cached, &data);
-                    (data, true)
-                }
-                None => {
-                    let fingerprint = scan.fingerprint.clone();
-                    let data = decode_folders(&source, scan)?;
-                    if cfg.cache {
-                        cache::store(cache_dir, &fingerprint, &data);
-                    }
-                    (data, false)
-                }
-            }
+            let scan = scan_folders(&source, false)?;
+            load_folders(&source, scan, cfg, cache_dir)?
         }
         DataFormat::Csv => {
             let fingerprint = stat_fingerprint_file(&source)?;
@@ -94,8 +74,108 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
         }
         DataFormat::Auto => unreachable!("resolved above"),
     };
-    // Cached or not, the report is complete here, so the policy applies
-    // the same way.
+    let expected = "train/<class>/ and test/<class>/ image files, or fer2013.csv rows";
+    finish(
+        data,
+        from_cache,
+        &source,
+        cfg,
+        start,
+        ("any split", expected),
+    )
+}
+
+/// Whether `dir` is a test set alone: a folder with `test/` but neither
+/// `train/` nor `fer2013.csv` (which [`load`] would read instead).
+pub fn is_test_only(dir: &Path) -> bool {
+    dir.join("test").is_dir() && !dir.join("train").is_dir() && !dir.join("fer2013.csv").is_file()
+}
+
+/// Loads `cfg.dir/test/` alone into `FerData::test` (train stays empty): a
+/// labelled test set in the Kaggle layout with no `train/` beside it. The
+/// scan, decoding, cache and bad-input policy are [`load`]'s; the digest
+/// covers `test/` only. An unknown class folder is an error here, where a
+/// full load skips it with a warning: a test set is scored whole, and a
+/// folder left out (`happiness/` for `happy/`) would change the score
+/// without a word.
+pub fn load_test_folder(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
+    let start = Instant::now();
+    let root = cfg.dir.as_path();
+    if !root.join("test").is_dir() {
+        bail!("{}", missing_dataset_help(root));
+    }
+    let scan = scan_folders(root, true)?;
+    let unknown: Vec<&str> = scan
+        .report
+        .issues
+        .iter()
+        .filter(|i| i.kind == IssueKind::UnknownFolder)
+        .map(|i| i.location.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{}: unknown class folder {} in a test set; expected only the seven FER-2013 emotions: {} (a test set is scored whole, so no folder of it is skipped)",
+            root.display(),
+            unknown.join(", "),
+            CLASSES.join(", ")
+        );
+    }
+    let (data, from_cache) = load_folders(root, scan, cfg, cache_dir)?;
+    finish(
+        data,
+        from_cache,
+        root,
+        cfg,
+        start,
+        ("test/", "test/<class>/ image files"),
+    )
+}
+
+/// A scanned folder's data: from the cache when its fingerprint is there,
+/// else decoded (and cached).
+fn load_folders(
+    root: &Path,
+    scan: Scan,
+    cfg: &DataConfig,
+    cache_dir: &Path,
+) -> Result<(FerData, bool)> {
+    let cached = if cfg.cache {
+        cache::lookup(cache_dir, &scan.fingerprint)
+    } else {
+        None
+    };
+    Ok(match cached {
+        Some(mut data) => {
+            // The folder's structure is this scan's, never the cache's: a
+            // stray file or unknown folder added since is reported exactly
+            // as a decoding load reports it.
+            let cached = std::mem::take(&mut data.report);
+            data.report = folder_report(root, scan.report, cached, &data);
+            (data, true)
+        }
+        None => {
+            let fingerprint = scan.fingerprint.clone();
+            let data = decode_folders(root, scan)?;
+            if cfg.cache {
+                cache::store(cache_dir, &fingerprint, &data);
+            }
+            (data, false)
+        }
+    })
+}
+
+/// The end of every load: the bad-input policy (cached or not, the report
+/// is complete here, so it applies the same way), the warnings, and a load
+/// with nothing usable refused; `empty` names where images were looked for
+/// and what was expected there.
+fn finish(
+    data: FerData,
+    from_cache: bool,
+    source: &Path,
+    cfg: &DataConfig,
+    start: Instant,
+    empty: (&str, &str),
+) -> Result<Loaded> {
     data.report
         .check(cfg.on_bad_input)
         .with_context(|| format!("loading {}", source.display()))?;
@@ -104,8 +184,10 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
     }
     if data.train.is_empty() && data.test.is_empty() {
         bail!(
-            "{}: no usable images in any split (expected train/<class>/ and test/<class>/ image files, or fer2013.csv rows)",
-            source.display()
+            "{}: no usable images in {} (expected {})",
+            source.display(),
+            empty.0,
+            empty.1
         );
     }
     Ok(Loaded {
@@ -176,11 +258,16 @@ fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
 }
 
-fn scan_folders(root: &Path) -> Result<Scan> {
+/// Lists `train/` and `test/`, or `test/` alone when `test_only`.
+fn scan_folders(root: &Path, test_only: bool) -> Result<Scan> {
     let mut entries = Vec::new();
     let mut report = LoadReport::default();
     let mut class_dirs = Vec::new();
-    for (split, is_test) in [("train", false), ("test", true)] {
+    let splits: &[(&str, bool)] = match test_only {
+        true => &[("test", true)],
+        false => &[("train", false), ("test", true)],
+    };
+    for &(split, is_test) in splits {
         let split_dir = root.join(split);
         if !split_dir.is_dir() {
             if is_test {
@@ -233,6 +320,10 @@ fn scan_folders(root: &Path) -> Result<Scan> {
         .collect();
     let mut fp = blake3::Hasher::new();
     fp.update(format!("fer-folders-v{FORMAT_VERSION}\n").as_bytes());
+    // A test-only load keys its own cache entry, never a full load's.
+    if test_only {
+        fp.update(b"test-only\n");
+    }
     for l in listed {
         let l = l?;
         fp.update(l.fingerprint.as_bytes());
@@ -334,8 +425,10 @@ fn folder_report(root: &Path, scan: LoadReport, decoded: LoadReport, data: &FerD
             .filter(|i| i.kind.found_by_decoding()),
     );
     // A class folder that exists but yields nothing usable is empty too.
+    // A split with no folder at all (test/ in a full load, train/ in a
+    // test-only one) has no classes to report.
     for (set, split) in [(&data.train, "train"), (&data.test, "test")] {
-        if split == "test" && set.is_empty() && !root.join("test").is_dir() {
+        if set.is_empty() && !root.join(split).is_dir() {
             continue;
         }
         let counts = set.class_counts();

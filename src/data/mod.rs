@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use augment::AugmentConfig as AugmentCfg;
 pub use config::{DataConfig, DataFormat};
 pub use issues::{BadInputPolicy, Issue, IssueKind, LoadReport};
-pub use load::{load, missing_dataset_help, Loaded};
+pub use load::{is_test_only, load, load_test_folder, missing_dataset_help, Loaded};
 
 /// Image side in pixels; every FER-2013 face is 48x48 grayscale.
 pub const SIDE: usize = 48;

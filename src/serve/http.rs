@@ -2,15 +2,18 @@
 //! (body size, read timeouts, a bounded number of frames in the works), the
 //! WebSocket stream with its close codes, and the accept loop, which is our
 //! own because `axum::serve` gives hyper no timer and so no read timeout.
+//! `/api/predict` takes a raw image or a `multipart/form-data` upload (see
+//! `form`); both are read here under the same limits.
 
 use super::fault::{self, Fault};
+use super::form;
 use super::guard::Failure;
 use super::metrics::Gauges;
 use super::{lock, Engine, Rejected, ServeOptions, Stream, PAGE};
 use anyhow::{Context, Result};
 use axum::body::{Body, HttpBody};
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -215,8 +218,12 @@ async fn predict(State(app): State<App>, req: axum::extract::Request) -> Respons
             .get(fault::HEADER)
             .and_then(|v| v.to_str().ok()),
     );
+    let (parts, body) = req.into_parts();
+    // A form is read whole like a raw body, so --max-body counts all of it
+    // and the read timeout and cut-short answers are the same.
+    let is_form = form::is_form(&parts.headers);
     let wait = app.limits.read_timeout;
-    let body = match read_body(req.into_body(), max, declared, Instant::now() + wait).await {
+    let body = match read_body(body, max, declared, Instant::now() + wait).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Stalled { got }) => {
@@ -241,7 +248,17 @@ async fn predict(State(app): State<App>, req: axum::extract::Request) -> Respons
             );
         }
     };
-    match app.run_frame(body, None, fault).await.0 {
+    let image = match is_form {
+        false => body,
+        true => match form::image_part(parts, body).await {
+            Ok(image) => image,
+            Err(why) => {
+                e.metrics.error("bad_multipart");
+                return error_json(StatusCode::BAD_REQUEST, why);
+            }
+        },
+    };
+    match app.run_frame(image, None, fault).await.0 {
         Ok(r) => Json(r).into_response(),
         Err(f) => failure_response(f),
     }
@@ -407,13 +424,16 @@ async fn drift_json(State(app): State<App>) -> Response {
 }
 
 fn router(app: App) -> Router {
+    // The multipart parser applies axum's default body limit (2 MB) to the
+    // bytes it is handed; they are already within --max-body.
+    let predict = post(predict).layer(DefaultBodyLimit::max(app.limits.max_body));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics_text))
         .route("/api/drift", get(drift_json))
         .route("/ws", get(ws))
-        .route("/api/predict", post(predict))
+        .route("/api/predict", predict)
         .with_state(app)
 }
 

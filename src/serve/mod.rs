@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod drift;
 mod fault;
+mod form;
 mod guard;
 mod http;
 pub mod metrics;

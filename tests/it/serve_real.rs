@@ -674,6 +674,269 @@ fn an_upload_cut_short_is_answered_as_such_not_as_too_large() {
     assert_eq!(st, 200);
 }
 
+// ---- multipart/form-data uploads (`curl -F image=@face.jpg`) ---------------
+
+/// `curl -sS -F FIELD...` to /api/predict, with any extra curl arguments
+/// first: the status and the body.
+fn curl_form(url: &str, extra: &[&str], fields: &[String]) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"])
+        .args(extra);
+    for f in fields {
+        c.arg("-F").arg(f);
+    }
+    let out = c.arg(format!("{url}api/predict")).output().expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {fields:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+/// A multipart/form-data body by hand: (name, filename, bytes) per part.
+fn form_body(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, file, bytes) in parts {
+        b.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").bytes(),
+        );
+        if let Some(f) = file {
+            b.extend(
+                format!("; filename=\"{f}\"\r\nContent-Type: application/octet-stream").bytes(),
+            );
+        }
+        b.extend(b"\r\n\r\n");
+        b.extend_from_slice(bytes);
+        b.extend(b"\r\n");
+    }
+    b.extend(format!("--{boundary}--\r\n").bytes());
+    b
+}
+
+fn post_form(url: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    post_with(url, body, Some(("content-type", content_type)))
+}
+
+/// The `error` of a JSON answer.
+fn error_of(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_string()
+}
+
+#[test]
+fn a_multipart_upload_gets_the_raw_bodys_answer_and_its_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(tmp.path(), &[], &[]);
+    let photo_path = astronaut();
+    let photo = std::fs::read(&photo_path).unwrap();
+    let at = |field: &str| format!("{field}=@{}", photo_path.display());
+    let (st, raw) = post(&s.url, photo.clone());
+    assert_eq!(st, 200, "{raw}");
+    let raw: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(raw["faces"].as_array().unwrap().len(), 1, "{raw}");
+    // The same answer as the raw body: the same face, box and probabilities.
+    let same = |body: &str| {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        for k in ["width", "height", "classes", "faces"] {
+            assert_eq!(v[k], raw[k], "{k}: {body}");
+        }
+    };
+    let mut ok = 0;
+    // What clients send: `curl -F image=@face.png`, or `file=`.
+    for field in ["image", "file"] {
+        let (st, body) = curl_form(&s.url, &[], &[at(field)]);
+        assert_eq!(st, 200, "{field}: {body}");
+        same(&body);
+        ok += 1;
+    }
+    // Another name: the first part with a filename, after a text field.
+    let (st, body) = curl_form(&s.url, &[], &["note=hi".into(), at("photo")]);
+    assert_eq!(st, 200, "{body}");
+    same(&body);
+    // A part named image wins over an earlier file part (here not an image).
+    let notes = tmp.path().join("notes.txt");
+    std::fs::write(&notes, "not a face").unwrap();
+    let (st, body) = curl_form(
+        &s.url,
+        &[],
+        &[format!("attachment=@{}", notes.display()), at("image")],
+    );
+    assert_eq!(st, 200, "{body}");
+    same(&body);
+    ok += 2;
+    // A 3 MB form under the 4 MiB --max-body: axum's own 2 MB default for
+    // multipart does not apply.
+    let padding = vec![b'x'; 3 << 20];
+    let big = form_body(
+        "b0undary",
+        &[("note", None, &padding), ("image", Some("a.png"), &photo)],
+    );
+    assert!(big.len() > 3 << 20 && big.len() < 4 << 20);
+    let (st, body) = post_form(&s.url, "multipart/form-data; boundary=b0undary", big);
+    assert_eq!(st, 200, "{body}");
+    same(&body);
+    ok += 1;
+
+    // No file part: a 400 that names what was there.
+    let (st, body) = curl_form(&s.url, &[], &["note=hi".into(), "id=3".into()]);
+    assert_eq!(st, 400, "{body}");
+    let msg = error_of(&body);
+    assert!(
+        msg.contains("\"image\" or \"file\"")
+            && msg.contains("\"note\" (no filename)")
+            && msg.contains("\"id\" (no filename)"),
+        "{msg}"
+    );
+    // A boundary in Content-Type that the body never uses.
+    let body = form_body("BBBB", &[("image", Some("a.png"), &photo)]);
+    let (st, answer) = post_form(&s.url, "multipart/form-data; boundary=AAAA", body.clone());
+    assert_eq!(st, 400, "{answer}");
+    let msg = error_of(&answer);
+    assert!(
+        msg.contains("malformed multipart")
+            && msg.contains("\"--AAAA\"")
+            && msg.contains("never occurs"),
+        "{msg}"
+    );
+    // No boundary at all.
+    let (st, answer) = post_form(&s.url, "multipart/form-data", body.clone());
+    assert_eq!(st, 400, "{answer}");
+    let msg = error_of(&answer);
+    assert!(
+        msg.contains("boundary") && msg.contains("multipart/form-data"),
+        "{msg}"
+    );
+    // The right boundary, but the body stops before its closing one.
+    let (st, answer) = post_form(
+        &s.url,
+        "multipart/form-data; boundary=BBBB",
+        body[..body.len() / 2].to_vec(),
+    );
+    assert_eq!(st, 400, "{answer}");
+    let msg = error_of(&answer);
+    assert!(
+        msg.contains("malformed multipart")
+            && msg.contains("ends inside part \"image\"")
+            && msg.contains("\"--BBBB\""),
+        "{msg}"
+    );
+    // An empty file part.
+    let empty = tmp.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let (st, body) = curl_form(&s.url, &[], &[format!("image=@{}", empty.display())]);
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        error_of(&body).contains("\"image\" (filename \"empty.png\") is empty"),
+        "{body}"
+    );
+    // The image's own errors are the raw body's: not an image (400), and
+    // over --max-pixels from its header (413).
+    let (st, body) = curl_form(&s.url, &[], &[format!("image=@{}", notes.display())]);
+    assert_eq!(st, 400, "{body}");
+    assert!(error_of(&body).contains("not a decodable image"), "{body}");
+    let huge = tmp.path().join("huge.png");
+    std::fs::write(&huge, black_png(20000, 20000)).unwrap();
+    let (st, body) = curl_form(&s.url, &[], &[format!("image=@{}", huge.display())]);
+    assert_eq!(st, 413, "{body}");
+    let msg = error_of(&body);
+    assert!(
+        msg.contains("20000x20000") && msg.contains("--max-pixels"),
+        "{msg}"
+    );
+
+    let m = metrics(&s.url);
+    assert_eq!(error_count(&m, "bad_multipart"), 5.0, "{m}");
+    assert_eq!(error_count(&m, "bad_payload"), 1.0, "{m}");
+    assert_eq!(error_count(&m, "too_many_pixels"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "fer_stage_seconds_count{stage=\"total\"}"),
+        (ok + 1) as f64,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_multipart_upload_meets_the_raw_bodys_size_and_time_limits() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(
+        tmp.path(),
+        &["--max-body", "3000", "--read-timeout", "2"],
+        &[],
+    );
+    let small = common::jpeg_gray(32, 32, 3);
+    assert!(small.len() < 2000);
+    let (st, body) = post(&s.url, small.clone());
+    assert_eq!(st, 200, "raw, under the limit: {body}");
+    let ct = "Content-Type: multipart/form-data; boundary=BBBB";
+    // The limit counts the whole form, not only its image part: a small
+    // image and 2600 bytes of text, chunked (no declared length), is
+    // refused when the reading passes 3000 bytes.
+    let form = form_body(
+        "BBBB",
+        &[
+            ("note", None, &[b'x'; 2600]),
+            ("image", Some("a.jpg"), &small),
+        ],
+    );
+    assert!(form.len() > 3000 && form.len() < 6000, "{}", form.len());
+    let mut tcp = raw(&s.url);
+    write!(
+        tcp,
+        "POST /api/predict HTTP/1.1\r\nHost: fer\r\n{ct}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        form.len()
+    )
+    .unwrap();
+    tcp.write_all(&form).unwrap();
+    tcp.write_all(b"\r\n").unwrap();
+    let (got, _) = read_until_closed(&mut tcp);
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert!(got.contains("3000 byte limit (--max-body)"), "{got}");
+    // curl's own upload of the photo (declared 790 KB): refused on its
+    // length, before the body (curl waits for 100-continue first).
+    let at = format!("image=@{}", astronaut().display());
+    let (st, body) = curl_form(&s.url, &["-H", "Expect: 100-continue"], &[at]);
+    assert_eq!(st, 413, "{body}");
+    assert!(error_of(&body).contains("--max-body"), "{body}");
+    // A stalled form gets the 408, a form cut short the 400.
+    let mut tcp = raw(&s.url);
+    write!(
+        tcp,
+        "POST /api/predict HTTP/1.1\r\nHost: fer\r\n{ct}\r\nContent-Length: 1000\r\n\r\n"
+    )
+    .unwrap();
+    tcp.write_all(&form[..100]).unwrap();
+    let (got, _) = read_until_closed(&mut tcp);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("100 of 1000 bytes"), "{got}");
+    let mut tcp = raw(&s.url);
+    write!(
+        tcp,
+        "POST /api/predict HTTP/1.1\r\nHost: fer\r\n{ct}\r\nContent-Length: 1000\r\n\r\n"
+    )
+    .unwrap();
+    tcp.write_all(&form[..500]).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, _) = read_until_closed(&mut tcp);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("upload cut short: 500 of 1000 bytes"), "{got}");
+    // Within the limit, the same small image as a form is answered.
+    let form = form_body("BBBB", &[("image", Some("a.jpg"), &small)]);
+    let (st, body) = post_form(&s.url, "multipart/form-data; boundary=BBBB", form);
+    assert_eq!(st, 200, "{body}");
+    let m = metrics(&s.url);
+    assert_eq!(error_count(&m, "too_large"), 2.0, "{m}");
+    assert_eq!(error_count(&m, "body_timeout"), 1.0, "{m}");
+    assert_eq!(error_count(&m, "aborted"), 1.0, "{m}");
+    assert_eq!(error_count(&m, "bad_multipart"), 0.0, "{m}");
+}
+
 #[test]
 fn a_panic_in_a_request_is_contained_and_a_broken_model_fails_healthz() {
     let tmp = tempfile::tempdir().unwrap();
