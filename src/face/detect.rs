@@ -47,6 +47,12 @@ pub fn default_cascade(kind: Cascade) -> Result<PathBuf> {
         })
 }
 
+/// Most pixels a still image's search scans: 2 MP, about half a second on
+/// this project's 2-core machines (docs/predict.md). A 1600x1200 photo is
+/// searched at full size; a 12 MP one at 41%, where faces from 59 px wide
+/// are found.
+pub const STILL_SCAN_PIXELS: u64 = 2_000_000;
+
 pub struct Detector {
     cascade: objdetect::CascadeClassifier,
     clahe: Option<core::Ptr<imgproc::CLAHE>>,
@@ -154,19 +160,36 @@ impl Detector {
         )
     }
 
-    /// A still image's detection: searched at the resolution where a face
-    /// `min_face` pixels wide in the original still fills the cascade's
-    /// window, so small faces in large photos are found. Costs grow with
-    /// the square of that resolution (docs/predict.md has figures).
+    /// The resize factor of a still image's search: the resolution where a
+    /// face `min_face` pixels wide in the original still fills the
+    /// cascade's window, unless that would scan more than
+    /// [`STILL_SCAN_PIXELS`]; then the budget's, and the smallest face found
+    /// grows with the square root of the image's size.
+    pub fn still_scale(&self, w: u32, h: u32, min_face: u32) -> f64 {
+        let budget = (STILL_SCAN_PIXELS as f64 / (w as f64 * h as f64).max(1.0)).sqrt();
+        (self.window as f64 / min_face.max(1) as f64)
+            .min(budget)
+            .min(1.0)
+    }
+
+    /// The smallest face a still image's search finds, in original pixels.
+    pub fn still_min_face(&self, w: u32, h: u32, min_face: u32) -> u32 {
+        let found = (self.window as f64 / self.still_scale(w, h, min_face)).ceil() as u32;
+        found.max(min_face)
+    }
+
+    /// A still image's detection, at [`Detector::still_scale`]: small faces
+    /// in ordinary photos are found. Largest first.
     pub fn detect_still(&mut self, gray: &image::GrayImage, min_face: u32) -> Result<Vec<FaceBox>> {
         let (w, h) = gray.dimensions();
-        let scale = (self.window as f64 / min_face.max(1) as f64).min(1.0);
+        let scale = self.still_scale(w, h, min_face);
+        let min = ((min_face as f64 * scale).round() as u32).max(self.window);
         self.pass(
             gray,
             &Pass {
                 roi: FaceBox { x: 0, y: 0, w, h },
                 scale,
-                min: self.window,
+                min,
                 max: 0,
                 step: 1.2,
                 neighbors: 5,
@@ -269,5 +292,50 @@ impl Detector {
             .collect();
         faces.sort_by_key(|b| std::cmp::Reverse(b.area()));
         Ok(faces)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn haar() -> Detector {
+        let p = default_cascade(Cascade::Haar).expect("Debian's opencv-data (make setup)");
+        Detector::new(&p, Lighting::Equalize, 320).unwrap()
+    }
+
+    fn astronaut() -> image::GrayImage {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
+        image::open(p).expect("astronaut.png (make setup)").to_luma8()
+    }
+
+    #[test]
+    fn still_images_are_searched_down_to_min_face_within_the_scan_budget() {
+        let d = haar();
+        assert_eq!(d.window, 24);
+        assert_eq!(d.still_scale(640, 480, 24), 1.0);
+        assert_eq!(d.still_scale(640, 480, 48), 0.5);
+        assert_eq!(d.still_min_face(640, 480, 24), 24);
+        let s = d.still_scale(4000, 3000, 24);
+        assert!((s - (2.0f64 / 12.0).sqrt()).abs() < 1e-9, "{s}");
+        assert_eq!(d.still_min_face(4000, 3000, 24), 59);
+    }
+
+    #[test]
+    fn a_face_found_by_full_detection_is_found_again_near_its_box() {
+        let mut d = haar();
+        let gray = astronaut();
+        let full = d.detect(&gray).unwrap();
+        assert_eq!(full.len(), 1, "{full:?}");
+        let near = d.find_near(&gray, &full[0]).unwrap().expect("found near");
+        assert!(near.iou(&full[0]) > 0.6, "{near:?} vs {:?}", full[0]);
+        // Looked for where there is no face: not found.
+        let empty = FaceBox {
+            x: 400,
+            y: 400,
+            ..full[0]
+        };
+        assert_eq!(d.find_near(&gray, &empty).unwrap(), None);
     }
 }

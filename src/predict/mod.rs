@@ -69,6 +69,9 @@ pub struct ImageSummary {
     pub input: String,
     pub width: u32,
     pub height: u32,
+    /// The smallest face the search could find here: `--min-face`, or more
+    /// in photos over the scan budget (`face::detect::STILL_SCAN_PIXELS`).
+    pub smallest_face: u32,
     pub faces: Vec<Face>,
     pub annotated: Option<PathBuf>,
 }
@@ -376,6 +379,7 @@ impl Run<'_> {
             input: shown,
             width,
             height,
+            smallest_face: self.parts.det.still_min_face(width, height, self.o.min_face),
             faces,
             annotated,
         })

@@ -217,7 +217,7 @@ mod tests {
         let mut r = csv::Reader::from_path(&p).unwrap();
         let head = r.headers().unwrap().clone();
         assert_eq!(head.len(), 19);
-        assert_eq!(&head[18], "surprise");
+        assert_eq!(&head[18], "neutral");
         let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
         assert_eq!(&rows[0][0], "a,b.jpg");
         assert_eq!(&rows[0][10], "happy");
