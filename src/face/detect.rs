@@ -81,8 +81,12 @@ impl FaceBox {
 
     /// Intersection over union.
     pub fn iou(&self, o: &FaceBox) -> f64 {
-        let iw = (self.x + self.w).min(o.x + o.w).saturating_sub(self.x.max(o.x)) as f64;
-        let ih = (self.y + self.h).min(o.y + o.h).saturating_sub(self.y.max(o.y)) as f64;
+        let iw = (self.x + self.w)
+            .min(o.x + o.w)
+            .saturating_sub(self.x.max(o.x)) as f64;
+        let ih = (self.y + self.h)
+            .min(o.y + o.h)
+            .saturating_sub(self.y.max(o.y)) as f64;
         let inter = iw * ih;
         let union = (self.area() + o.area()) as f64 - inter;
         if union > 0.0 {
@@ -199,9 +203,12 @@ impl Detector {
 
     /// The face near `last` in this frame, if still there: the cascade runs
     /// only on a region twice the box's size around it, shrunk so the face
-    /// is about twice the window wide, for sizes within 0.7x to 1.4x of the
-    /// last box. About a millisecond instead of a full frame's 25.
-    pub fn find_near(&mut self, gray: &image::GrayImage, last: &FaceBox) -> Result<Option<FaceBox>> {
+    /// is two windows wide, for sizes within 0.7x to 1.4x of the last box. About a millisecond instead of a full frame's 25.
+    pub fn find_near(
+        &mut self,
+        gray: &image::GrayImage,
+        last: &FaceBox,
+    ) -> Result<Option<FaceBox>> {
         let (w, h) = gray.dimensions();
         let side = last.w.max(last.h);
         let cx = last.x + last.w / 2;
@@ -240,31 +247,32 @@ impl Detector {
 
     fn pass(&mut self, gray: &image::GrayImage, p: &Pass) -> Result<Vec<FaceBox>> {
         let (w, h) = gray.dimensions();
-        let region = if p.roi.x == 0 && p.roi.y == 0 && p.roi.w == w && p.roi.h == h {
-            std::borrow::Cow::Borrowed(gray)
+        // OpenCV's own crop (a view) and area resize: several times faster
+        // than copying and filtering with `image`, which matters on the
+        // tracker's millisecond budget.
+        let whole = core::Mat::new_rows_cols_with_data(h as i32, w as i32, gray.as_raw())?;
+        let rect = core::Rect::new(
+            p.roi.x as i32,
+            p.roi.y as i32,
+            p.roi.w as i32,
+            p.roi.h as i32,
+        );
+        let region = whole.roi(rect)?;
+        let mut small = core::Mat::default();
+        if p.scale < 1.0 {
+            let size = core::Size::new(
+                (p.roi.w as f64 * p.scale).round().max(1.0) as i32,
+                (p.roi.h as f64 * p.scale).round().max(1.0) as i32,
+            );
+            imgproc::resize(&region, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
         } else {
-            std::borrow::Cow::Owned(
-                image::imageops::crop_imm(gray, p.roi.x, p.roi.y, p.roi.w, p.roi.h).to_image(),
-            )
-        };
-        let (rw, rh) = region.dimensions();
-        let small = if p.scale < 1.0 {
-            std::borrow::Cow::Owned(image::imageops::resize(
-                &*region,
-                (rw as f64 * p.scale).round().max(1.0) as u32,
-                (rh as f64 * p.scale).round().max(1.0) as u32,
-                image::imageops::FilterType::Triangle,
-            ))
-        } else {
-            region
-        };
-        let (sw, sh) = small.dimensions();
-        let mat = core::Mat::new_rows_cols_with_data(sh as i32, sw as i32, small.as_raw())?;
+            region.copy_to(&mut small)?;
+        }
         let mut norm = core::Mat::default();
         match (self.lighting, &mut self.clahe) {
-            (Lighting::Clahe, Some(c)) => c.apply(&mat, &mut norm)?,
-            (Lighting::Equalize, _) => imgproc::equalize_hist(&mat, &mut norm)?,
-            _ => mat.copy_to(&mut norm)?,
+            (Lighting::Clahe, Some(c)) => c.apply(&small, &mut norm)?,
+            (Lighting::Equalize, _) => imgproc::equalize_hist(&small, &mut norm)?,
+            _ => norm = small,
         }
         let mut found = core::Vector::<core::Rect>::new();
         self.cascade.detect_multi_scale(
@@ -307,7 +315,9 @@ mod tests {
     fn astronaut() -> image::GrayImage {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
-        image::open(p).expect("astronaut.png (make setup)").to_luma8()
+        image::open(p)
+            .expect("astronaut.png (make setup)")
+            .to_luma8()
     }
 
     #[test]

@@ -50,20 +50,19 @@ impl std::fmt::Display for Rejected {
 /// Smallest side the detector can work with.
 pub const MIN_SIDE: u32 = 24;
 
-/// Decodes an image (any format the `image` crate was built with). Its size
-/// is read from the header and checked against `max_pixels` before any
-/// pixel is decoded: a few hundred kilobytes of PNG can claim 20000x20000
-/// (1.2 GB as RGB). The decoder's own allocation limit backs that up.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, Rejected> {
+type Reader<'a> = image::ImageReader<std::io::Cursor<&'a [u8]>>;
+
+/// A reader of `bytes` whose size was read from the header and checked
+/// against `max_pixels` before any pixel is decoded: a few hundred
+/// kilobytes of PNG can claim 20000x20000 (1.2 GB as RGB). The decoder's own
+/// allocation limit backs that up.
+fn checked(bytes: &[u8], max_pixels: u64) -> Result<(Reader<'_>, u32, u32), Rejected> {
     use image::ImageReader;
     if bytes.is_empty() {
         return Err(Rejected::BadPayload(
             "empty body: send a JPEG or PNG image".into(),
         ));
     }
-    let not_image = |e: image::ImageError| {
-        Rejected::BadPayload(format!("not a decodable image (JPEG or PNG expected): {e}"))
-    };
     let reader = || {
         ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
@@ -88,13 +87,62 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, Reje
     limits.max_alloc = Some(max_pixels.saturating_mul(8));
     let mut r = reader()?;
     r.limits(limits);
-    // Phone photos are stored sideways with an EXIF orientation tag; a face
-    // on its side is not found, so the image is turned upright first.
+    Ok((r, width, height))
+}
+
+fn not_image(e: image::ImageError) -> Rejected {
+    Rejected::BadPayload(format!("not a decodable image (JPEG or PNG expected): {e}"))
+}
+
+/// Decodes and turns upright: phone photos are stored sideways with an
+/// EXIF orientation tag, and a face on its side is not found.
+fn upright(r: Reader<'_>) -> Result<image::DynamicImage, Rejected> {
     let mut dec = r.into_decoder().map_err(not_image)?;
-    let orientation = image::ImageDecoder::orientation(&mut dec).unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = image::ImageDecoder::orientation(&mut dec)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(dec).map_err(not_image)?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Decodes an image in colour (any format the `image` crate was built with),
+/// upright, within `max_pixels`.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, Rejected> {
+    upright(checked(bytes, max_pixels)?.0)
+}
+
+/// The grayscale image the pipeline works on, within `max_pixels`. A JPEG
+/// (every webcam frame) is decoded straight to its luma plane: 1.7 ms
+/// instead of 4.6 for a 640x480 frame here, the difference between keeping
+/// up with a stream or not. Other formats are converted from colour.
+/// `fer serve` and `fer predict` both decode through here, so the same
+/// file gets the same pixels in both.
+pub fn decode_gray(bytes: &[u8], max_pixels: u64) -> Result<image::GrayImage, Rejected> {
+    let (r, width, height) = checked(bytes, max_pixels)?;
+    if r.format() != Some(image::ImageFormat::Jpeg) {
+        return Ok(upright(r)?.into_luma8());
+    }
+    let mut dec = r.into_decoder().map_err(not_image)?;
+    let orientation = image::ImageDecoder::orientation(&mut dec)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    drop(dec);
+    let opts = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::Luma)
+        .set_max_width(width as usize)
+        .set_max_height(height as usize);
+    let mut z =
+        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), opts);
+    let bad = |e: String| Rejected::BadPayload(format!("not a decodable image (JPEG): {e}"));
+    let px = z.decode().map_err(|e| bad(format!("{e:?}")))?;
+    let (w, h) = z.dimensions().ok_or_else(|| bad("no frame size".into()))?;
+    let gray = image::GrayImage::from_raw(w as u32, h as u32, px)
+        .ok_or_else(|| bad("decoded size does not match its header".into()))?;
+    if orientation == image::metadata::Orientation::NoTransforms {
+        return Ok(gray);
+    }
+    let mut img = image::DynamicImage::ImageLuma8(gray);
+    img.apply_orientation(orientation);
+    Ok(img.into_luma8())
 }
 
 /// The 48x48 crop a face is classified from: a square around the box with
@@ -248,6 +296,9 @@ mod tests {
         assert!((now[0].probs[0] - 0.6).abs() < 1e-6);
         assert!((now[0].probs[3] - 0.4).abs() < 1e-6);
         assert_eq!(now[0].label, classes[0]);
-        assert_eq!(now[1].probs[0], 1.0, "a face far from the last one is not smoothed");
+        assert_eq!(
+            now[1].probs[0], 1.0,
+            "a face far from the last one is not smoothed"
+        );
     }
 }

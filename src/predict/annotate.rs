@@ -51,8 +51,15 @@ pub fn draw(img: &mut image::RgbImage, faces: &[Face], classes: &[String]) -> Re
         let text = format!("{} {:.0}%", f.label, 100.0 * f.confidence);
         let th = (font * 1.3) as i32;
         let tw = (font * 0.62 * text.len() as f64) as i32 + 6;
-        let ty = if y - th - line >= 0 { y - th - line } else { y + line };
-        root.draw(&Rectangle::new([(x - line, ty), (x - line + tw, ty + th)], c.filled()))?;
+        let ty = if y - th - line >= 0 {
+            y - th - line
+        } else {
+            y + line
+        };
+        root.draw(&Rectangle::new(
+            [(x - line, ty), (x - line + tw, ty + th)],
+            c.filled(),
+        ))?;
         root.draw(&Text::new(
             text,
             (x - line + 3, ty + (th - font as i32) / 2),
@@ -83,7 +90,10 @@ pub fn draw(img: &mut image::RgbImage, faces: &[Face], classes: &[String]) -> Re
             ))?;
             let len = ((bar_w - 4) as f32 * p.clamp(0.0, 1.0)) as i32;
             root.draw(&Rectangle::new(
-                [(px + name_w, ry + 2), (px + name_w + len.max(1), ry + row - 2)],
+                [
+                    (px + name_w, ry + 2),
+                    (px + name_w + len.max(1), ry + row - 2),
+                ],
                 CLASS_COLORS[k % CLASS_COLORS.len()].filled(),
             ))?;
         }
@@ -108,7 +118,11 @@ mod tests {
         };
         draw(&mut img, &[face], &classes).unwrap();
         let happy = CLASS_COLORS[3];
-        assert_eq!(img.get_pixel(130, 140).0, [happy.0, happy.1, happy.2], "bottom edge");
+        assert_eq!(
+            img.get_pixel(130, 140).0,
+            [happy.0, happy.1, happy.2],
+            "bottom edge"
+        );
         assert_eq!(img.get_pixel(130, 110).0, [10, 20, 30], "inside the box");
         assert_eq!(img.get_pixel(5, 230).0, [10, 20, 30], "far corner");
     }

@@ -357,9 +357,8 @@ impl Run<'_> {
         let shown = inp.path.display().to_string();
         let bytes = std::fs::read(&inp.path)
             .map_err(|e| BadInput(format!("{shown}: cannot be read ({e})")))?;
-        let img = crate::face::decode(&bytes, self.o.max_pixels)
-            .map_err(|e| BadInput(format!("{shown}: {e}")))?;
-        let gray = img.to_luma8();
+        let bad = |e: crate::face::Rejected| BadInput(format!("{shown}: {e}"));
+        let gray = crate::face::decode_gray(&bytes, self.o.max_pixels).map_err(bad)?;
         let (width, height) = gray.dimensions();
         let boxes = self.parts.det.detect_still(&gray, self.o.min_face)?;
         let crops: Vec<_> = boxes.iter().map(|b| crate::face::crop(&gray, b)).collect();
@@ -369,7 +368,9 @@ impl Run<'_> {
         self.frames += 1;
         self.bar.inc(1);
         let annotated = if self.o.annotate {
-            let mut rgb = img.to_rgb8();
+            let mut rgb = crate::face::decode(&bytes, self.o.max_pixels)
+                .map_err(bad)?
+                .to_rgb8();
             annotate::draw(&mut rgb, &faces, &self.parts.classes)?;
             Some(self.save_image(inp, &rgb)?)
         } else {
@@ -379,7 +380,10 @@ impl Run<'_> {
             input: shown,
             width,
             height,
-            smallest_face: self.parts.det.still_min_face(width, height, self.o.min_face),
+            smallest_face: self
+                .parts
+                .det
+                .still_min_face(width, height, self.o.min_face),
             faces,
             annotated,
         })
@@ -419,10 +423,12 @@ impl Run<'_> {
             .rsplit_once('.')
             .map_or(flat.as_str(), |(s, _)| s)
             .to_string();
-        let annotated = self
-            .o
-            .annotate
-            .then(|| self.o.out.join("annotated").join(self.names.take(format!("{stem}.mp4"))));
+        let annotated = self.o.annotate.then(|| {
+            self.o
+                .out
+                .join("annotated")
+                .join(self.names.take(format!("{stem}.mp4")))
+        });
         if annotated.is_some() {
             std::fs::create_dir_all(self.o.out.join("annotated"))?;
         }
@@ -637,7 +643,10 @@ mod tests {
         check_out(dir.path(), false).unwrap();
         std::fs::write(dir.path().join("predictions.csv"), "x").unwrap();
         let e = check_out(dir.path(), false).unwrap_err().to_string();
-        assert!(e.contains("--force") && e.contains("nothing was written"), "{e}");
+        assert!(
+            e.contains("--force") && e.contains("nothing was written"),
+            "{e}"
+        );
         check_out(dir.path(), true).unwrap();
         let e = check_out(&dir.path().join("predictions.csv"), true).unwrap_err();
         assert!(e.to_string().contains("is a file"), "{e}");

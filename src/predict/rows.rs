@@ -70,8 +70,8 @@ impl Writer {
     pub fn create(dir: &Path, format: Format, classes: &[String]) -> Result<Writer> {
         let path = dir.join(format.file_name());
         let tmp = dir.join(format!(".{}.partial", format.file_name()));
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         let mut w = Writer {
             format,
             classes: classes.to_vec(),
@@ -208,11 +208,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = Writer::create(dir.path(), Format::Csv, &classes()).unwrap();
         let f = face();
-        w.push(&Row { input: "a,b.jpg", frame: 0, time: 0.0, faces: 1, face: Some((0, &f)) })
-            .unwrap();
-        w.push(&Row { input: "v.mp4", frame: 3, time: 0.1, faces: 0, face: None })
-            .unwrap();
-        assert!(!dir.path().join("predictions.csv").exists(), "not before finish");
+        w.push(&Row {
+            input: "a,b.jpg",
+            frame: 0,
+            time: 0.0,
+            faces: 1,
+            face: Some((0, &f)),
+        })
+        .unwrap();
+        w.push(&Row {
+            input: "v.mp4",
+            frame: 3,
+            time: 0.1,
+            faces: 0,
+            face: None,
+        })
+        .unwrap();
+        assert!(
+            !dir.path().join("predictions.csv").exists(),
+            "not before finish"
+        );
         let p = w.finish().unwrap();
         let mut r = csv::Reader::from_path(&p).unwrap();
         let head = r.headers().unwrap().clone();
@@ -234,13 +249,22 @@ mod tests {
         for fmt in [Format::Json, Format::Jsonl] {
             let mut w = Writer::create(dir.path(), fmt, &classes()).unwrap();
             for i in 0..2 {
-                w.push(&Row { input: "x.png", frame: i, time: 0.0, faces: 1, face: Some((0, &f)) })
-                    .unwrap();
+                w.push(&Row {
+                    input: "x.png",
+                    frame: i,
+                    time: 0.0,
+                    faces: 1,
+                    face: Some((0, &f)),
+                })
+                .unwrap();
             }
             let text = std::fs::read_to_string(w.finish().unwrap()).unwrap();
             let rows: Vec<serde_json::Value> = match fmt {
                 Format::Json => serde_json::from_str(&text).unwrap(),
-                _ => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+                _ => text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect(),
             };
             assert_eq!(rows.len(), 2);
             assert_eq!(rows[1]["frame"], 1);

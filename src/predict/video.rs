@@ -181,9 +181,16 @@ impl Encoder {
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
             .args(["-s", &format!("{width}x{height}"), "-framerate", rate])
             .args(["-i", "-"])
-            .args(["-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20"])
+            .args([
+                "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+            ])
             // yuv420p (what players take) needs even sides.
-            .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p"])
+            .args([
+                "-vf",
+                "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                "-pix_fmt",
+                "yuv420p",
+            ])
             .args(["-fps_mode", "passthrough"])
             .arg(&tmp)
             .stdin(std::process::Stdio::piped())
@@ -208,7 +215,13 @@ impl Encoder {
             .as_mut()
             .context("the annotated video is already closed")?
             .write_all(frame.as_raw())
-            .with_context(|| format!("ffmpeg stopped writing {}: {}", self.out.display(), self.tail()))?;
+            .with_context(|| {
+                format!(
+                    "ffmpeg stopped writing {}: {}",
+                    self.out.display(),
+                    self.tail()
+                )
+            })?;
         self.frames += 1;
         Ok(())
     }

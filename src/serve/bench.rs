@@ -140,9 +140,15 @@ pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
     let engine = Engine::new(&args)?;
     let every = args.track_every.max(1);
     let paths = [
-        (format!("stream, tracked (full detection every {every} frames)"), Some(every)),
+        (
+            format!("stream, tracked (full detection every {every} frames)"),
+            Some(every),
+        ),
         ("stream, full detection every frame".to_string(), Some(1)),
-        (format!("still image (faces down to {} px)", args.min_face), None),
+        (
+            format!("still image (faces down to {} px)", args.min_face),
+            None,
+        ),
     ];
     let mut out = Vec::new();
     for (name, every) in paths {

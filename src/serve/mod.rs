@@ -252,7 +252,7 @@ impl Engine {
         fault: Fault,
     ) -> Result<FrameResult, Rejected> {
         let t0 = Instant::now();
-        let gray = crate::face::decode(bytes, self.max_pixels)?.into_luma8();
+        let gray = crate::face::decode_gray(bytes, self.max_pixels)?;
         let (width, height) = gray.dimensions();
         let t1 = Instant::now();
         let found = {
@@ -307,7 +307,8 @@ impl Engine {
 
     /// All faces of a frame in one batch (see `face::crop`).
     fn classify(&self, gray: &image::GrayImage, boxes: &[FaceBox], fault: Fault) -> Vec<Face> {
-        let crops: Vec<image::GrayImage> = boxes.iter().map(|b| crate::face::crop(gray, b)).collect();
+        let crops: Vec<image::GrayImage> =
+            boxes.iter().map(|b| crate::face::crop(gray, b)).collect();
         let set = crate::face::batch(&crops);
         let probs = {
             let clf = lock(&self.clf);

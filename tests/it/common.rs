@@ -141,7 +141,12 @@ pub fn video_frames(path: &Path) -> (u64, String) {
     let out = run_ok(
         Command::new("ffprobe")
             .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-            .args(["-show_entries", "stream=nb_read_frames,avg_frame_rate", "-of", "json"])
+            .args([
+                "-show_entries",
+                "stream=nb_read_frames,avg_frame_rate",
+                "-of",
+                "json",
+            ])
             .arg(path),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

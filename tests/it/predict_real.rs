@@ -14,7 +14,10 @@ fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
-            head.iter().cloned().zip(rec.iter().map(String::from)).collect()
+            head.iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect()
         })
         .collect()
 }
@@ -48,14 +51,11 @@ fn a_folder_of_photos_and_junk_gives_rows_annotations_and_warnings() {
     std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
     std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\n garbage").unwrap();
     let out = tmp.path().join("out");
-    let o = run_ok(
-        fer()
-            .arg("predict")
-            .arg(&dir)
-            .arg("--out")
-            .arg(&out)
-            .args(["--annotate", "--format", "json"]),
-    );
+    let o = run_ok(fer().arg("predict").arg(&dir).arg("--out").arg(&out).args([
+        "--annotate",
+        "--format",
+        "json",
+    ]));
     let err = String::from_utf8_lossy(&o.stderr);
     for junk in ["notes.txt", "broken.png"] {
         assert!(
@@ -72,10 +72,12 @@ fn a_folder_of_photos_and_junk_gives_rows_annotations_and_warnings() {
     assert_eq!(rows.len(), 2, "one face in each photo: {rows:?}");
     for r in &rows {
         assert_eq!(r["found"], true, "{r}");
-        let p: f64 = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-            .iter()
-            .map(|c| r[c].as_f64().unwrap())
-            .sum();
+        let p: f64 = [
+            "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+        ]
+        .iter()
+        .map(|c| r[c].as_f64().unwrap())
+        .sum();
         assert!((p - 1.0).abs() < 1e-3, "{r}");
     }
     let small = rows
@@ -95,7 +97,10 @@ fn a_folder_of_photos_and_junk_gives_rows_annotations_and_warnings() {
         .zip(orig.pixels())
         .filter(|(x, y)| x != y)
         .count();
-    assert!(changed > 1000 && changed < 512 * 512 / 2, "{changed} pixels drawn");
+    assert!(
+        changed > 1000 && changed < 512 * 512 / 2,
+        "{changed} pixels drawn"
+    );
     assert!(out.join("annotated/photos_sub_small.jpg").is_file());
     // No temporary file is left behind.
     let names: Vec<String> = std::fs::read_dir(&out)
@@ -141,9 +146,11 @@ fn a_photo_gets_the_same_answer_from_predict_and_the_api() {
         "same box"
     );
     assert_eq!(f["label"].as_str().unwrap(), rows[0]["label"]);
-    for (k, c) in ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-        .iter()
-        .enumerate()
+    for (k, c) in [
+        "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+    ]
+    .iter()
+    .enumerate()
     {
         let api = f["probs"][k].as_f64().unwrap();
         let ours: f64 = rows[0][*c].parse().unwrap();
@@ -193,7 +200,10 @@ fn a_video_gives_a_row_per_frame_an_annotated_copy_a_summary_and_a_timeline() {
     // Times follow the frame rate.
     let last = rows.last().unwrap();
     let t: f64 = last["time_s"].parse().unwrap();
-    assert!((t - (frames - 1) as f64 * 1001.0 / 24000.0).abs() < 0.01, "{t}");
+    assert!(
+        (t - (frames - 1) as f64 * 1001.0 / 24000.0).abs() < 0.01,
+        "{t}"
+    );
     // The annotated video keeps the frame count and rate.
     let annotated = out.join("annotated/clip.mp4");
     assert_eq!(video_frames(&annotated), (frames, rate));
@@ -208,9 +218,15 @@ fn a_video_gives_a_row_per_frame_an_annotated_copy_a_summary_and_a_timeline() {
         .map(|x| x.as_f64().unwrap())
         .sum();
     assert!((shares - 1.0).abs() < 1e-6, "{v}");
-    assert_eq!(v["over_time"].as_array().unwrap().len(), 4, "one span a second");
+    assert_eq!(
+        v["over_time"].as_array().unwrap().len(),
+        4,
+        "one span a second"
+    );
     // The timeline is a real chart: large, with many colours drawn.
-    let png = image::open(out.join("timelines/clip.png")).unwrap().to_rgb8();
+    let png = image::open(out.join("timelines/clip.png"))
+        .unwrap()
+        .to_rgb8();
     assert_eq!(png.dimensions(), (1200, 520));
     let colours: std::collections::HashSet<[u8; 3]> = png.pixels().map(|p| p.0).collect();
     assert!(colours.len() > 50, "{} colours", colours.len());
@@ -295,8 +311,10 @@ fn a_truncated_video_keeps_the_frames_decoded_so_far() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains(&format!("warning: {}: the video looks truncated", cut.display()))
-            && err.contains("the last good one is frame"),
+        err.contains(&format!(
+            "warning: {}: the video looks truncated",
+            cut.display()
+        )) && err.contains("the last good one is frame"),
         "{err}"
     );
     let per = faces_per_frame(&csv_rows(&out.join("predictions.csv")));
@@ -305,7 +323,10 @@ fn a_truncated_video_keeps_the_frames_decoded_so_far() {
     assert!(err.contains(&format!("frame {}", decoded - 1)), "{err}");
     assert_eq!(video_frames(&out.join("annotated/cut.mp4")).0, decoded);
     let s = summary(&out);
-    assert!(s["videos"][0]["warning"].as_str().unwrap().contains("truncated"));
+    assert!(s["videos"][0]["warning"]
+        .as_str()
+        .unwrap()
+        .contains("truncated"));
 }
 
 #[test]
@@ -314,7 +335,13 @@ fn bad_inputs_and_an_existing_out_are_refused_clearly() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let out = tmp.path().join("out");
-    let o = fer().arg("predict").arg(&empty).arg("--out").arg(&out).output().unwrap();
+    let o = fer()
+        .arg("predict")
+        .arg(&empty)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("holds no files"), "{err}");
@@ -323,7 +350,13 @@ fn bad_inputs_and_an_existing_out_are_refused_clearly() {
     // Only junk (a text file named like a video): an error, not an empty table.
     let fake = tmp.path().join("fake.mp4");
     std::fs::write(&fake, "not a video").unwrap();
-    let o = fer().arg("predict").arg(&fake).arg("--out").arg(&out).output().unwrap();
+    let o = fer()
+        .arg("predict")
+        .arg(&fake)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -334,7 +367,13 @@ fn bad_inputs_and_an_existing_out_are_refused_clearly() {
 
     // A finished output is not overwritten without --force.
     let done = tmp.path().join("done");
-    run_ok(fer().arg("predict").arg(astronaut()).arg("--out").arg(&done));
+    run_ok(
+        fer()
+            .arg("predict")
+            .arg(astronaut())
+            .arg("--out")
+            .arg(&done),
+    );
     let before = std::fs::read(done.join("predictions.csv")).unwrap();
     let o = fer()
         .arg("predict")
@@ -346,7 +385,10 @@ fn bad_inputs_and_an_existing_out_are_refused_clearly() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--force") && err.contains("not empty"), "{err}");
+    assert!(
+        err.contains("--force") && err.contains("not empty"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(done.join("predictions.csv")).unwrap(), before);
     assert!(!done.join("predictions.jsonl").exists());
     run_ok(
