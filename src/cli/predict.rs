@@ -1,7 +1,6 @@
 //! `fer predict`: emotions in photos, folders and video files.
 
 use super::serve::{CascadeArg, LightingArg};
-use crate::face::detect::{Cascade, Lighting};
 use crate::predict::rows::Format;
 use crate::predict::PredictOptions;
 use anyhow::Result;
@@ -24,7 +23,7 @@ pub struct PredictArgs {
     /// Table format: predictions.csv, predictions.json (one array) or
     /// predictions.jsonl (one object a line).
     #[arg(long, value_enum, default_value = "csv")]
-    pub format: Format,
+    pub format: FormatArg,
     /// Also write annotated copies (boxes, labels, probabilities) into
     /// OUT/annotated: images as images, videos as H.264 MP4 with the
     /// input's frame count and rate.
@@ -67,6 +66,23 @@ pub struct PredictArgs {
     pub json: bool,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Json,
+    Jsonl,
+}
+
+impl From<FormatArg> for Format {
+    fn from(a: FormatArg) -> Format {
+        match a {
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Json => Format::Json,
+            FormatArg::Jsonl => Format::Jsonl,
+        }
+    }
+}
+
 pub fn run(a: PredictArgs) -> Result<ExitCode> {
     let out = a
         .out
@@ -76,21 +92,14 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
         inputs: a.inputs,
         model: a.model,
         out,
-        format: a.format,
+        format: a.format.into(),
         annotate: a.annotate,
         every: a.every,
         min_face: a.min_face,
         force: a.force,
-        cascade: match a.cascade {
-            CascadeArg::Haar => Cascade::Haar,
-            CascadeArg::Lbp => Cascade::Lbp,
-        },
+        cascade: a.cascade.into(),
         cascade_path: a.cascade_path,
-        lighting: match a.lighting {
-            LightingArg::Equalize => Lighting::Equalize,
-            LightingArg::Clahe => Lighting::Clahe,
-            LightingArg::None => Lighting::None,
-        },
+        lighting: a.lighting.into(),
         detect_width: a.detect_width,
         track_every: a.track_every,
         max_pixels: a.max_pixels,

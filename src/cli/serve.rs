@@ -83,21 +83,33 @@ pub enum LightingArg {
     None,
 }
 
+impl From<CascadeArg> for Cascade {
+    fn from(a: CascadeArg) -> Cascade {
+        match a {
+            CascadeArg::Haar => Cascade::Haar,
+            CascadeArg::Lbp => Cascade::Lbp,
+        }
+    }
+}
+
+impl From<LightingArg> for Lighting {
+    fn from(a: LightingArg) -> Lighting {
+        match a {
+            LightingArg::Equalize => Lighting::Equalize,
+            LightingArg::Clahe => Lighting::Clahe,
+            LightingArg::None => Lighting::None,
+        }
+    }
+}
+
 impl ServeArgs {
     pub fn options(self) -> ServeOptions {
         ServeOptions {
             model: self.model,
             addr: self.addr,
-            cascade: match self.cascade {
-                CascadeArg::Haar => Cascade::Haar,
-                CascadeArg::Lbp => Cascade::Lbp,
-            },
+            cascade: self.cascade.into(),
             cascade_path: self.cascade_path,
-            lighting: match self.lighting {
-                LightingArg::Equalize => Lighting::Equalize,
-                LightingArg::Clahe => Lighting::Clahe,
-                LightingArg::None => Lighting::None,
-            },
+            lighting: self.lighting.into(),
             detect_width: self.detect_width,
             min_face: self.min_face,
             track_every: self.track_every,

@@ -151,17 +151,7 @@ impl Detector {
         let scale = (dw / w as f64).min(4.0 * dw / h as f64).min(1.0);
         let short = (w.min(h) as f64 * scale).round();
         let min = (short * 0.1).max(20.0).max(self.window as f64) as u32;
-        self.pass(
-            gray,
-            &Pass {
-                roi: FaceBox { x: 0, y: 0, w, h },
-                scale,
-                min,
-                max: 0,
-                step: 1.2,
-                neighbors: 5,
-            },
-        )
+        self.whole(gray, scale, min)
     }
 
     /// The resize factor of a still image's search: the resolution where a
@@ -188,6 +178,13 @@ impl Detector {
         let (w, h) = gray.dimensions();
         let scale = self.still_scale(w, h, min_face);
         let min = ((min_face as f64 * scale).round() as u32).max(self.window);
+        self.whole(gray, scale, min)
+    }
+
+    /// The whole frame at `scale`, faces from `min` scaled pixels up, with
+    /// the settings every full search shares (step 1.2, 5 neighbours).
+    fn whole(&mut self, gray: &image::GrayImage, scale: f64, min: u32) -> Result<Vec<FaceBox>> {
+        let (w, h) = gray.dimensions();
         self.pass(
             gray,
             &Pass {

@@ -181,25 +181,7 @@ pub fn run(o: &PredictOptions) -> Result<Summary> {
     let _lock = crate::lock::acquire(&o.out)?;
     let started = Instant::now();
 
-    // Videos are probed first: the progress bar's length, and a file named
-    // like a video that is not one is skipped before any work.
-    let mut skipped = Vec::new();
-    let mut work: Vec<(Input, Option<video::Probe>)> = Vec::new();
-    for i in inputs {
-        match i.kind {
-            Kind::Image => work.push((i, None)),
-            Kind::Video => match video::probe(&i.path) {
-                Ok(p) => work.push((i, Some(p))),
-                Err(e) => {
-                    eprintln!("warning: skipped {e:#}");
-                    skipped.push(Skipped {
-                        input: i.path.display().to_string(),
-                        reason: format!("{e:#}"),
-                    });
-                }
-            },
-        }
-    }
+    let (work, mut skipped) = probe(inputs);
     let total: u64 = work
         .iter()
         .map(|(_, p)| {
@@ -286,6 +268,29 @@ pub fn run(o: &PredictOptions) -> Result<Summary> {
         serde_json::to_string_pretty(&s)?.as_bytes(),
     )?;
     Ok(s)
+}
+
+/// Videos are probed first: for the progress bar's length, and so a file
+/// named like a video that is not one is skipped before any work.
+fn probe(inputs: Vec<Input>) -> (Vec<(Input, Option<video::Probe>)>, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    let mut work = Vec::new();
+    for i in inputs {
+        match i.kind {
+            Kind::Image => work.push((i, None)),
+            Kind::Video => match video::probe(&i.path) {
+                Ok(p) => work.push((i, Some(p))),
+                Err(e) => {
+                    eprintln!("warning: skipped {e:#}");
+                    skipped.push(Skipped {
+                        input: i.path.display().to_string(),
+                        reason: format!("{e:#}"),
+                    });
+                }
+            },
+        }
+    }
+    (work, skipped)
 }
 
 fn progress(show: bool, total: u64) -> indicatif::ProgressBar {
@@ -532,7 +537,7 @@ impl Run<'_> {
                 v.stream.settle(&mut faces, &self.parts.classes);
                 let time = p.index as f64 / probe.fps;
                 self.rows(shown, p.index, time, &faces)?;
-                v.stats.push(p.index, &faces, &self.parts.classes);
+                v.stats.push(p.index, &faces);
                 v.last = faces;
                 self.frames += 1;
                 self.bar.inc(1);

@@ -70,7 +70,7 @@ impl VideoStats {
         }
     }
 
-    pub fn push(&mut self, frame: u64, faces: &[Face], _classes: &[String]) {
+    pub fn push(&mut self, frame: u64, faces: &[Face]) {
         self.times.push(frame as f64 / self.fps);
         // Faces come largest first.
         self.probs.push(faces.first().map(|f| f.probs.clone()));

@@ -35,6 +35,23 @@ fn faces_per_frame(rows: &[BTreeMap<String, String>]) -> BTreeMap<u64, usize> {
     m
 }
 
+/// The first `secs` seconds of the test video, re-encoded (H.264, no
+/// audio) into `out`, whose extension picks the container; `extra` adds
+/// options such as a filter.
+fn cut_clip(secs: u32, extra: &[&str], out: &Path) {
+    let (secs, video) = (secs.to_string(), face_video());
+    let mut args = vec!["-i", video.to_str().unwrap(), "-t", &secs, "-an"];
+    args.extend_from_slice(extra);
+    args.extend([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        out.to_str().unwrap(),
+    ]);
+    ffmpeg(&args);
+}
+
 #[test]
 fn a_folder_of_photos_and_junk_gives_rows_annotations_and_warnings() {
     let tmp = tempfile::tempdir().unwrap();
@@ -163,18 +180,7 @@ fn a_video_gives_a_row_per_frame_an_annotated_copy_a_summary_and_a_timeline() {
     let tmp = tempfile::tempdir().unwrap();
     // Four seconds of the clip, as MKV (another container than the source).
     let clip = tmp.path().join("clip.mkv");
-    ffmpeg(&[
-        "-i",
-        face_video().to_str().unwrap(),
-        "-t",
-        "4",
-        "-an",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        clip.to_str().unwrap(),
-    ]);
+    cut_clip(4, &[], &clip);
     let (frames, rate) = video_frames(&clip);
     assert!(frames > 90, "{frames}");
     let out = tmp.path().join("out");
@@ -237,20 +243,7 @@ fn tracking_finds_the_faces_full_detection_finds() {
     let tmp = tempfile::tempdir().unwrap();
     // The first ten seconds, letterboxed into 640x480 as a webcam frame.
     let clip = tmp.path().join("clip.mp4");
-    ffmpeg(&[
-        "-i",
-        face_video().to_str().unwrap(),
-        "-t",
-        "10",
-        "-an",
-        "-vf",
-        "pad=640:480:0:60",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        clip.to_str().unwrap(),
-    ]);
+    cut_clip(10, &["-vf", "pad=640:480:0:60"], &clip);
     let count = |every: &str| {
         let out = tmp.path().join(format!("out-{every}"));
         run_ok(
@@ -284,18 +277,7 @@ fn tracking_finds_the_faces_full_detection_finds() {
 fn a_truncated_video_keeps_the_frames_decoded_so_far() {
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("whole.mkv");
-    ffmpeg(&[
-        "-i",
-        face_video().to_str().unwrap(),
-        "-t",
-        "4",
-        "-an",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        clip.to_str().unwrap(),
-    ]);
+    cut_clip(4, &[], &clip);
     let (whole, _) = video_frames(&clip);
     let bytes = std::fs::read(&clip).unwrap();
     let cut = tmp.path().join("cut.mkv");
