@@ -13,7 +13,7 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # Debian/Ubuntu packages for later issues (OpenCV cascades, browser tests).
 # Skipped on macOS and when not root without sudo; FER_SKIP_APT=1 skips too.
-APT_PKGS="libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-objdetect-dev clang libclang-dev opencv-data chromium chromium-driver ffmpeg"
+APT_PKGS="libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-objdetect-dev clang libclang-dev opencv-data chromium chromium-driver ffmpeg slurm-wlm munge"
 if [ "${FER_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
   for p in $APT_PKGS; do

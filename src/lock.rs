@@ -161,6 +161,109 @@ impl Drop for FolderLock {
     }
 }
 
+/// An exclusive lock for the moments a shared file is read and appended,
+/// that works on NFS as on a local disk: the lock is the atomic creation of
+/// `<file>.lock` (`O_CREAT | O_EXCL`, atomic on NFS since v3), as in
+/// Optuna's `JournalFileOpenLock`; `flock` is not used because NFS clients
+/// without a lock manager accept it silently. A holder killed while holding
+/// it leaves the file behind: one older than `grace` is broken (renamed away
+/// first, so two waiters cannot both break it and then both take it).
+pub struct FileMutex {
+    path: PathBuf,
+    grace: std::time::Duration,
+}
+
+/// A held [`FileMutex`]; dropping it removes the lock file.
+#[derive(Debug)]
+pub struct FileMutexGuard {
+    path: PathBuf,
+}
+
+impl FileMutex {
+    /// The lock of `file` (a `.lock` suffix is added to its name).
+    pub fn for_file(file: &Path, grace: std::time::Duration) -> FileMutex {
+        let mut name = file.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        FileMutex {
+            path: file.with_file_name(name),
+            grace,
+        }
+    }
+
+    /// Waits for the lock (polling with a growing pause up to 20 ms), for at
+    /// most `wait`; then fails naming the file and its holder.
+    pub fn lock(&self, wait: std::time::Duration) -> Result<FileMutexGuard> {
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(200);
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&self.path)
+            {
+                Ok(mut f) => {
+                    // The holder's name is for people; the lock is the file.
+                    let _ = f.write_all(&serde_json::to_vec(&Holder::here())?);
+                    return Ok(FileMutexGuard {
+                        path: self.path.clone(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating {}", self.path.display()))
+                }
+            }
+            self.break_if_abandoned();
+            if start.elapsed() > wait {
+                let mut holder = Holder::default();
+                if let Ok(mut f) = File::open(&self.path) {
+                    holder = read_holder(&mut f);
+                }
+                anyhow::bail!(
+                    "{} has been held for over {:.0} s by {holder}; if that process is gone, remove the file",
+                    self.path.display(),
+                    wait.as_secs_f64()
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Removes a lock file older than the grace period: its holder died
+    /// between taking and releasing it.
+    fn break_if_abandoned(&self) {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return;
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok());
+        if age.is_some_and(|a| a > self.grace) {
+            let aside = self.path.with_extension(format!(
+                "lock.broken-{}-{}",
+                std::process::id(),
+                crate::layout::unix_now()
+            ));
+            if std::fs::rename(&self.path, &aside).is_ok() {
+                eprintln!(
+                    "note: {} was older than {:.0} s (its holder died holding it); broken",
+                    self.path.display(),
+                    self.grace.as_secs_f64()
+                );
+                let _ = std::fs::remove_file(&aside);
+            }
+        }
+    }
+}
+
+impl Drop for FileMutexGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +304,29 @@ mod tests {
         let lock = acquire(t.path()).unwrap();
         assert_eq!(holder(t.path()).unwrap().pid, std::process::id());
         drop(lock);
+    }
+
+    #[test]
+    fn a_file_mutex_excludes_names_its_holder_and_is_broken_when_abandoned() {
+        use std::time::Duration;
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("trials.jsonl");
+        let m = FileMutex::for_file(&file, Duration::from_secs(3600));
+        let held = m.lock(Duration::from_secs(1)).unwrap();
+        assert!(t.path().join("trials.jsonl.lock").exists());
+        let e = m.lock(Duration::from_millis(50)).unwrap_err().to_string();
+        assert!(
+            e.contains("trials.jsonl.lock") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        assert!(!t.path().join("trials.jsonl.lock").exists());
+        // A lock file left by a dead holder, older than the grace period.
+        let m = FileMutex::for_file(&file, Duration::from_millis(100));
+        std::fs::write(t.path().join("trials.jsonl.lock"), "{}").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(m.lock(Duration::from_secs(5)).unwrap());
+        let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -23,10 +23,24 @@ pub fn tune_allocator() {
     }
 }
 
-/// Sets the thread counts of rayon and libtorch once, before any work.
+/// The thread count given on the command line (`--threads`, `FER_THREADS`).
+static CLI_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Records the command line's thread count, the default of every later
+/// [`init_threads`] (a config that says nothing then keeps it), and applies it.
+pub fn init_cli_threads(threads: Option<usize>) -> usize {
+    if let Some(n) = threads.filter(|&n| n > 0) {
+        let _ = CLI_THREADS.set(n);
+    }
+    init_threads(None)
+}
+
+/// Sets the thread counts of rayon and libtorch once, before any work:
+/// `threads`, else the command line's, else all cores.
 pub fn init_threads(threads: Option<usize>) -> usize {
     let n = threads
         .filter(|&n| n > 0)
+        .or_else(|| CLI_THREADS.get().copied())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)

@@ -135,7 +135,7 @@ pub fn run() -> Result<ExitCode> {
     crate::runtime::tune_allocator();
     let cli = Cli::parse();
     init_logging();
-    crate::runtime::init_threads(cli.threads);
+    crate::runtime::init_cli_threads(cli.threads);
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(a) => train::run(a),
@@ -144,7 +144,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Predict(a) => predict::run(a),
         Command::Report(a) => report::run(a),
         Command::Eval(a) => eval::run(a),
-        Command::Sweep(a) => sweep::run(a),
+        Command::Sweep(a) => sweep::run(a, cli.threads),
         Command::Quantize(a) => quantize::run(a),
         Command::Ensemble(a) => ensemble::run(a),
         Command::Calibrate(a) => calibrate::run(a),

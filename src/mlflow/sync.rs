@@ -45,6 +45,21 @@ impl SyncError {
     }
 }
 
+/// The lock one sync of `dir` holds, on `dir/.mlflow-sync.lock` (kept: a
+/// lock file that is removed can be locked twice).
+fn sync_lock(dir: &Path) -> Result<std::fs::File, SyncError> {
+    let path = dir.join(".mlflow-sync.lock");
+    let local = |e: std::io::Error| SyncError::Local(format!("locking {}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(local)?;
+    f.lock().map_err(local)?;
+    Ok(f)
+}
+
 /// Every sweep or run folder at or under `root`, four levels down at most
 /// (not inside a sweep: its trials are synced with it), sorted, leaving out
 /// the decoded-data cache and the local server's own folder.
@@ -119,6 +134,11 @@ impl Syncer {
 
     /// Syncs a sweep (parent run and every trial) or a single run folder.
     pub fn sync(&mut self, dir: &Path) -> Result<Counts, SyncError> {
+        // Processes sharing a sweep (its workers) sync it one at a time: the
+        // first creates the parent run and writes its uid, the others then
+        // find that run instead of creating a second parent. An OS lock, so
+        // a worker killed mid-sync releases it.
+        let _one = sync_lock(dir)?;
         match layout::kind_of(dir) {
             Some(layout::Kind::Sweep) => self.sync_sweep(&SweepDir::new(dir)),
             Some(layout::Kind::Run) => {

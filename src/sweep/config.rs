@@ -81,6 +81,11 @@ pub struct SearchConfig {
     /// Per-trial epoch cap (over `train.epochs`).
     pub max_epochs: Option<usize>,
     pub objective: Objective,
+    /// A running trial's worker writes a heartbeat this often (seconds).
+    pub heartbeat_seconds: f64,
+    /// A running trial whose heartbeat is older than this (seconds) is
+    /// marked stale and taken over by the next free worker.
+    pub stale_after_seconds: f64,
 }
 
 impl Default for SearchConfig {
@@ -95,6 +100,8 @@ impl Default for SearchConfig {
             max_minutes: None,
             max_epochs: None,
             objective: Objective::default(),
+            heartbeat_seconds: 5.0,
+            stale_after_seconds: 60.0,
         }
     }
 }
@@ -246,6 +253,20 @@ impl Experiment {
     pub fn validate(&self) -> Result<()> {
         if self.search.n_trials == 0 {
             bail!("search.n_trials must be at least 1");
+        }
+        let (beat, stale) = (
+            self.search.heartbeat_seconds,
+            self.search.stale_after_seconds,
+        );
+        if !(beat > 0.0 && beat.is_finite()) {
+            bail!("search.heartbeat_seconds must be a positive number of seconds, got {beat}");
+        }
+        if !(stale >= 3.0 * beat && stale.is_finite()) {
+            bail!(
+                "search.stale_after_seconds must be at least three heartbeats ({}), got {stale}: \
+                 a worker that is only slow would be declared dead",
+                3.0 * beat
+            );
         }
         let space = self.space()?;
         // Every family and every parameter path must make a valid config.

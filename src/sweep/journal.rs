@@ -1,12 +1,16 @@
 //! The sweep's storage: an append-only journal (`trials.jsonl`), one JSON
 //! event per line, flushed and synced per event. Everything else (trial
-//! states, the sampler's history, the summary) is rebuilt from it. A line
-//! cut short by a kill is ignored and overwritten.
+//! states, the sampler's history, the summary) is rebuilt from it. Many
+//! processes, on one machine or several sharing the folder, read and append
+//! it under one [`FileMutex`] (safe on NFS); a transaction reads the journal
+//! and appends its decision under that lock, so trial numbers stay unique.
+//! A line cut short by a kill is ignored, and cut off by the next writer.
 
 use super::sampler::Params;
+use crate::lock::FileMutex;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +20,56 @@ pub enum TrialState {
     Complete,
     Pruned,
     Failed,
+    /// Failed-stale: its worker stopped (no heartbeat for `stale_after`);
+    /// the next free worker takes it over from its checkpoint.
+    Stale,
+}
+
+/// The process that runs (or ran) a trial.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Worker {
+    /// `--worker-name`, else `host:pid`.
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    /// The Slurm job and array task this worker runs in, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<String>,
+}
+
+impl Worker {
+    /// This process, named `name` or `host:pid`.
+    pub fn here(name: Option<String>) -> Worker {
+        let host = crate::provenance::hostname();
+        let pid = std::process::id();
+        let slurm = std::env::var("SLURM_JOB_ID").ok().map(|j| {
+            match (
+                std::env::var("SLURM_ARRAY_JOB_ID"),
+                std::env::var("SLURM_ARRAY_TASK_ID"),
+            ) {
+                (Ok(a), Ok(t)) => format!("{a}_{t}"),
+                _ => j,
+            }
+        });
+        Worker {
+            name: name.unwrap_or_else(|| format!("{host}:{pid}")),
+            host,
+            pid,
+            slurm,
+        }
+    }
+
+    /// Whether this is the same process as `o` (names aside).
+    pub fn same_process(&self, o: &Worker) -> bool {
+        self.host == o.host && self.pid == o.pid
+    }
+}
+
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {} on {})", self.name, self.pid, self.host)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +80,25 @@ pub enum Event {
         trial: usize,
         params: Params,
         seed: u64,
+        time: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<Worker>,
+    },
+    /// A running trial's worker was found gone (`by` found it): no heartbeat
+    /// for `stale_after` seconds and its folder no longer locked.
+    TrialStale {
+        trial: usize,
+        worker: Option<Worker>,
+        /// Seconds since its last heartbeat.
+        silent: f64,
+        by: Worker,
+        time: f64,
+    },
+    /// `worker` took over a stale (or interrupted) trial, to finish it from
+    /// its last checkpoint.
+    TrialClaimed {
+        trial: usize,
+        worker: Worker,
         time: f64,
     },
     /// One epoch's objective value.
@@ -64,6 +137,15 @@ pub struct TrialRecord {
     pub error: Option<String>,
     pub family: Option<String>,
     pub params_count: Option<u64>,
+    /// Who runs it now (or ran it last); None in journals from before workers.
+    #[serde(default)]
+    pub worker: Option<Worker>,
+    /// Unix time it was started or last claimed.
+    #[serde(default)]
+    pub since: f64,
+    /// Times it was found stale and taken over.
+    #[serde(default)]
+    pub takeovers: usize,
 }
 
 impl TrialRecord {
@@ -85,59 +167,75 @@ impl TrialRecord {
             error: None,
             family: None,
             params_count: None,
+            worker: None,
+            since: 0.0,
+            takeovers: 0,
         }
     }
 }
 
+/// How long a journal lock may be held before it counts as abandoned: a
+/// transaction holds it for milliseconds.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a writer waits for the lock before it fails naming the holder.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub struct Journal {
     path: PathBuf,
+    mutex: FileMutex,
 }
 
 impl Journal {
     pub fn open(dir: &Path) -> Result<Journal> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = crate::layout::SweepDir::new(dir).journal();
-        let j = Journal { path };
-        j.repair()?;
-        Ok(j)
-    }
-
-    /// Drops a last line that a kill cut short, so appends stay parseable.
-    fn repair(&self) -> Result<()> {
-        let Ok(mut f) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-        else {
-            return Ok(());
-        };
-        // Under the append lock, so a line being written is never cut.
-        let ctx = || format!("repairing {}", self.path.display());
-        f.lock().with_context(ctx)?;
-        let mut text = String::new();
-        f.read_to_string(&mut text).with_context(ctx)?;
-        if text.is_empty() || text.ends_with('\n') {
-            return Ok(());
-        }
-        let keep = text.rfind('\n').map_or(0, |i| i + 1);
-        f.set_len(keep as u64).with_context(ctx)
+        let mutex = FileMutex::for_file(&path, LOCK_GRACE);
+        Ok(Journal { path, mutex })
     }
 
     pub fn append(&self, e: &Event) -> Result<()> {
+        self.transact(|_| Ok((vec![e.clone()], ())))
+    }
+
+    /// Reads the journal and appends what `decide` returns, with no other
+    /// writer in between: the unit every decision shared by workers (a new
+    /// trial's number, a takeover) is made in.
+    pub fn transact<T>(
+        &self,
+        decide: impl FnOnce(&[Event]) -> Result<(Vec<Event>, T)>,
+    ) -> Result<T> {
+        let _held = self.mutex.lock(LOCK_WAIT)?;
+        let ctx = || format!("writing {}", self.path.display());
         let mut f = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
             .open(&self.path)
-            .with_context(|| format!("opening {}", self.path.display()))?;
-        let mut line = serde_json::to_string(e)?;
-        line.push('\n');
-        // Processes sharing a sweep append under an exclusive lock (released
-        // when `f` closes), one whole line each.
-        f.lock()
-            .with_context(|| format!("locking {}", self.path.display()))?;
-        f.write_all(line.as_bytes())?;
-        f.sync_data()?;
-        Ok(())
+            .with_context(ctx)?;
+        let mut text = String::new();
+        f.read_to_string(&mut text)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        // A line a killed writer cut short is dropped before anything is
+        // appended after it (no writer can be mid-line: we hold the lock).
+        if !text.is_empty() && !text.ends_with('\n') {
+            let keep = text.rfind('\n').map_or(0, |i| i + 1);
+            f.set_len(keep as u64).with_context(ctx)?;
+            text.truncate(keep);
+        }
+        let events = parse(&self.path, &text)?;
+        let (new, out) = decide(&events)?;
+        if !new.is_empty() {
+            let mut lines = String::new();
+            for e in &new {
+                lines += &serde_json::to_string(e)?;
+                lines.push('\n');
+            }
+            f.seek(std::io::SeekFrom::End(0)).with_context(ctx)?;
+            f.write_all(lines.as_bytes()).with_context(ctx)?;
+            f.sync_data().with_context(ctx)?;
+        }
+        Ok(out)
     }
 
     pub fn events(&self) -> Result<Vec<Event>> {
@@ -156,6 +254,10 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    parse(path, &text)
+}
+
+fn parse(path: &Path, text: &str) -> Result<Vec<Event>> {
     let complete = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
@@ -179,7 +281,8 @@ pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
                 trial,
                 params,
                 seed,
-                ..
+                time,
+                worker,
             } => {
                 if trials.iter().all(|t| t.number != *trial) {
                     trials.push(TrialRecord {
@@ -193,7 +296,33 @@ pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
                         error: None,
                         family: None,
                         params_count: None,
+                        worker: worker.clone(),
+                        since: *time,
+                        takeovers: 0,
                     });
+                }
+            }
+            Event::TrialStale { trial, .. } => {
+                if let Some(t) = trials.iter_mut().find(|t| t.number == *trial) {
+                    if t.state == TrialState::Running {
+                        t.state = TrialState::Stale;
+                    }
+                }
+            }
+            Event::TrialClaimed {
+                trial,
+                worker,
+                time,
+            } => {
+                if let Some(t) = trials.iter_mut().find(|t| t.number == *trial) {
+                    if matches!(t.state, TrialState::Running | TrialState::Stale) {
+                        if t.state == TrialState::Stale {
+                            t.takeovers += 1;
+                        }
+                        t.state = TrialState::Running;
+                        t.worker = Some(worker.clone());
+                        t.since = *time;
+                    }
                 }
             }
             Event::Intermediate {
@@ -247,6 +376,7 @@ mod tests {
             params: p.clone(),
             seed: 5,
             time: 0.0,
+            worker: None,
         })
         .unwrap();
         j.append(&Event::Intermediate {
@@ -270,6 +400,7 @@ mod tests {
             params: p,
             seed: 6,
             time: 0.0,
+            worker: None,
         })
         .unwrap();
         j.append(&Event::Intermediate {
@@ -308,6 +439,81 @@ mod tests {
         assert_eq!(j.trials().unwrap()[1].intermediate.len(), 2);
     }
 
+    /// The body of one appending process in the stress test below (run by
+    /// it as a child process of this test binary; ignored otherwise).
+    #[test]
+    #[ignore]
+    fn stress_child() {
+        let dir = std::env::var("FER_JOURNAL_STRESS_DIR").expect("run by the stress test");
+        let me: usize = std::env::var("FER_JOURNAL_STRESS_ID")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let j = Journal::open(Path::new(&dir)).unwrap();
+        for k in 0..300 {
+            // Long lines make a torn write likely if the lock did not hold.
+            j.append(&Event::TrialFinished {
+                trial: me,
+                state: TrialState::Complete,
+                value: Some(k as f64),
+                seconds: 0.0,
+                error: Some("x".repeat(3000 + 97 * me)),
+                family: None,
+                params_count: None,
+            })
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn eight_processes_appending_at_once_lose_and_tear_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                std::process::Command::new(&exe)
+                    .args([
+                        "--ignored",
+                        "--exact",
+                        "sweep::journal::tests::stress_child",
+                    ])
+                    .env("FER_JOURNAL_STRESS_DIR", dir.path())
+                    .env("FER_JOURNAL_STRESS_ID", i.to_string())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+        let events = read_events(&dir.path().join("trials.jsonl")).unwrap();
+        assert_eq!(events.len(), 8 * 300);
+        for i in 0..8 {
+            let mine: Vec<f64> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::TrialFinished {
+                        trial,
+                        value,
+                        error,
+                        ..
+                    } if *trial == i => {
+                        assert_eq!(error.as_ref().unwrap().len(), 3000 + 97 * i);
+                        *value
+                    }
+                    _ => None,
+                })
+                .collect();
+            // Every event once, in each writer's own order.
+            assert_eq!(
+                mine,
+                (0..300).map(f64::from).collect::<Vec<_>>(),
+                "writer {i}"
+            );
+        }
+    }
+
     fn event() -> impl Strategy<Value = Event> {
         let trial = 0usize..6;
         let state = prop::sample::select(vec![
@@ -322,6 +528,7 @@ mod tests {
                 params: [("x".to_string(), serde_json::json!(trial))].into(),
                 seed,
                 time: 0.0,
+                worker: None,
             }),
             (trial.clone(), 0usize..5, -999i32..999).prop_map(|(trial, epoch, value)| {
                 Event::Intermediate {

@@ -5,23 +5,26 @@
 
 pub mod config;
 pub mod journal;
+pub mod launch;
 pub mod pruner;
 pub mod resume;
 pub mod sampler;
 pub mod space;
 pub mod tpe;
+pub mod worker;
 
 use crate::layout::SweepDir;
 use crate::metric::{Direction, EpochRecord};
 use crate::train::{Control, Listener, TrainEvent};
 use anyhow::{Context, Result};
 use config::Experiment;
-use journal::{Event, Journal, TrialRecord, TrialState};
+use journal::{Event, Journal, TrialRecord, TrialState, Worker};
 use sampler::{observations, Params};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use worker::Next;
 
 /// The files of a sweep folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,101 +48,136 @@ fn family_of(exp: &Experiment, params: &Params) -> String {
         .unwrap_or_default()
 }
 
-/// Runs (or resumes) the sweep in `dir`.
+/// Runs (or resumes) the sweep in `dir` as one worker.
 pub fn run(
     exp: &Experiment,
     dir: &Path,
     resume: bool,
     tracker: &dyn crate::track::Tracker,
 ) -> Result<Summary> {
-    let sd = SweepDir::new(dir);
     if resume {
         crate::layout::check_resume(dir, crate::layout::Kind::Sweep)?;
     } else {
-        crate::layout::check_new(dir, crate::layout::Kind::Sweep, "--sweep-dir")?;
+        create(exp, dir)?;
     }
+    work(exp, dir, &Worker::here(None), tracker)
+}
+
+/// Makes a new sweep folder: its experiment, provenance and empty journal.
+pub fn create(exp: &Experiment, dir: &Path) -> Result<()> {
+    let sd = SweepDir::new(dir);
+    crate::layout::check_new(dir, crate::layout::Kind::Sweep, "--sweep-dir")?;
+    Journal::open(dir)?;
+    std::fs::write(sd.config(), exp.to_yaml()?)
+        .with_context(|| format!("writing {}", sd.config().display()))?;
+    crate::provenance::Provenance::here().save(dir)?;
+    // The journal last: its presence makes the folder a sweep.
+    Journal::open(dir)?.transact(|_| Ok((vec![], ())))
+}
+
+/// One worker on the sweep in `dir` (made by [`create`]): takes over trials
+/// whose worker is gone, starts new trials while the budget lasts, waits
+/// while others run the last ones, then writes the summary.
+pub fn work(
+    exp: &Experiment,
+    dir: &Path,
+    me: &Worker,
+    tracker: &dyn crate::track::Tracker,
+) -> Result<Summary> {
+    let sd = SweepDir::new(dir);
     let journal = Journal::open(dir)?;
-    if !resume {
-        std::fs::write(sd.config(), exp.to_yaml()?)
-            .with_context(|| format!("writing {}", sd.config().display()))?;
-        crate::provenance::Provenance::here().save(dir)?;
-    }
     let space = exp.space()?;
-    let objective = exp.search.objective.clone();
-    let started = Instant::now();
-    let already: f64 = journal.trials()?.iter().map(|t| t.seconds).sum();
-    let mut busy_noted = std::collections::BTreeSet::new();
+    let search = &exp.search;
+    let objective = search.objective.clone();
+    let mut waiting = false;
     loop {
-        let trials = journal.trials()?;
-        // An interrupted trial is finished first, from its checkpoint: no new
-        // trial is asked for, so none is lost or counted twice. A trial that
-        // another live process is running is left to it.
-        let mut claim = None;
-        for t in trials.iter().filter(|t| t.state == TrialState::Running) {
-            match crate::lock::try_acquire(sd.trial(t.number).path())? {
-                Ok(lock) => {
-                    eprintln!("sweep: resuming interrupted trial {}", t.number);
-                    claim = Some((t.number, t.params.clone(), t.seed, lock));
-                    break;
-                }
-                Err(holder) => {
-                    if busy_noted.insert(t.number) {
-                        eprintln!("sweep: trial {} is being run by {holder}", t.number);
-                    }
-                }
+        let next = journal.transact(|events| {
+            let trials = journal::rebuild(events);
+            // An interrupted or stale trial is finished first, from its
+            // checkpoint: none is lost or counted twice.
+            if let Some(t) = worker::takeover(&sd, &trials, me, search.stale_after_seconds)? {
+                return Ok(t);
             }
+            let spent: f64 = trials.iter().map(|t| t.seconds).sum();
+            let over_budget = search.max_minutes.is_some_and(|m| spent >= m * 60.0);
+            let running = trials
+                .iter()
+                .any(|t| matches!(t.state, TrialState::Running | TrialState::Stale));
+            if trials.len() >= search.n_trials || over_budget {
+                if over_budget && !running {
+                    eprintln!(
+                        "sweep: wall-time budget of {} min of trials reached after {} trials",
+                        search.max_minutes.unwrap_or_default(),
+                        trials.len()
+                    );
+                }
+                let next = if running { Next::Wait } else { Next::Done };
+                return Ok((vec![], next));
+            }
+            let n = trials.len();
+            let Ok(lock) = crate::lock::try_acquire(sd.trial(n).path())? else {
+                // A process that has not written its start yet: look again.
+                return Ok((vec![], Next::Wait));
+            };
+            // Running trials count as bad (a constant liar): parallel
+            // workers are steered away from points already being tried.
+            let obs = observations(&trials, |v| objective.direction.loss(v));
+            let params = search.sampler.ask(&space, &obs, exp.seed, n);
+            let seed = crate::data::augment::image_seed(exp.seed, 0x7121, n as u64);
+            let start = Event::TrialStarted {
+                trial: n,
+                params: params.clone(),
+                seed,
+                time: crate::layout::unix_now(),
+                worker: Some(me.clone()),
+            };
+            let next = Next::Run {
+                number: n,
+                params,
+                seed,
+                lock,
+                taken_over: false,
+            };
+            Ok((vec![start], next))
+        })?;
+        match next {
+            Next::Run {
+                number,
+                params,
+                seed,
+                lock,
+                taken_over,
+            } => {
+                waiting = false;
+                if taken_over {
+                    eprintln!("sweep: resuming trial {number} from its checkpoint");
+                }
+                run_trial(exp, &sd, &journal, me, number, &params, seed, tracker)?;
+                drop(lock);
+                tracker.changed(dir);
+            }
+            Next::Wait => {
+                if !waiting {
+                    eprintln!("sweep: {me} waits for the trials other workers run");
+                    waiting = true;
+                }
+                let poll = search.heartbeat_seconds.clamp(0.2, 5.0);
+                std::thread::sleep(std::time::Duration::from_secs_f64(poll));
+            }
+            Next::Done => break,
         }
-        let (number, params, seed, _lock) = match claim {
-            Some(c) => c,
-            None => {
-                if trials.len() >= exp.search.n_trials {
-                    break;
-                }
-                if let Some(max) = exp.search.max_minutes {
-                    if already + started.elapsed().as_secs_f64() >= max * 60.0 {
-                        eprintln!(
-                            "sweep: wall-time budget of {max} min reached after {} trials",
-                            trials.len()
-                        );
-                        break;
-                    }
-                }
-                let n = trials.len();
-                // A new number is claimed by locking its folder, then checked
-                // against the journal again: another process sharing the sweep
-                // may have taken it in between.
-                let lock = match crate::lock::try_acquire(sd.trial(n).path())? {
-                    Ok(lock) if journal.trials()?.len() == n => lock,
-                    _ => {
-                        // Its journal line is on the way: read again shortly.
-                        std::thread::sleep(std::time::Duration::from_millis(200));
-                        continue;
-                    }
-                };
-                let obs = observations(&trials, |v| objective.direction.loss(v));
-                let params = exp.search.sampler.ask(&space, &obs, exp.seed, n);
-                let seed = crate::data::augment::image_seed(exp.seed, 0x7121, n as u64);
-                journal.append(&Event::TrialStarted {
-                    trial: n,
-                    params: params.clone(),
-                    seed,
-                    time: crate::layout::unix_now(),
-                })?;
-                (n, params, seed, lock)
-            }
-        };
-        run_trial(exp, &sd, &journal, number, &params, seed, tracker)?;
-        tracker.changed(dir);
     }
     let summary = summarise(exp, &sd, journal.trials()?)?;
     tracker.changed(dir);
     Ok(summary)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_trial(
     exp: &Experiment,
     sd: &SweepDir,
     journal: &Journal,
+    me: &Worker,
     n: usize,
     params: &Params,
     seed: u64,
@@ -150,15 +188,20 @@ fn run_trial(
     let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     eprintln!("sweep: trial {n} [{}] {}", family, shown.join(" "));
     let finish = |state, value, error: Option<String>, count| {
-        journal.append(&Event::TrialFinished {
-            trial: n,
-            state,
-            value,
-            seconds: t0.elapsed().as_secs_f64(),
-            error,
-            family: Some(family.clone()),
-            params_count: count,
-        })
+        append_owned(
+            journal,
+            me,
+            n,
+            Event::TrialFinished {
+                trial: n,
+                state,
+                value,
+                seconds: t0.elapsed().as_secs_f64(),
+                error,
+                family: Some(family.clone()),
+                params_count: count,
+            },
+        )
     };
     let cfg = match exp.trial_config(params, n, seed) {
         Ok(c) => c,
@@ -168,12 +211,17 @@ fn run_trial(
         }
     };
     let rd = sd.trial(n);
+    let _beat = worker::Heartbeat::start(
+        &rd,
+        me,
+        std::time::Duration::from_secs_f64(exp.search.heartbeat_seconds),
+    )?;
     let resume = rd.last().exists();
     if resume {
         // Re-emit the epochs the checkpoint already holds (the kill may have
         // come between the checkpoint and the journal); rebuild deduplicates.
         for r in crate::metric::read_history(&rd) {
-            journal.append(&intermediate(exp, n, &r))?;
+            append_owned(journal, me, n, intermediate(exp, n, &r))?;
         }
     }
     let mut track = crate::train::Track {
@@ -183,6 +231,7 @@ fn run_trial(
     let mut writer = JournalWriter {
         exp,
         journal,
+        me,
         trial: n,
         failed: false,
     };
@@ -247,10 +296,28 @@ fn intermediate(exp: &Experiment, trial: usize, r: &EpochRecord) -> Event {
     }
 }
 
+/// Appends `e` about trial `n` only while `me` owns the trial: a worker
+/// that was taken for dead (a frozen process, a cut network) and wakes up
+/// stops instead of running the trial a second time.
+fn append_owned(journal: &Journal, me: &Worker, n: usize, e: Event) -> Result<()> {
+    journal.transact(|events| {
+        let trials = journal::rebuild(events);
+        let owner = trials.iter().find(|t| t.number == n).and_then(|t| {
+            // Journals from before workers name no owner.
+            t.worker.clone()
+        });
+        if let Some(w) = owner.filter(|w| !w.same_process(me)) {
+            anyhow::bail!("trial {n} was taken over by {w}; {me} stops its copy");
+        }
+        Ok((vec![e], ()))
+    })
+}
+
 /// Writes each epoch's objective value of trial `trial` into the journal.
 struct JournalWriter<'a> {
     exp: &'a Experiment,
     journal: &'a Journal,
+    me: &'a Worker,
     trial: usize,
     /// An append failed: the run's error is the journal's.
     failed: bool,
@@ -262,7 +329,7 @@ impl Listener for JournalWriter<'_> {
             return Ok(());
         };
         let event = intermediate(self.exp, self.trial, record);
-        self.journal.append(&event).map_err(|e| {
+        append_owned(self.journal, self.me, self.trial, event).map_err(|e| {
             self.failed = true;
             e.context("writing the sweep journal")
         })
@@ -301,6 +368,11 @@ impl Control for Pruning<'_> {
         }
         prune
     }
+}
+
+/// The summary of the sweep in `dir`, from its journal (written to its files).
+pub fn summary(exp: &Experiment, dir: &Path) -> Result<Summary> {
+    summarise(exp, &SweepDir::new(dir), Journal::open(dir)?.trials()?)
 }
 
 fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Result<Summary> {

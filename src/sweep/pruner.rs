@@ -85,7 +85,10 @@ impl PrunerConfig {
             } => {
                 let done: Vec<&TrialRecord> = others
                     .iter()
-                    .filter(|t| t.number != current.number && t.state != TrialState::Running)
+                    .filter(|t| {
+                        t.number != current.number
+                            && !matches!(t.state, TrialState::Running | TrialState::Stale)
+                    })
                     .collect();
                 if done.len() < n_startup_trials || epoch <= n_warmup_epochs {
                     return false;

@@ -38,7 +38,7 @@ pub fn prepare(dir: &Path, now: Experiment, overrides: &[String]) -> Result<Expe
 }
 
 /// Refuses data whose content differs from what the trials were trained on.
-fn check_data(dir: &Path, exp: &Experiment) -> Result<()> {
+pub fn check_data(dir: &Path, exp: &Experiment) -> Result<()> {
     let journal = super::journal::Journal::open(dir)?;
     let recorded = journal
         .trials()?

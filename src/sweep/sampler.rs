@@ -52,7 +52,10 @@ pub struct Observation<'a> {
     pub loss: Option<f64>,
 }
 
-/// Observations from the journal's trials; failed and running ones are left out.
+/// Observations from the journal's trials. Running (and stale) trials count
+/// as pruned, Optuna's "constant liar": TPE treats them as bad, so workers
+/// running in parallel do not all propose the same promising point. Failed
+/// ones are left out.
 pub fn observations(trials: &[TrialRecord], loss: impl Fn(f64) -> f64) -> Vec<Observation<'_>> {
     trials
         .iter()
@@ -61,7 +64,7 @@ pub fn observations(trials: &[TrialRecord], loss: impl Fn(f64) -> f64) -> Vec<Ob
                 params: &t.params,
                 loss: Some(loss(v)),
             }),
-            TrialState::Pruned => Some(Observation {
+            TrialState::Pruned | TrialState::Running | TrialState::Stale => Some(Observation {
                 params: &t.params,
                 loss: None,
             }),

@@ -931,3 +931,30 @@ fn a_silent_server_never_holds_a_command() {
     assert_eq!(c.history(&run_id, "val/acc").unwrap().len(), 2);
     assert!(artifacts(&c, &run_id).contains("model.safetensors"));
 }
+
+#[test]
+fn two_workers_log_one_parent_and_every_trial_as_its_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("mlflow"), free_port(), &[], &[]);
+    let c = Client::with_auth(&server.uri, None).unwrap();
+    let dir = tmp.path().join("sweep");
+    let out = fer()
+        .arg("sweep")
+        .arg(repo().join("experiments/smoke.yaml"))
+        .arg("--sweep-dir")
+        .arg(&dir)
+        .args(["--tracking-uri", &server.uri, "--workers", "2"])
+        .args(["--set", "search.n_trials=4"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Both workers synced the same folder; one parent, four children.
+    assert_server_matches_local(&c, "smoke", &dir);
+    let trials = rebuild(&read_events(&dir.join("trials.jsonl")).unwrap());
+    let workers: std::collections::BTreeSet<String> = trials
+        .iter()
+        .map(|t| t.worker.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers ran trials: {trials:?}");
+}

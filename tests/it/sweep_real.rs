@@ -1,7 +1,8 @@
 //! `fer sweep` end to end on real FER-2013 subsets: a kill mid-trial and
 //! two `--resume`s at once (no trial lost, duplicated or counted twice; a
-//! resume that changes the recipe refused), failed trials, and bad
-//! experiment files.
+//! resume that changes the recipe refused), failed trials, bad experiment
+//! files, parallel workers (`--workers`, `--join`, a worker killed mid-trial,
+//! `--status`) and a real one-node Slurm.
 
 use crate::common;
 
@@ -107,11 +108,14 @@ fn kill_mid_trial_then_resume_loses_and_duplicates_nothing() {
     let err = String::from_utf8_lossy(&a.stderr).to_string() + &String::from_utf8_lossy(&b.stderr);
     assert!(a.status.success() && b.status.success(), "{err}");
     assert_eq!(
-        err.matches("resuming interrupted trial 1").count(),
+        err.matches("resuming trial 1 from its checkpoint").count(),
         1,
         "{err}"
     );
-    assert!(err.contains("sweep: trial 1 is being run by pid"), "{err}");
+    assert!(
+        err.contains("has exited"),
+        "the killed process is named: {err}"
+    );
 
     let events = read_events(&journal).unwrap();
     let started: Vec<usize> = events
@@ -129,6 +133,14 @@ fn kill_mid_trial_then_resume_loses_and_duplicates_nothing() {
         })
         .collect();
     assert_eq!(started, vec![0, 1, 2], "each trial asked for exactly once");
+    let claimed: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrialClaimed { trial, .. } => Some(*trial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(claimed, vec![1], "the killed trial was taken over once");
     let mut f = finished.clone();
     f.sort();
     assert_eq!(
@@ -302,4 +314,271 @@ fn shipped_run_configs_load_and_release_config_matches_the_release_model() {
         (meta.val_fraction, meta.split_seed),
         (cfg.data.val_fraction, cfg.data.split_seed)
     );
+}
+
+fn trial_numbers(events: &[Event], started: bool) -> Vec<usize> {
+    let mut v: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrialStarted { trial, .. } if started => Some(*trial),
+            Event::TrialFinished { trial, .. } if !started => Some(*trial),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_workers_run_each_trial_once_with_one_workers_bookkeeping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = repo().join("experiments/smoke.yaml");
+    let run = |dir: &Path, workers: &str| {
+        let out = fer()
+            .arg("sweep")
+            .arg(&exp)
+            .arg("--sweep-dir")
+            .arg(dir)
+            .args(["--workers", workers, "--set", "search.n_trials=6", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        summary
+    };
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let s1 = run(&one, "1");
+    let s2 = run(&two, "2");
+    let events = read_events(&two.join("trials.jsonl")).unwrap();
+    assert_eq!(trial_numbers(&events, true), (0..6).collect::<Vec<_>>());
+    assert_eq!(trial_numbers(&events, false), (0..6).collect::<Vec<_>>());
+    let trials = rebuild(&events);
+    let mut by_worker = std::collections::BTreeMap::new();
+    for t in &trials {
+        let w = t.worker.as_ref().expect("each trial names its worker");
+        assert!(w.pid > 0 && !w.host.is_empty());
+        *by_worker.entry(w.name.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_worker.keys().collect::<Vec<_>>(),
+        ["w1", "w2"],
+        "{by_worker:?}"
+    );
+    // The same bookkeeping as one worker: trials, states, epochs per trial.
+    let book = |s: &serde_json::Value| -> Vec<(u64, String, usize)> {
+        s["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["number"].as_u64().unwrap(),
+                    t["state"].as_str().unwrap().to_string(),
+                    t["intermediate"].as_array().unwrap().len(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(book(&s1), book(&s2));
+    assert!(s2["best"].is_u64() && two.join("best-model.safetensors").exists());
+    // --status names both workers and their counts.
+    let out = fer()
+        .arg("sweep")
+        .arg("--status")
+        .arg(&two)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("6 of 6 trials started; complete 6"),
+        "{status}"
+    );
+    assert!(
+        status.contains("| w1 |") && status.contains("| w2 |"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_trial_is_taken_over_from_its_checkpoint_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sweep");
+    let parent = fer()
+        .arg("sweep")
+        .arg(repo().join("experiments/smoke.yaml"))
+        .arg("--sweep-dir")
+        .arg(&dir)
+        .args([
+            "--workers",
+            "2",
+            "--set",
+            "search.n_trials=3",
+            "--set",
+            "train.epochs=4",
+        ])
+        .args([
+            "--set",
+            "search.heartbeat_seconds=0.5",
+            "--set",
+            "search.stale_after_seconds=2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first trial to have a checkpoint of epoch 1: kill its worker.
+    let journal = dir.join("trials.jsonl");
+    let t0 = Instant::now();
+    let (victim, worker) = loop {
+        let trials = rebuild(&read_events(&journal).unwrap_or_default());
+        let ready = trials.iter().find(|t| {
+            t.state == TrialState::Running
+                && t.intermediate.len() == 1
+                && dir
+                    .join(format!(
+                        "trials/{:03}/checkpoints/last.safetensors",
+                        t.number
+                    ))
+                    .exists()
+        });
+        if let Some(t) = ready {
+            break (t.number, t.worker.clone().unwrap());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no trial reached epoch 1"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    unsafe { libc::kill(worker.pid as i32, libc::SIGKILL) };
+    let metrics = dir.join(format!("trials/{victim:03}/metrics.jsonl"));
+    let first_epoch = std::fs::read_to_string(&metrics).unwrap();
+    let out = parent.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The sweep completed; the parent says which worker died.
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("{} ended", worker.name)), "{err}");
+    let events = read_events(&journal).unwrap();
+    let stale: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrialStale { trial, .. } => Some(*trial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stale, vec![victim], "marked stale once");
+    let claims: Vec<&fer::sweep::journal::Worker> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrialClaimed { trial, worker, .. } if *trial == victim => Some(worker),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(claims.len(), 1, "taken over once");
+    assert_ne!(claims[0].pid, worker.pid, "by another worker");
+    assert_eq!(trial_numbers(&events, true), vec![0, 1, 2]);
+    assert_eq!(
+        trial_numbers(&events, false),
+        vec![0, 1, 2],
+        "each finished once"
+    );
+    let trials = rebuild(&events);
+    assert!(
+        trials.iter().all(|t| t.state == TrialState::Complete),
+        "{trials:?}"
+    );
+    assert_eq!(trials[victim].takeovers, 1);
+    // From its checkpoint: epoch 1 as the killed worker wrote it, then 2-4.
+    let after = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(after.lines().count(), 4, "{after}");
+    // Epoch 1 was not trained again: the record keeps its original time.
+    let first = |text: &str| -> (u64, f64) {
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        (v["epoch"].as_u64().unwrap(), v["time"].as_f64().unwrap())
+    };
+    assert_eq!(first(&after), first(&first_epoch));
+}
+
+/// A one-node Slurm for one test (`scripts/slurm-local.sh`), stopped when
+/// dropped, also on a failed assert.
+struct Slurm {
+    dir: PathBuf,
+    conf: String,
+}
+
+impl Slurm {
+    fn up(dir: &Path) -> Slurm {
+        let out = std::process::Command::new(repo().join("scripts/slurm-local.sh"))
+            .arg("up")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "starting Slurm: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Slurm {
+            dir: dir.to_path_buf(),
+            conf: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Slurm {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("scripts/slurm-local.sh"))
+            .arg("down")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+#[test]
+fn a_real_slurm_runs_a_smoke_sweep_as_a_two_task_array() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slurm = Slurm::up(&tmp.path().join("cluster"));
+    let dir = tmp.path().join("sweep");
+    let out = fer()
+        .arg("sweep")
+        .arg(repo().join("experiments/smoke.yaml"))
+        .arg("--sweep-dir")
+        .arg(&dir)
+        .args(["--launcher", "slurm", "--array", "2", "--wait"])
+        .args(["--set", "search.n_trials=4"])
+        .env("SLURM_CONF", &slurm.conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let script = std::fs::read_to_string(dir.join("slurm/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-1"), "{script}");
+    let job = std::fs::read_to_string(dir.join("slurm/jobs.txt")).unwrap();
+    let job = job.trim();
+    assert!(err.contains(&format!("Slurm job {job}")), "{err}");
+    let events = read_events(&dir.join("trials.jsonl")).unwrap();
+    assert_eq!(trial_numbers(&events, true), vec![0, 1, 2, 3]);
+    assert_eq!(trial_numbers(&events, false), vec![0, 1, 2, 3]);
+    for t in rebuild(&events) {
+        assert_eq!(t.state, TrialState::Complete, "{t:?}");
+        // Run by an array task of that job.
+        let task = t.worker.unwrap().slurm.unwrap();
+        assert!(
+            task == format!("{job}_0") || task == format!("{job}_1"),
+            "{task}"
+        );
+    }
+    let status = fer()
+        .arg("sweep")
+        .arg("--status")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(&format!("Slurm jobs: {job}")), "{status}");
+    assert!(status.contains("complete 4"), "{status}");
 }

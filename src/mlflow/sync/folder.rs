@@ -397,7 +397,7 @@ fn trial_identity(
             }
             Some(("FAILED".to_string(), end))
         }
-        TrialState::Running => None,
+        TrialState::Running | TrialState::Stale => None,
     };
     (format!("trial-{:03} {family}", t.number), status)
 }
