@@ -556,6 +556,60 @@ pub fn param_scatter(
     })
 }
 
+/// A two-objective trade-off: every trial a grey dot, the Pareto front in
+/// colour, joined in order of `x`.
+pub fn pareto(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    all: &[(f64, f64)],
+    front: &[(f64, f64)],
+) -> Result<()> {
+    render(path, (760, 520), |root| {
+        let root = root.titled(title, ("sans-serif", 22))?;
+        let (x0, x1) = span(all.iter().map(|p| p.0));
+        let (y0, y1) = span(all.iter().map(|p| p.1));
+        let (x0, x1) = if x0 < x1 {
+            (x0, x1)
+        } else {
+            (x0 - 1.0, x0 + 1.0)
+        };
+        let (y0, y1) = if y0 < y1 {
+            (y0, y1)
+        } else {
+            (y0 - 0.01, y0 + 0.01)
+        };
+        let (px, py) = ((x1 - x0) * 0.08, (y1 - y0) * 0.1);
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 13))
+            .draw()?;
+        chart.draw_series(
+            all.iter()
+                .map(|p| Circle::new(*p, 4, RGBColor(150, 150, 150).filled())),
+        )?;
+        chart.draw_series(LineSeries::new(
+            front.iter().copied(),
+            PALETTE[0].stroke_width(2),
+        ))?;
+        chart.draw_series(
+            front
+                .iter()
+                .map(|p| Circle::new(*p, 6, PALETTE[0].filled())),
+        )?;
+        Ok(())
+    })
+}
+
 /// Values over time, one coloured line per series; a `None` breaks the
 /// line (a video frame without a face).
 pub fn timeline(

@@ -194,6 +194,9 @@ pub fn sweep(d: &ReportData, out: &Path) -> Result<()> {
         &pruned,
         &best_line,
     )?;
+    if s.objectives.len() > 1 {
+        crate::sweep::front_chart(&out.join("sweep-pareto.png"), &s.objectives, &s.trials)?;
+    }
     let panels = s.param_panels();
     if !panels.is_empty() {
         crate::plot::param_scatter(

@@ -90,6 +90,8 @@ pub struct SweepData {
     pub objective: Objective,
     /// The sampler's name as the experiment file spells it.
     pub sampler: &'static str,
+    /// With several objectives: all of them (the first is `objective`).
+    pub objectives: Vec<crate::sweep::config::ObjectiveSpec>,
 }
 
 /// (x, y) points of a chart.
@@ -286,6 +288,11 @@ fn discover_sweep(sd: &SweepDir) -> Result<Inputs> {
         runs,
         sweep: Some(SweepData {
             trials,
+            objectives: if exp.search.is_multi() {
+                exp.search.objectives.clone()
+            } else {
+                Vec::new()
+            },
             objective: exp.search.objective,
             sampler,
         }),

@@ -498,6 +498,38 @@ fn sweep_body(s: &SweepData) -> String {
     if !s.param_panels().is_empty() {
         let _ = writeln!(md, "![parameters](sweep-params.png)\n");
     }
+    if !s.objectives.is_empty() {
+        let (front, best, rule) = crate::sweep::pareto_best(&s.objectives, trials);
+        let names: Vec<&str> = s.objectives.iter().map(|o| o.metric.name()).collect();
+        let _ = writeln!(
+            md,
+            "Objectives: {}. Pareto front ({} of the complete trials; the sweep exports their models to `pareto/`):\n\n![pareto](sweep-pareto.png)\n\n| trial | {} |\n|---:|{}",
+            s.objectives
+                .iter()
+                .map(|o| format!("{} ({})", o.metric.name(), if o.direction == crate::metric::Direction::Minimize { "minimise" } else { "maximise" }))
+                .collect::<Vec<_>>()
+                .join(", "),
+            front.len(),
+            names.join(" | "),
+            "---:|".repeat(names.len())
+        );
+        for n in &front {
+            if let Some(t) = trials.iter().find(|t| t.number == *n) {
+                let v: Vec<String> = t
+                    .values
+                    .iter()
+                    .flatten()
+                    .map(|x| format!("{x:.4}"))
+                    .collect();
+                let _ = writeln!(md, "| {n} | {} |", v.join(" | "));
+            }
+        }
+        let _ = writeln!(
+            md,
+            "\nBest by the stated rule ({rule}): {}.\n",
+            best.map_or("none".to_string(), |b| format!("trial {b}"))
+        );
+    }
     let _ = writeln!(md, "Best configurations:\n\n| rank | trial | family | {metric} | parameters |\n|---:|---:|---|---:|---|");
     for (i, t) in s.ranked().iter().take(5).enumerate() {
         let p: Vec<String> = t

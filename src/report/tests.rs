@@ -367,6 +367,7 @@ fn sweep_ranks_complete_trials_by_direction() {
             direction: Direction::Maximize,
         },
         sampler: "tpe",
+        objectives: vec![],
     });
     let md = sections::sweep(&d);
     assert!(md.starts_with("## 6. Sweep\n\n4 trials with the tpe sampler, objective val/acc (maximise): 3 complete, 1 pruned, 0 failed.\n\n![history](sweep-history.png)\n\n![parameters](sweep-params.png)\n\n"), "{md}");
@@ -394,6 +395,43 @@ fn sweep_ranks_complete_trials_by_direction() {
         "{md}"
     );
     assert!(md.contains("| 3 | 2 | cnn | 0.7000 |"), "{md}");
+
+    // Two objectives: the front, its chart, and the best by the stated rule.
+    use crate::sweep::config::{ObjectiveSpec, TrialMetric};
+    let s = d.sweep.as_mut().unwrap();
+    s.objectives = vec![
+        ObjectiveSpec {
+            metric: TrialMetric::Epoch(MetricKey::ValAcc),
+            direction: Direction::Maximize,
+            limit: None,
+        },
+        ObjectiveSpec {
+            metric: TrialMetric::LatencyMs,
+            direction: Direction::Minimize,
+            limit: Some(2.0),
+        },
+    ];
+    // (acc, ms): 0 (0.5, 1), 2 (0.7, 3), 3 (0.5, 2): 3 is dominated by 0.
+    for (t, v) in s
+        .trials
+        .iter_mut()
+        .zip([[0.5, 1.0], [0.9, 0.5], [0.7, 3.0], [0.5, 2.0]])
+    {
+        t.values = Some(v.to_vec());
+    }
+    let md = sections::sweep(&d);
+    assert!(
+        md.contains("Pareto front (2 of the complete trials"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 0 | 0.5000 | 1.0000 |\n| 2 | 0.7000 | 3.0000 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("among those with latency_ms <= 2): trial 0."),
+        "{md}"
+    );
 }
 
 #[test]

@@ -61,6 +61,80 @@ pub struct Objective {
     pub direction: Direction,
 }
 
+/// What a trial is measured by when a sweep has several objectives: a
+/// validation metric (at the epoch the first objective picks), or a
+/// property of the trained model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TrialMetric {
+    Epoch(MetricKey),
+    /// Trainable parameters.
+    Params,
+    /// Multiply-accumulates per image.
+    Macs,
+    /// Median batch-1 forward pass on this machine's CPU, in ms.
+    LatencyMs,
+}
+
+impl TrialMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialMetric::Epoch(k) => k.name(),
+            TrialMetric::Params => "params",
+            TrialMetric::Macs => "macs",
+            TrialMetric::LatencyMs => "latency_ms",
+        }
+    }
+}
+
+impl TryFrom<String> for TrialMetric {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "params" => TrialMetric::Params,
+            "macs" => TrialMetric::Macs,
+            "latency_ms" => TrialMetric::LatencyMs,
+            _ => TrialMetric::Epoch(
+                serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| {
+                    format!(
+                        "unknown objective metric `{s}`: expected one of val/acc, val/loss, val/f1_macro, train/loss, train/acc, params, macs, latency_ms"
+                    )
+                })?,
+            ),
+        })
+    }
+}
+
+impl From<TrialMetric> for String {
+    fn from(m: TrialMetric) -> String {
+        m.name().to_string()
+    }
+}
+
+/// One of several objectives. `limit` states the rule for the one best
+/// model: the best on the first objective among the Pareto-optimal trials
+/// within every limit (at most `limit` when minimised, at least when
+/// maximised), e.g. the most accurate model under 10 ms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSpec {
+    pub metric: TrialMetric,
+    pub direction: Direction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+}
+
+impl ObjectiveSpec {
+    /// Whether `v` is within this objective's limit (always, without one).
+    pub fn within(&self, v: f64) -> bool {
+        match (self.limit, self.direction) {
+            (None, _) => true,
+            (Some(l), Direction::Minimize) => v <= l,
+            (Some(l), Direction::Maximize) => v >= l,
+        }
+    }
+}
+
 impl Default for Objective {
     fn default() -> Self {
         Objective {
@@ -81,11 +155,34 @@ pub struct SearchConfig {
     /// Per-trial epoch cap (over `train.epochs`).
     pub max_epochs: Option<usize>,
     pub objective: Objective,
+    /// Several objectives at once (the first must be a validation metric;
+    /// replaces `objective`): the sweep finds their Pareto front.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<ObjectiveSpec>,
     /// A running trial's worker writes a heartbeat this often (seconds).
     pub heartbeat_seconds: f64,
     /// A running trial whose heartbeat is older than this (seconds) is
     /// marked stale and taken over by the next free worker.
     pub stale_after_seconds: f64,
+}
+
+impl SearchConfig {
+    /// The objectives: `objectives`, or the single `objective`.
+    pub fn all_objectives(&self) -> Vec<ObjectiveSpec> {
+        if self.objectives.is_empty() {
+            vec![ObjectiveSpec {
+                metric: TrialMetric::Epoch(self.objective.metric),
+                direction: self.objective.direction,
+                limit: None,
+            }]
+        } else {
+            self.objectives.clone()
+        }
+    }
+
+    pub fn is_multi(&self) -> bool {
+        self.objectives.len() > 1
+    }
 }
 
 impl Default for SearchConfig {
@@ -100,6 +197,7 @@ impl Default for SearchConfig {
             max_minutes: None,
             max_epochs: None,
             objective: Objective::default(),
+            objectives: Vec::new(),
             heartbeat_seconds: 5.0,
             stale_after_seconds: 60.0,
         }
@@ -243,6 +341,19 @@ impl Experiment {
         }
         exp.validate()
             .with_context(|| format!("in experiment {}", path.display()))?;
+        // The first of several objectives also acts as the single one:
+        // checkpoint selection and the per-trial value follow it.
+        if let Some(ObjectiveSpec {
+            metric: TrialMetric::Epoch(metric),
+            direction,
+            ..
+        }) = exp.search.objectives.first()
+        {
+            exp.search.objective = Objective {
+                metric: *metric,
+                direction: *direction,
+            };
+        }
         Ok(exp)
     }
 
@@ -253,6 +364,23 @@ impl Experiment {
     pub fn validate(&self) -> Result<()> {
         if self.search.n_trials == 0 {
             bail!("search.n_trials must be at least 1");
+        }
+        if !self.search.objectives.is_empty() {
+            let o = &self.search.objectives;
+            if o.len() < 2 {
+                bail!(
+                    "search.objectives: list two or more (one objective goes in search.objective)"
+                );
+            }
+            if !matches!(o[0].metric, TrialMetric::Epoch(_)) {
+                bail!(
+                    "search.objectives: the first objective must be a validation metric (val/acc, val/loss or val/f1_macro), got {}",
+                    o[0].metric.name()
+                );
+            }
+            if self.search.pruner != PrunerConfig::None {
+                bail!("search.pruner: pruning needs a single objective; with search.objectives use `pruner: {{kind: none}}`");
+            }
         }
         let (beat, stale) = (
             self.search.heartbeat_seconds,

@@ -120,6 +120,9 @@ pub enum Event {
         family: Option<String>,
         #[serde(default)]
         params_count: Option<u64>,
+        /// Every objective's value, with several objectives.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        values: Option<Vec<f64>>,
     },
 }
 
@@ -146,6 +149,9 @@ pub struct TrialRecord {
     /// Times it was found stale and taken over.
     #[serde(default)]
     pub takeovers: usize,
+    /// Every objective's value, with several objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<f64>>,
 }
 
 impl TrialRecord {
@@ -170,6 +176,7 @@ impl TrialRecord {
             worker: None,
             since: 0.0,
             takeovers: 0,
+            values: None,
         }
     }
 }
@@ -299,6 +306,7 @@ pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
                         worker: worker.clone(),
                         since: *time,
                         takeovers: 0,
+                        values: None,
                     });
                 }
             }
@@ -345,8 +353,10 @@ pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
                 error,
                 family,
                 params_count,
+                values,
             } => {
                 if let Some(t) = trials.iter_mut().find(|t| t.number == *trial) {
+                    t.values = values.clone();
                     t.state = *state;
                     t.value = *value;
                     t.seconds = *seconds;
@@ -393,6 +403,7 @@ mod tests {
             error: None,
             family: None,
             params_count: None,
+            values: None,
         })
         .unwrap();
         j.append(&Event::TrialStarted {
@@ -460,6 +471,7 @@ mod tests {
                 error: Some("x".repeat(3000 + 97 * me)),
                 family: None,
                 params_count: None,
+                values: None,
             })
             .unwrap();
         }
@@ -547,6 +559,7 @@ mod tests {
                     error: None,
                     family: None,
                     params_count: None,
+                    values: None,
                 }
             }),
         ]

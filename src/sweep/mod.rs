@@ -6,6 +6,7 @@
 pub mod config;
 pub mod journal;
 pub mod launch;
+pub mod pareto;
 pub mod pruner;
 pub mod resume;
 pub mod sampler;
@@ -37,6 +38,14 @@ pub struct Summary {
     pub best_per_family: Vec<(String, usize, f64)>,
     pub best: Option<usize>,
     pub best_model: Option<PathBuf>,
+    /// With several objectives: the objectives, the Pareto-optimal complete
+    /// trials (exported to `pareto/`), and the rule `best` was chosen by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<config::ObjectiveSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pareto: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_rule: Option<String>,
 }
 
 fn family_of(exp: &Experiment, params: &Params) -> String {
@@ -121,7 +130,12 @@ pub fn work(
             };
             // Running trials count as bad (a constant liar): parallel
             // workers are steered away from points already being tried.
-            let obs = observations(&trials, |v| objective.direction.loss(v));
+            let obs = if search.is_multi() {
+                let dirs: Vec<_> = search.objectives.iter().map(|o| o.direction).collect();
+                sampler::observations_multi(&trials, &dirs)
+            } else {
+                observations(&trials, |v| objective.direction.loss(v))
+            };
             let params = search.sampler.ask(&space, &obs, exp.seed, n);
             let seed = crate::data::augment::image_seed(exp.seed, 0x7121, n as u64);
             let start = Event::TrialStarted {
@@ -187,7 +201,7 @@ fn run_trial(
     let family = family_of(exp, params);
     let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     eprintln!("sweep: trial {n} [{}] {}", family, shown.join(" "));
-    let finish = |state, value, error: Option<String>, count| {
+    let finish = |state, value, error: Option<String>, count, values| {
         append_owned(
             journal,
             me,
@@ -200,6 +214,7 @@ fn run_trial(
                 error,
                 family: Some(family.clone()),
                 params_count: count,
+                values,
             },
         )
     };
@@ -207,7 +222,7 @@ fn run_trial(
         Ok(c) => c,
         Err(e) => {
             eprintln!("sweep: trial {n} failed: {e:#}");
-            return finish(TrialState::Failed, None, Some(format!("{e:#}")), None);
+            return finish(TrialState::Failed, None, Some(format!("{e:#}")), None, None);
         }
     };
     let rd = sd.trial(n);
@@ -259,11 +274,18 @@ fn run_trial(
                 exp.search.objective.metric.name(),
                 value.map_or("-".into(), |v| format!("{v:.4}"))
             );
-            finish(state, value, None, Some(out.params))
+            let values = if exp.search.is_multi() && state == TrialState::Complete {
+                let v = measure_objectives(exp, &out, &rd)?;
+                eprintln!("sweep: trial {n} objectives {v:?}");
+                Some(v)
+            } else {
+                None
+            };
+            finish(state, value, None, Some(out.params), values)
         }
         Err(e) => {
             eprintln!("sweep: trial {n} failed: {e:#}");
-            finish(TrialState::Failed, None, Some(format!("{e:#}")), None)
+            finish(TrialState::Failed, None, Some(format!("{e:#}")), None, None)
         }
     }
 }
@@ -281,6 +303,60 @@ fn settle(exp: &Experiment, out: &crate::train::Outcome) -> (TrialState, Option<
     let values = out.history.iter().map(|r| objective_of(exp, r));
     let best = values.reduce(|a, b| if dirn.better(b, a) { b } else { a });
     (TrialState::Complete, best)
+}
+
+/// Every objective of a complete trial: validation metrics at the epoch the
+/// first objective picks, then what the trained model costs.
+fn measure_objectives(
+    exp: &Experiment,
+    out: &crate::train::Outcome,
+    rd: &crate::layout::RunDir,
+) -> Result<Vec<f64>> {
+    use config::TrialMetric;
+    let dirn = exp.search.objective.direction;
+    let best = out
+        .history
+        .iter()
+        .reduce(|a, b| {
+            if dirn.better(objective_of(exp, b), objective_of(exp, a)) {
+                b
+            } else {
+                a
+            }
+        })
+        .context("a complete trial without epochs")?;
+    let mut latency = None;
+    exp.search
+        .all_objectives()
+        .iter()
+        .map(|o| {
+            Ok(match o.metric {
+                TrialMetric::Epoch(k) => k.of(best),
+                TrialMetric::Params => out.params as f64,
+                TrialMetric::Macs => out.macs as f64,
+                TrialMetric::LatencyMs => match latency {
+                    Some(l) => l,
+                    None => {
+                        let l = batch1_latency_ms(&rd.model())?;
+                        latency = Some(l);
+                        l
+                    }
+                },
+            })
+        })
+        .collect()
+}
+
+/// Median batch-1 forward pass of a model file on the CPU, as `fer bench
+/// infer` measures it (one second of passes).
+fn batch1_latency_ms(model: &Path) -> Result<f64> {
+    let clf = crate::artifact::Classifier::load(model, tch::Device::Cpu)?;
+    let net = clf
+        .net
+        .as_ref()
+        .context("latency_ms needs a network model")?;
+    let side = clf.meta.preprocess.size as i64;
+    Ok(crate::eval::latency::forward_seconds(net.module.as_ref(), 1, side, 1.0) * 1e3)
 }
 
 fn objective_of(exp: &Experiment, r: &EpochRecord) -> f64 {
@@ -384,11 +460,23 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
         .iter()
         .filter(|t| t.state == TrialState::Complete && t.value.is_some())
         .collect();
-    let best = complete
+    let mut best = complete
         .iter()
         .copied()
         .reduce(|a, b| if better(b, a) { b } else { a })
         .map(|t| t.number);
+    let (mut pareto, mut best_rule) = (Vec::new(), None);
+    if exp.search.is_multi() {
+        let (front, chosen, rule) = pareto_best(&exp.search.objectives, &trials);
+        export_front(sd, &front)?;
+        let chart = sd.path().join("pareto.png");
+        if let Err(e) = front_chart(&chart, &exp.search.objectives, &trials) {
+            eprintln!("sweep: the Pareto chart was not drawn: {e:#}");
+        }
+        pareto = front;
+        best = chosen;
+        best_rule = Some(rule);
+    }
     let mut fams: Vec<String> = complete.iter().filter_map(|t| t.family.clone()).collect();
     fams.sort();
     fams.dedup();
@@ -421,10 +509,156 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
         best_per_family,
         best,
         best_model,
+        objectives: if exp.search.is_multi() {
+            exp.search.objectives.clone()
+        } else {
+            Vec::new()
+        },
+        pareto,
+        best_rule,
     };
     crate::layout::write_atomic(&sd.summary_json(), &serde_json::to_vec_pretty(&s)?)?;
     crate::layout::write_atomic(&sd.summary_md(), s.render().as_bytes())?;
     Ok(s)
+}
+
+/// The Pareto-optimal complete trials, the one best by the stated rule, and
+/// the rule as a sentence.
+pub fn pareto_best(
+    objectives: &[config::ObjectiveSpec],
+    trials: &[TrialRecord],
+) -> (Vec<usize>, Option<usize>, String) {
+    let scored: Vec<(&TrialRecord, &Vec<f64>)> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .filter_map(|t| {
+            t.values
+                .as_ref()
+                .filter(|v| v.len() == objectives.len())
+                .map(|v| (t, v))
+        })
+        .collect();
+    let losses: Vec<Vec<f64>> = scored
+        .iter()
+        .map(|(_, v)| {
+            v.iter()
+                .zip(objectives)
+                .map(|(x, o)| o.direction.loss(*x))
+                .collect()
+        })
+        .collect();
+    let front: Vec<usize> = pareto::front(&losses);
+    let first = &objectives[0];
+    let pick = |idx: &mut dyn Iterator<Item = usize>| {
+        idx.reduce(|a, b| {
+            if first.direction.better(scored[b].1[0], scored[a].1[0]) {
+                b
+            } else {
+                a
+            }
+        })
+    };
+    let limits: Vec<String> = objectives
+        .iter()
+        .filter_map(|o| {
+            o.limit.map(|l| {
+                let op = if o.direction == Direction::Minimize {
+                    "<="
+                } else {
+                    ">="
+                };
+                format!("{} {op} {l}", o.metric.name())
+            })
+        })
+        .collect();
+    let within = pick(&mut front.iter().copied().filter(|&i| {
+        objectives
+            .iter()
+            .zip(scored[i].1)
+            .all(|(o, v)| o.within(*v))
+    }));
+    let (chosen, rule) = match (within, limits.is_empty()) {
+        (Some(i), true) => (
+            Some(i),
+            format!(
+                "the Pareto-optimal trial with the best {}",
+                first.metric.name()
+            ),
+        ),
+        (Some(i), false) => (
+            Some(i),
+            format!(
+                "the Pareto-optimal trial with the best {} among those with {}",
+                first.metric.name(),
+                limits.join(" and ")
+            ),
+        ),
+        (None, _) => (
+            pick(&mut front.iter().copied()),
+            format!(
+                "no Pareto-optimal trial has {}: the one with the best {} instead",
+                limits.join(" and "),
+                first.metric.name()
+            ),
+        ),
+    };
+    let numbers = front.iter().map(|&i| scored[i].0.number).collect();
+    (numbers, chosen.map(|i| scored[i].0.number), rule)
+}
+
+/// Copies every Pareto-optimal trial's model to `pareto/trial-NNN.safetensors`
+/// (files of trials no longer on the front are removed).
+fn export_front(sd: &SweepDir, front: &[usize]) -> Result<()> {
+    let dir = sd.path().join("pareto");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = |n: usize| format!("trial-{n:03}.safetensors");
+    for e in std::fs::read_dir(&dir)?.flatten() {
+        let keep = front
+            .iter()
+            .any(|&n| e.file_name().to_string_lossy() == name(n));
+        if !keep && e.file_name().to_string_lossy().ends_with(".safetensors") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    for &n in front {
+        let src = sd.trial(n).model();
+        let bytes = std::fs::read(&src).with_context(|| format!("exporting {}", src.display()))?;
+        crate::layout::write_atomic(&dir.join(name(n)), &bytes)?;
+    }
+    Ok(())
+}
+
+/// A chart of every complete trial on the first two objectives, the Pareto
+/// front joined by a line (the sweep's `pareto.png`, the report's chart).
+pub fn front_chart(
+    path: &Path,
+    objectives: &[config::ObjectiveSpec],
+    trials: &[TrialRecord],
+) -> Result<()> {
+    let (front, _, _) = pareto_best(objectives, trials);
+    let point = |t: &TrialRecord| t.values.as_ref().map(|v| (v[1], v[0]));
+    let all: Vec<(f64, f64)> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .filter_map(point)
+        .collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let mut on: Vec<(f64, f64)> = trials
+        .iter()
+        .filter(|t| front.contains(&t.number))
+        .filter_map(point)
+        .collect();
+    on.sort_by(|a, b| a.0.total_cmp(&b.0));
+    crate::plot::pareto(
+        path,
+        "Pareto front",
+        objectives[1].metric.name(),
+        objectives[0].metric.name(),
+        &all,
+        &on,
+    )
 }
 
 impl Summary {
@@ -455,6 +689,35 @@ impl Summary {
                 t.seconds,
                 p.join(" ")
             );
+        }
+        if !self.objectives.is_empty() {
+            let names: Vec<&str> = self.objectives.iter().map(|o| o.metric.name()).collect();
+            let _ = write!(
+                s,
+                "\nPareto front ({}), exported to `pareto/`:\n\n| trial | {} |\n|---:|{}\n",
+                self.objectives
+                    .iter()
+                    .map(|o| format!("{} {:?}", o.metric.name(), o.direction).to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                names.join(" | "),
+                "---:|".repeat(names.len())
+            );
+            for n in &self.pareto {
+                let Some(t) = self.trials.iter().find(|t| t.number == *n) else {
+                    continue;
+                };
+                let v: Vec<String> = t
+                    .values
+                    .iter()
+                    .flatten()
+                    .map(|x| format!("{x:.4}"))
+                    .collect();
+                let _ = writeln!(s, "| {n} | {} |", v.join(" | "));
+            }
+            if let Some(r) = &self.best_rule {
+                let _ = writeln!(s, "\nBest: {r}.");
+            }
         }
         s += "\nBest per family:\n\n";
         for (f, n, v) in &self.best_per_family {

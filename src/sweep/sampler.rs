@@ -73,6 +73,49 @@ pub fn observations(trials: &[TrialRecord], loss: impl Fn(f64) -> f64) -> Vec<Ob
         .collect()
 }
 
+/// Observations with several objectives: each complete trial's loss is its
+/// place in the NSGA-II order of all complete trials (`pareto::order_keys`),
+/// so TPE's good group is the best fronts (MOTPE's split); the rest as in
+/// [`observations`].
+pub fn observations_multi<'a>(
+    trials: &'a [TrialRecord],
+    dirs: &[crate::metric::Direction],
+) -> Vec<Observation<'a>> {
+    let scored: Vec<(&TrialRecord, Vec<f64>)> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .filter_map(|t| {
+            let v = t.values.as_ref().filter(|v| v.len() == dirs.len())?;
+            Some((t, v.iter().zip(dirs).map(|(x, d)| d.loss(*x)).collect()))
+        })
+        .collect();
+    let points: Vec<Vec<f64>> = scored.iter().map(|p| p.1.clone()).collect();
+    let keys = super::pareto::order_keys(&points);
+    let mut out: Vec<Observation> = scored
+        .iter()
+        .zip(keys)
+        .map(|((t, _), k)| Observation {
+            params: &t.params,
+            loss: Some(k),
+        })
+        .collect();
+    out.extend(
+        trials
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.state,
+                    TrialState::Pruned | TrialState::Running | TrialState::Stale
+                )
+            })
+            .map(|t| Observation {
+                params: &t.params,
+                loss: None,
+            }),
+    );
+    out
+}
+
 impl SamplerConfig {
     pub fn ask(&self, space: &Space, history: &[Observation], seed: u64, trial: usize) -> Params {
         let mut rng =
