@@ -6,7 +6,8 @@
 //! dies, even by `kill -9`, releases it: the next process takes the folder
 //! over and says whose lock it found. A trial is the unit that is locked,
 //! not the sweep: several processes may share one sweep, each on its own
-//! trials.
+//! trials. Files that several processes append to (a sweep's journal) use
+//! [`FileMutex`] instead, a lock that holds on NFS without a lock manager.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
