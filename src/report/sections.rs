@@ -500,30 +500,17 @@ fn sweep_body(s: &SweepData) -> String {
     }
     if !s.objectives.is_empty() {
         let (front, best, rule) = crate::sweep::pareto_best(&s.objectives, trials);
-        let names: Vec<&str> = s.objectives.iter().map(|o| o.metric.name()).collect();
         let _ = writeln!(
             md,
-            "Objectives: {}. Pareto front ({} of the complete trials; the sweep exports their models to `pareto/`):\n\n![pareto](sweep-pareto.png)\n\n| trial | {} |\n|---:|{}",
+            "Objectives: {}. Pareto front ({} of the complete trials; the sweep exports their models to `pareto/`):\n\n![pareto](sweep-pareto.png)\n\n{}",
             s.objectives
                 .iter()
                 .map(|o| format!("{} ({})", o.metric.name(), if o.direction == crate::metric::Direction::Minimize { "minimise" } else { "maximise" }))
                 .collect::<Vec<_>>()
                 .join(", "),
             front.len(),
-            names.join(" | "),
-            "---:|".repeat(names.len())
+            crate::sweep::front_table(&s.objectives, trials, &front).trim_end()
         );
-        for n in &front {
-            if let Some(t) = trials.iter().find(|t| t.number == *n) {
-                let v: Vec<String> = t
-                    .values
-                    .iter()
-                    .flatten()
-                    .map(|x| format!("{x:.4}"))
-                    .collect();
-                let _ = writeln!(md, "| {n} | {} |", v.join(" | "));
-            }
-        }
         let _ = writeln!(
             md,
             "\nBest by the stated rule ({rule}): {}.\n",

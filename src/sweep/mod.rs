@@ -661,6 +661,33 @@ pub fn front_chart(
     )
 }
 
+/// The Markdown table of the front's trials and their objective values
+/// (the sweep summary's and the report's).
+pub fn front_table(
+    objectives: &[config::ObjectiveSpec],
+    trials: &[TrialRecord],
+    front: &[usize],
+) -> String {
+    let names: Vec<&str> = objectives.iter().map(|o| o.metric.name()).collect();
+    let mut s = format!(
+        "| trial | {} |\n|---:|{}\n",
+        names.join(" | "),
+        "---:|".repeat(names.len())
+    );
+    for n in front {
+        if let Some(t) = trials.iter().find(|t| t.number == *n) {
+            let v: Vec<String> = t
+                .values
+                .iter()
+                .flatten()
+                .map(|x| format!("{x:.4}"))
+                .collect();
+            let _ = writeln!(s, "| {n} | {} |", v.join(" | "));
+        }
+    }
+    s
+}
+
 impl Summary {
     pub fn render(&self) -> String {
         let mut s = format!(
@@ -691,30 +718,16 @@ impl Summary {
             );
         }
         if !self.objectives.is_empty() {
-            let names: Vec<&str> = self.objectives.iter().map(|o| o.metric.name()).collect();
             let _ = write!(
                 s,
-                "\nPareto front ({}), exported to `pareto/`:\n\n| trial | {} |\n|---:|{}\n",
+                "\nPareto front ({}), exported to `pareto/`:\n\n{}",
                 self.objectives
                     .iter()
                     .map(|o| format!("{} {:?}", o.metric.name(), o.direction).to_lowercase())
                     .collect::<Vec<_>>()
                     .join(", "),
-                names.join(" | "),
-                "---:|".repeat(names.len())
+                front_table(&self.objectives, &self.trials, &self.pareto)
             );
-            for n in &self.pareto {
-                let Some(t) = self.trials.iter().find(|t| t.number == *n) else {
-                    continue;
-                };
-                let v: Vec<String> = t
-                    .values
-                    .iter()
-                    .flatten()
-                    .map(|x| format!("{x:.4}"))
-                    .collect();
-                let _ = writeln!(s, "| {n} | {} |", v.join(" | "));
-            }
             if let Some(r) = &self.best_rule {
                 let _ = writeln!(s, "\nBest: {r}.");
             }
