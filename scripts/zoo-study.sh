@@ -2,6 +2,7 @@
 # The zoo study's sweeps (docs/zoo.md), one family after another, each in
 # runs/zoo-study/<family>. Run again to continue: a family's sweep that
 # exists is resumed (`fer sweep --resume`), a finished one returns at once.
+# WORKERS=N starts a new sweep with N worker processes sharing the cores.
 #   nohup scripts/zoo-study.sh [FAMILY...] > runs/zoo-study/log.txt 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,6 @@ for f in "${families[@]}"; do
   if [ -f "$dir/trials.jsonl" ]; then
     "$FER" sweep "experiments/zoo/$f.yaml" --sweep-dir "$dir" --resume
   else
-    "$FER" sweep "experiments/zoo/$f.yaml" --sweep-dir "$dir"
+    "$FER" sweep "experiments/zoo/$f.yaml" --sweep-dir "$dir" --workers "${WORKERS:-1}"
   fi
 done

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod combine;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod face;
 pub mod layout;

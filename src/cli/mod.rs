@@ -6,6 +6,7 @@
 mod bench;
 mod calibrate;
 mod data;
+mod demo;
 mod ensemble;
 mod eval;
 mod mlflow;
@@ -63,6 +64,9 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// A Markdown report (with PNGs) of a run, a folder of runs, or a sweep.
     Report(report::ReportArgs),
+    /// The whole harness in a few minutes: a sweep logged to a local MLflow
+    /// server, its report, and the webcam page.
+    Demo(demo::DemoArgs),
     /// A local MLflow server, and uploads of run folders to any server.
     #[command(subcommand)]
     Mlflow(mlflow::MlflowCommand),
@@ -138,6 +142,7 @@ pub fn run() -> Result<ExitCode> {
     crate::runtime::init_cli_threads(cli.threads);
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
+        Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(a),
         Command::Mlflow(cmd) => mlflow::run(cmd),
         Command::Serve(a) => serve::run(a),

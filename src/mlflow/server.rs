@@ -58,9 +58,74 @@ pub struct UpArgs<'a> {
 /// Starts the server in the background (its own process group, output in
 /// `server.log`) and waits for `/health`.
 pub fn up(a: &UpArgs) -> Result<ServerInfo> {
+    match start(a)? {
+        Starting::Running(info) => {
+            eprintln!("mlflow: already running at {} (pid {})", info.uri, info.pid);
+            Ok(info)
+        }
+        s => s.wait(a.wait),
+    }
+}
+
+/// A server that `start` found or launched.
+pub enum Starting {
+    /// Already up (started earlier, e.g. by `fer mlflow up`).
+    Running(ServerInfo),
+    /// Launched by this process; not answering yet.
+    Launched(ServerInfo, std::process::Child),
+}
+
+impl Starting {
+    pub fn info(&self) -> &ServerInfo {
+        match self {
+            Starting::Running(i) | Starting::Launched(i, _) => i,
+        }
+    }
+
+    /// Waits until the server answers `/health`; stops it if it does not
+    /// within `wait`.
+    pub fn wait(self, wait: Duration) -> Result<ServerInfo> {
+        let (info, mut child) = match self {
+            Starting::Running(info) => return Ok(info),
+            Starting::Launched(info, child) => (info, child),
+        };
+        let client = super::client::Client::with_auth(&info.uri, None)?;
+        let t = Instant::now();
+        while t.elapsed() < wait {
+            if let Some(status) = child.try_wait()? {
+                let _ = std::fs::remove_file(info_path(&info.dir));
+                bail!(
+                    "mlflow server exited with {status} before answering; see {}",
+                    info.dir.join("server.log").display()
+                );
+            }
+            if client.healthy() {
+                eprintln!(
+                    "mlflow: up at {} after {:.0} s (pid {}, data in {})",
+                    info.uri,
+                    t.elapsed().as_secs_f64(),
+                    info.pid,
+                    info.dir.display()
+                );
+                return Ok(info);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        stop_group(info.pid);
+        let _ = std::fs::remove_file(info_path(&info.dir));
+        bail!(
+            "mlflow server did not answer /health within {} s; see {}",
+            wait.as_secs(),
+            info.dir.join("server.log").display()
+        )
+    }
+}
+
+/// The server recorded in `a.dir` if it is alive, else a new one launched
+/// (without waiting for it to answer).
+pub fn start(a: &UpArgs) -> Result<Starting> {
     if let Some(info) = running(a.dir) {
-        eprintln!("mlflow: already running at {} (pid {})", info.uri, info.pid);
-        return Ok(info);
+        return Ok(Starting::Running(info));
     }
     std::fs::create_dir_all(a.dir.join("artifacts"))
         .with_context(|| format!("creating {}", a.dir.display()))?;
@@ -100,49 +165,21 @@ pub fn up(a: &UpArgs) -> Result<ServerInfo> {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
-    let mut child = cmd.spawn().with_context(|| {
+    let child = cmd.spawn().with_context(|| {
         format!(
             "starting {} (run `make setup` to install mlflow into .venv, or set FER_MLFLOW)",
             exe.display()
         )
     })?;
-    let uri = format!("http://{}:{}", a.host, a.port);
     let info = ServerInfo {
         pid: child.id(),
         host: a.host.into(),
         port: a.port,
-        uri: uri.clone(),
+        uri: format!("http://{}:{}", a.host, a.port),
         dir: dir.clone(),
     };
     crate::layout::write_atomic(&info_path(&dir), &serde_json::to_vec_pretty(&info)?)?;
-    let client = super::client::Client::with_auth(&uri, None)?;
-    let t = Instant::now();
-    while t.elapsed() < a.wait {
-        if let Some(status) = child.try_wait()? {
-            let _ = std::fs::remove_file(info_path(&dir));
-            bail!(
-                "mlflow server exited with {status} before answering; see {}",
-                dir.join("server.log").display()
-            );
-        }
-        if client.healthy() {
-            eprintln!(
-                "mlflow: up at {uri} after {:.0} s (pid {}, data in {})",
-                t.elapsed().as_secs_f64(),
-                info.pid,
-                dir.display()
-            );
-            return Ok(info);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    stop_group(info.pid);
-    let _ = std::fs::remove_file(info_path(&dir));
-    bail!(
-        "mlflow server did not answer /health within {} s; see {}",
-        a.wait.as_secs(),
-        dir.join("server.log").display()
-    )
+    Ok(Starting::Launched(info, child))
 }
 
 /// The server recorded in `dir`, if its process is still alive.

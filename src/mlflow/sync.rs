@@ -18,7 +18,7 @@ mod plan;
 mod state;
 
 pub use folder::{flatten, run_points};
-pub use state::{ServerState, State};
+pub use state::{server_state, ServerState, State};
 
 use super::client::{self, Client};
 use crate::layout::{self, RunDir, SweepDir};

@@ -5,6 +5,7 @@
 //! (ranges, input size, class count, variable count) before it allocates:
 //! configs also come from model files, which may say anything.
 
+pub mod classical;
 pub mod cnn;
 pub mod ensemble;
 pub mod layers;
@@ -36,6 +37,8 @@ pub enum ModelConfig {
     /// Random guesses drawn from the training class distribution.
     Random,
     Logistic(logistic::LogisticConfig),
+    /// HOG features and a linear classifier fitted by linfa.
+    Classical(classical::ClassicalConfig),
     Mlp(mlp::MlpConfig),
     Cnn(cnn::CnnConfig),
     Resnet18(resnet::ResnetConfig),
@@ -51,6 +54,7 @@ impl ModelConfig {
             ModelConfig::Majority => "majority",
             ModelConfig::Random => "random",
             ModelConfig::Logistic(_) => "logistic",
+            ModelConfig::Classical(_) => "classical",
             ModelConfig::Mlp(_) => "mlp",
             ModelConfig::Cnn(_) => "cnn",
             ModelConfig::Resnet18(_) => "resnet18",
@@ -63,7 +67,9 @@ impl ModelConfig {
     /// backbone is frozen).
     pub fn head_prefix(&self) -> &'static str {
         match self {
-            ModelConfig::Logistic(_) | ModelConfig::Resnet18(_) => "fc.",
+            ModelConfig::Logistic(_) | ModelConfig::Classical(_) | ModelConfig::Resnet18(_) => {
+                "fc."
+            }
             _ => "head.",
         }
     }
@@ -76,6 +82,7 @@ impl ModelConfig {
     pub fn validate(&self, input: usize) -> Result<(), String> {
         match self {
             ModelConfig::Mlp(c) => c.validate(),
+            ModelConfig::Classical(c) => c.validate(input),
             ModelConfig::Cnn(c) => c.validate(input),
             ModelConfig::Resnet18(c) => c.validate(),
             ModelConfig::Vit(c) => c.validate(input),
@@ -92,6 +99,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Majority | ModelConfig::Random => Some(0),
             ModelConfig::Logistic(_) => logistic::variables(input, classes),
+            ModelConfig::Classical(c) => classical::variables(c, input, classes),
             ModelConfig::Mlp(c) => mlp::variables(c, input, classes),
             ModelConfig::Cnn(c) => cnn::variables(c, classes),
             ModelConfig::Resnet18(c) => resnet::variables(c, classes),
@@ -202,6 +210,7 @@ fn build_checked(p: &nn::Path, cfg: &ModelConfig, input: usize, classes: usize) 
     match cfg {
         ModelConfig::Majority | ModelConfig::Random => unreachable!("checked: a network"),
         ModelConfig::Logistic(c) => logistic::build(p, c, input, classes),
+        ModelConfig::Classical(c) => classical::build(p, c, input, classes),
         ModelConfig::Mlp(c) => mlp::build(p, c, input, classes),
         ModelConfig::Cnn(c) => cnn::build(p, c, input, classes),
         ModelConfig::Resnet18(c) => resnet::build(p, c, input, classes),
@@ -355,18 +364,40 @@ mod tests {
 
     #[test]
     fn resnet_variables_are_counted_exactly() {
-        for stem in [
-            resnet::Stem::Imagenet,
-            resnet::Stem::Small,
-            resnet::Stem::SmallPool,
+        for (stem, width) in [
+            (resnet::Stem::Imagenet, 64),
+            (resnet::Stem::Small, 64),
+            (resnet::Stem::SmallPool, 64),
+            (resnet::Stem::SmallPool, 24),
         ] {
             let cfg = ModelConfig::Resnet18(resnet::ResnetConfig {
                 stem,
+                width,
                 ..Default::default()
             });
-            let (vs, _) = built(&cfg, 48);
+            let (vs, net) = built(&cfg, 48);
             assert_eq!(cfg.variables(48, 7), Some(elements(&vs)), "{stem:?}");
+            assert_eq!(out_shape(&net, 48), vec![3, 7]);
         }
+        // Half the width: about a quarter of the weights.
+        let half = ModelConfig::Resnet18(resnet::ResnetConfig {
+            width: 32,
+            ..Default::default()
+        });
+        let full = ModelConfig::Resnet18(Default::default());
+        let (h, f) = (
+            half.variables(48, 7).unwrap(),
+            full.variables(48, 7).unwrap(),
+        );
+        assert!(4 * h < f + f / 10 && 4 * h > f - f / 10, "{h} vs {f}");
+        assert!(ModelConfig::Resnet18(resnet::ResnetConfig {
+            width: 32,
+            pretrained: Some("w.safetensors".into()),
+            ..Default::default()
+        })
+        .validate(48)
+        .unwrap_err()
+        .contains("model.width 64"));
     }
 
     #[test]

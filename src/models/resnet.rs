@@ -3,7 +3,8 @@
 //! ImageNet `state_dict` saved as safetensors loads by name. The stem is an
 //! option: ImageNet's 7x7/2 conv + max-pool (a 48px face ends at 2x2, fast),
 //! or a 3x3/1 conv with or without max-pool (no early downsampling, about 4x
-//! or 16x the compute).
+//! or 16x the compute). The base width (64 in torchvision) is an option too:
+//! the stages are `width`, 2x, 4x and 8x it, so 32 quarters the compute.
 
 use super::layers::{self, Conv2d};
 use super::{conv_macs, out_side, Net};
@@ -25,10 +26,12 @@ pub enum Stem {
     SmallPool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResnetConfig {
     pub stem: Stem,
+    /// Channels of the stem and the first stage; the later stages double it.
+    pub width: i64,
     /// A torchvision ResNet18 `state_dict` saved as safetensors. conv1's RGB
     /// filters are averaged into one channel; `fc` is replaced.
     pub pretrained: Option<PathBuf>,
@@ -36,8 +39,36 @@ pub struct ResnetConfig {
     pub dropout: f64,
 }
 
+impl Default for ResnetConfig {
+    fn default() -> Self {
+        Self {
+            stem: Stem::default(),
+            width: 64,
+            pretrained: None,
+            dropout: 0.0,
+        }
+    }
+}
+
 impl ResnetConfig {
+    fn stages(&self) -> [i64; 4] {
+        let w = self.width;
+        [w, 2 * w, 4 * w, 8 * w]
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if !(8..=256).contains(&self.width) {
+            return Err(format!(
+                "model.width must be in 8..=256 (64 is torchvision's), got {}",
+                self.width
+            ));
+        }
+        if self.pretrained.is_some() && self.width != 64 {
+            return Err(format!(
+                "model.pretrained needs model.width 64 (the ImageNet shapes), got {}",
+                self.width
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!(
                 "model.dropout must be in [0, 1), got {}",
@@ -55,9 +86,10 @@ pub fn variables(cfg: &ResnetConfig, classes: u64) -> Option<u64> {
         Stem::Small | Stem::SmallPool => 3,
     };
     let bn = |c: u64| 4 * c;
-    let mut n = 64 * k * k + bn(64);
-    let mut cin = 64u64;
-    for (i, cout) in [64u64, 128, 256, 512].into_iter().enumerate() {
+    let w = u64::try_from(cfg.width).ok()?;
+    let mut n = w * k * k + bn(w);
+    let mut cin = w;
+    for (i, cout) in cfg.stages().map(|c| c as u64).into_iter().enumerate() {
         for b in 0..2 {
             n += cin * cout * 9 + bn(cout) + cout * cout * 9 + bn(cout);
             if (b == 0 && i > 0) || cin != cout {
@@ -66,7 +98,7 @@ pub fn variables(cfg: &ResnetConfig, classes: u64) -> Option<u64> {
             cin = cout;
         }
     }
-    n.checked_add(super::linear_variables(512, classes)?)
+    n.checked_add(super::linear_variables(8 * w, classes)?)
 }
 
 #[derive(Debug)]
@@ -126,18 +158,19 @@ pub fn build(p: &nn::Path, cfg: &ResnetConfig, input: i64, classes: i64) -> Net 
         Stem::Small => (3, 1, false),
         Stem::SmallPool => (3, 1, true),
     };
+    let w = cfg.width;
     let mut seq = nn::seq_t()
-        .add(conv(p / "conv1", 1, 64, k, s, k / 2))
-        .add(nn::batch_norm2d(p / "bn1", 64, Default::default()))
+        .add(conv(p / "conv1", 1, w, k, s, k / 2))
+        .add(nn::batch_norm2d(p / "bn1", w, Default::default()))
         .add_fn(|x| x.relu());
     let mut side = out_side(input, k, s, k / 2);
-    let mut macs = conv_macs(side, 1, 64, k);
+    let mut macs = conv_macs(side, 1, w, k);
     if pool {
         seq = seq.add_fn(|x| x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false));
         side = out_side(side, 3, 2, 1);
     }
-    let mut cin = 64;
-    for (i, &cout) in [64i64, 128, 256, 512].iter().enumerate() {
+    let mut cin = w;
+    for (i, &cout) in cfg.stages().iter().enumerate() {
         let lp = p / format!("layer{}", i + 1);
         for b in 0..2 {
             let stride = if b == 0 && i > 0 { 2 } else { 1 };
@@ -156,8 +189,8 @@ pub fn build(p: &nn::Path, cfg: &ResnetConfig, input: i64, classes: i64) -> Net 
     let head = nn::seq_t()
         .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
         .add_fn_t(move |x, train| x.dropout(d, train))
-        .add(layers::linear(p / "fc", 512, classes));
-    macs += (512 * classes) as u64;
+        .add(layers::linear(p / "fc", 8 * w, classes));
+    macs += (8 * w * classes) as u64;
     Net {
         module: Box::new(super::Staged {
             features: seq,

@@ -7,6 +7,7 @@
 //! write the metrics files, and asks a control whether to stop (`events`).
 
 mod checkpoint;
+pub mod classical;
 mod ensemble;
 pub mod events;
 mod fit;
@@ -228,6 +229,11 @@ pub fn run_with(
     if !cfg.model.is_network() {
         artifact::save(&rd.model(), &meta, None)?;
         return outcome::finish(cfg, &rd, &env, None);
+    }
+    if matches!(cfg.model, crate::models::ModelConfig::Classical(_)) {
+        // Fitted in one go (a resume fits again: it takes minutes).
+        let state = classical::run(cfg, &rd, &env, &mut meta, listeners, control)?;
+        return outcome::finish(cfg, &rd, &env, Some(&state));
     }
     let mut fit = fit::Fit::new(cfg, &rd, &env, &mut meta)?;
     let (mut state, mut avg) = fit.start(resume)?;

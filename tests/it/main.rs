@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod data_bad_input;
 mod data_real;
+mod demo_real;
 mod mlflow_real;
 mod model_file_bad;
 mod predict_real;

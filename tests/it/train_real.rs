@@ -1136,3 +1136,39 @@ fn impossible_work_fails_and_writes_no_model() {
         "the test split has no images; nothing to evaluate",
     );
 }
+
+/// The classical baseline (HOG + logistic regression by linfa) fitted on a
+/// small real subset beats the majority baseline on validation and test, and
+/// its model file (weights and HOG settings) predicts the same through
+/// `fer eval` as the run's own evaluation.
+#[test]
+fn classical_baseline_beats_the_majority_and_its_file_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: classical\nseed: 0\n\
+         data: {{dir: {dir}, augment: {{size: 48, crop: none}}}}\n\
+         model: {{kind: classical, cell: 8, orientations: 9, block: 2, alpha: 30.0, max_iterations: 100, flip: false}}\n\
+         train: {{epochs: 1, subset: 0.1, threads: 2}}\n",
+        dir = common::fer_dir().display()
+    );
+    let cfg = RunConfig::load(&write_cfg(tmp.path(), &yaml), &[]).unwrap();
+    let run = tmp.path().join("run");
+    let out = fer::train::run(&cfg, &run, false).unwrap();
+    assert_eq!(out.family, "classical");
+    assert_eq!(out.history.len(), 1, "one fit, recorded as one epoch");
+    // Majority ("happy"): 722 of 2873 val and 895 of 3589 test images.
+    let (val, test) = (out.val.overall.accuracy, out.test.overall.accuracy);
+    assert!(val > 722.0 / 2873.0 + 0.05, "val acc {val}");
+    assert!(test > 895.0 / 3589.0 + 0.05, "test acc {test}");
+    // 48 px / 8 = 6 cells, 5x5 blocks of 2x2 cells x 9 bins; a linear layer.
+    assert_eq!(out.params, (900 * 7 + 7) as u64);
+    let st = common::run_ok(
+        fer()
+            .args(["eval"])
+            .arg(run.join("model.safetensors"))
+            .args(["--json", "--data"])
+            .arg(common::fer_dir()),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["overall"]["accuracy"].as_f64().unwrap(), test);
+}

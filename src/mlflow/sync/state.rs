@@ -57,6 +57,13 @@ impl State {
     }
 }
 
+/// What `dir`'s `mlflow.json` records of the server at `uri` (read only).
+pub fn server_state(dir: &Path, uri: &str) -> Option<ServerState> {
+    let bytes = std::fs::read(dir.join(layout::MLFLOW_STATE)).ok()?;
+    let state: State = serde_json::from_slice(&bytes).ok()?;
+    state.servers.get(uri).cloned()
+}
+
 fn new_uid() -> String {
     use rand::Rng;
     let mut r = rand::rng();
