@@ -11,7 +11,7 @@ use std::process::ExitCode;
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     /// Experiment YAML (e.g. experiments/quick.yaml); not with --join or --status.
-    #[arg(required_unless_present_any = ["join", "status"])]
+    #[arg(required_unless_present_any = ["join", "status", "importance"])]
     pub experiment: Option<PathBuf>,
     /// Override any key of the composed experiment.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -33,6 +33,15 @@ pub struct SweepArgs {
     /// Print the sweep's trials by state and by worker, and what runs now.
     #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["experiment", "join", "resume", "sweep_dir", "overrides"])]
     pub status: Option<PathBuf>,
+    /// Rank the sweep's parameters by importance for the objective (a random
+    /// forest's permutation importance), per family when it has several.
+    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["experiment", "join", "status", "resume", "sweep_dir", "overrides"])]
+    pub importance: Option<PathBuf>,
+    /// With --importance: explain the objective at this epoch (default: the
+    /// pruner's first rung, which every trial reached; without a pruner the
+    /// final values of complete trials).
+    #[arg(long, requires = "importance")]
+    pub at_epoch: Option<usize>,
     /// Where the workers run: processes on this machine, or a Slurm job array.
     #[arg(long, value_enum, default_value_t = Launcher::Local)]
     pub launcher: Launcher,
@@ -87,6 +96,9 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
         super::print_json_or(args.json, &status, crate::sweep::worker::Status::render)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(dir) = &args.importance {
+        return importance(dir, args.at_epoch, args.json);
+    }
     if let Some(dir) = &args.join {
         let mut exp = saved_experiment(dir)?;
         if let Some(d) = &args.data {
@@ -125,6 +137,65 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
     finish(&args, &exp, &dir, |exp, dir, tracker| {
         crate::sweep::work(exp, dir, &me, tracker)
     })
+}
+
+/// `--importance`: each parameter's share, overall and per family.
+fn importance(dir: &Path, at_epoch: Option<usize>, json: bool) -> Result<ExitCode> {
+    use crate::sweep::importance::{sweep_importance, Target};
+    let exp = saved_experiment(dir)?;
+    let target = match (at_epoch, &exp.search.pruner) {
+        (Some(e), _) => Target::Epoch(e),
+        (None, crate::sweep::pruner::PrunerConfig::Asha { min_epochs, .. }) => {
+            Target::Epoch(*min_epochs)
+        }
+        (
+            None,
+            crate::sweep::pruner::PrunerConfig::Median {
+                n_warmup_epochs, ..
+            },
+        ) => Target::Epoch((*n_warmup_epochs).max(1)),
+        (None, crate::sweep::pruner::PrunerConfig::None) => Target::Final,
+    };
+    let space = exp.space()?;
+    let trials = crate::sweep::journal::Journal::open(dir)?.trials()?;
+    let mut groups: Vec<Option<String>> = vec![None];
+    groups.extend(space.families.iter().map(|(f, _)| Some(f.clone())));
+    let mut out = Vec::new();
+    for g in groups {
+        match sweep_importance(&space, &trials, g.as_deref(), target) {
+            Ok((ranks, n)) => out.push(serde_json::json!({
+                "family": g, "target": target, "trials": n, "importance": ranks})),
+            Err(e) => eprintln!(
+                "importance{}: {e:#}",
+                g.map_or(String::new(), |f| format!(" ({f})"))
+            ),
+        }
+    }
+    super::print_json_or(json, &out, |groups| {
+        let mut s = String::new();
+        for g in groups {
+            s += &format!(
+                "{} ({} trials, objective {}):\n",
+                g["family"].as_str().unwrap_or("all trials"),
+                g["trials"],
+                match target {
+                    Target::Epoch(e) => format!("at epoch {e}"),
+                    Target::Final => "final".into(),
+                }
+            );
+            for p in g["importance"].as_array().into_iter().flatten() {
+                let v = p["importance"].as_f64().unwrap_or(0.0);
+                s += &format!(
+                    "  {:<32} {:>5.1}%  {}\n",
+                    p["name"].as_str().unwrap_or(""),
+                    100.0 * v,
+                    "#".repeat((v * 40.0).round() as usize)
+                );
+            }
+        }
+        s
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The experiment a sweep folder recorded.

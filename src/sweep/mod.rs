@@ -4,6 +4,7 @@
 //! finishes the interrupted trial from its last checkpoint, and continues.
 
 pub mod config;
+pub mod importance;
 pub mod journal;
 pub mod launch;
 pub mod pareto;

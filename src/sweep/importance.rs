@@ -1,0 +1,227 @@
+//! Hyperparameter importance of a sweep: a random forest (smartcore) fitted
+//! to the trials (their parameters, in the sampler's internal coordinates,
+//! against their objective values), then each parameter's permutation
+//! importance on the forest's out-of-bag predictions (Breiman 2001): how
+//! much the squared error grows when that parameter's column is shuffled.
+//! Importances are clipped at zero (a shuffle that helps is noise) and
+//! normalised to sum to one, as Optuna's evaluators report them.
+//!
+//! Pruned trials have no final value; with ASHA most trials are pruned, so
+//! the values compared are those every trial reached: the objective at a
+//! given epoch (the first rung), or the final value of complete trials.
+
+use super::journal::{TrialRecord, TrialState};
+use super::space::Space;
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use smartcore::ensemble::random_forest_regressor::{
+    RandomForestRegressor, RandomForestRegressorParameters,
+};
+use smartcore::linalg::basic::matrix::DenseMatrix;
+
+/// One parameter's share of what explains the objective.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ParamImportance {
+    pub name: String,
+    pub importance: f64,
+}
+
+/// Which value of each trial is explained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Target {
+    /// The objective after this epoch (trials that reached it, pruned or not).
+    Epoch(usize),
+    /// The final value of complete trials.
+    Final,
+}
+
+/// Shuffles per parameter: the importance is their mean.
+const REPEATS: usize = 30;
+
+/// Permutation importances of the columns of `x` (rows: trials) for `y`,
+/// named by `names`, in decreasing order.
+pub fn permutation_importance(
+    x: &[Vec<f64>],
+    y: &[f64],
+    names: &[String],
+    seed: u64,
+) -> Result<Vec<ParamImportance>> {
+    let (n, d) = (x.len(), names.len());
+    if n < 4 {
+        bail!("{n} trials: at least 4 are needed to rank parameters");
+    }
+    if x.iter().any(|r| r.len() != d) || y.len() != n {
+        bail!("each trial needs one value per parameter and an objective value");
+    }
+    let params = RandomForestRegressorParameters::default()
+        .with_n_trees(200)
+        .with_min_samples_leaf(1)
+        .with_m(d.max(1))
+        .with_keep_samples(true)
+        .with_seed(seed);
+    let xm =
+        DenseMatrix::from_2d_vec(&x.to_vec()).map_err(|e| anyhow::anyhow!("trial matrix: {e}"))?;
+    let y = y.to_vec();
+    let forest = RandomForestRegressor::fit(&xm, &y, params)
+        .map_err(|e| anyhow::anyhow!("fitting the random forest: {e}"))?;
+    let mse = |rows: &Vec<Vec<f64>>| -> Result<f64> {
+        let m = DenseMatrix::from_2d_vec(rows).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let p: Vec<f64> = forest
+            .predict_oob(&m)
+            .map_err(|e| anyhow::anyhow!("out-of-bag predictions: {e}"))?;
+        Ok(p.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / n as f64)
+    };
+    let base = mse(&x.to_vec())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut raw = Vec::with_capacity(d);
+    for j in 0..d {
+        let mut grow = 0.0;
+        for _ in 0..REPEATS {
+            let mut col: Vec<f64> = x.iter().map(|r| r[j]).collect();
+            col.shuffle(&mut rng);
+            let shuffled: Vec<Vec<f64>> = x
+                .iter()
+                .zip(&col)
+                .map(|(r, &v)| {
+                    let mut r = r.clone();
+                    r[j] = v;
+                    r
+                })
+                .collect();
+            grow += mse(&shuffled)? - base;
+        }
+        raw.push((grow / REPEATS as f64).max(0.0));
+    }
+    let total: f64 = raw.iter().sum();
+    let mut out: Vec<ParamImportance> = names
+        .iter()
+        .zip(raw)
+        .map(|(name, r)| ParamImportance {
+            name: name.clone(),
+            importance: if total > 0.0 { r / total } else { 0.0 },
+        })
+        .collect();
+    out.sort_by(|a, b| b.importance.total_cmp(&a.importance));
+    Ok(out)
+}
+
+/// The value of `t` that `target` asks for, if it has one.
+fn value_of(t: &TrialRecord, target: Target) -> Option<f64> {
+    match target {
+        Target::Epoch(e) => t
+            .intermediate
+            .iter()
+            .find(|(ep, _)| *ep == e)
+            .map(|&(_, v)| v),
+        Target::Final => (t.state == TrialState::Complete).then_some(t.value?),
+    }
+    .filter(|v| v.is_finite())
+}
+
+/// The importance of each parameter of `family` (None: the parameters
+/// every trial shares, and the family itself when the space has several)
+/// for the sweep's `trials`, with the number of trials used.
+pub fn sweep_importance(
+    space: &Space,
+    trials: &[TrialRecord],
+    family: Option<&str>,
+    target: Target,
+) -> Result<(Vec<ParamImportance>, usize)> {
+    let mut dists = space.dists_for(family);
+    if family.is_none() {
+        if let Some(f) = space.family_dist() {
+            dists.push((super::space::FAMILY.to_string(), f));
+        }
+    }
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for t in trials {
+        if family.is_some() && t.family.as_deref() != family {
+            continue;
+        }
+        let Some(v) = value_of(t, target) else {
+            continue;
+        };
+        let row: Option<Vec<f64>> = dists
+            .iter()
+            .map(|(name, d)| t.params.get(name).and_then(|p| d.to_internal(p)))
+            .collect();
+        if let Some(row) = row {
+            x.push(row);
+            y.push(v);
+        }
+    }
+    let names: Vec<String> = dists.into_iter().map(|(n, _)| n).collect();
+    let n = x.len();
+    Ok((permutation_importance(&x, &y, &names, 0)?, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// One parameter alone matters (the objective is a function of `lr`
+    /// only): it takes almost all the importance.
+    #[test]
+    fn the_one_parameter_that_matters_takes_the_importance() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let names: Vec<String> = ["dropout", "lr", "width"].map(String::from).to_vec();
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..30 {
+            let row = vec![
+                rng.random_range(0.0..0.5),
+                rng.random_range(-7.0..-2.0),
+                rng.random_range(0.0..3.0f64).floor(),
+            ];
+            // A peak at ln(lr) = -4.5.
+            y.push(0.6 - 0.05 * (row[1] + 4.5f64).powi(2));
+            x.push(row);
+        }
+        let imp = permutation_importance(&x, &y, &names, 0).unwrap();
+        assert_eq!(imp[0].name, "lr", "{imp:?}");
+        assert!(imp[0].importance > 0.8, "{imp:?}");
+        let sum: f64 = imp.iter().map(|p| p.importance).sum();
+        assert!((sum - 1.0).abs() < 1e-9);
+        // Too few trials is an error, not a ranking.
+        assert!(permutation_importance(&x[..3], &y[..3], &names, 0).is_err());
+    }
+
+    #[test]
+    fn a_sweep_is_read_at_the_epoch_every_trial_reached() {
+        use serde_json::json;
+        let f: super::super::space::SpaceFile = serde_saphyr::from_str(
+            "train.optimizer.lr: {float: [1.0e-4, 1.0e-1], log: true}\nmodel.dropout: {float: [0.0, 0.5]}\n",
+        )
+        .unwrap();
+        let space = Space::from_file(&f, &["cnn"]).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let trials: Vec<TrialRecord> = (0..24)
+            .map(|i| {
+                let lr: f64 = (rng.random_range(-9.2..-2.3f64)).exp();
+                let dropout: f64 = rng.random_range(0.0..0.5);
+                let v = 0.5 - 0.02 * (lr.ln() + 5.0).powi(2);
+                let mut params = super::super::sampler::Params::new();
+                params.insert("train.optimizer.lr".into(), json!(lr));
+                params.insert("model.dropout".into(), json!(dropout));
+                // Half the trials pruned after epoch 1: no final value.
+                let state = if i % 2 == 0 {
+                    TrialState::Pruned
+                } else {
+                    TrialState::Complete
+                };
+                let mut t = TrialRecord::finished(i, params, state, Some(v));
+                t.intermediate = vec![(1, v)];
+                t
+            })
+            .collect();
+        let (imp, n) = sweep_importance(&space, &trials, None, Target::Epoch(1)).unwrap();
+        assert_eq!(n, 24);
+        assert_eq!(imp[0].name, "train.optimizer.lr", "{imp:?}");
+        let (_, n) = sweep_importance(&space, &trials, None, Target::Final).unwrap();
+        assert_eq!(n, 12, "only complete trials have a final value");
+    }
+}
