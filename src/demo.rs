@@ -29,7 +29,6 @@ pub struct DemoOptions {
     pub data: Option<PathBuf>,
     pub sweep_dir: PathBuf,
     pub report_dir: PathBuf,
-    pub mlflow: MlflowChoice,
     /// Test images in the report's robustness suite.
     pub robustness_images: usize,
     /// How long a launched server may take to answer.
@@ -87,9 +86,20 @@ pub fn mlflow(choice: &MlflowChoice, wait: Duration) -> Result<Mlflow> {
     }
 }
 
-/// Runs the sweep (logged to `m`) and the report, telling `stage` what
-/// starts.
-pub fn run(o: &DemoOptions, m: Mlflow, stage: &mut dyn FnMut(&str)) -> Result<Demo> {
+/// The demo's experiment, its data checked: what must hold before a server
+/// is started or a trial run.
+pub struct Prepared {
+    exp: crate::sweep::config::Experiment,
+    /// Training and test images found, and whether they came from the cache.
+    pub train_images: usize,
+    pub test_images: usize,
+    pub from_cache: bool,
+}
+
+/// Loads the experiment and the data set once (decoding it into the cache
+/// on a first run), so that a missing data set is one clear error up front
+/// rather than every trial failing.
+pub fn prepare(o: &DemoOptions) -> Result<Prepared> {
     let mut exp = crate::sweep::config::Experiment::load(&o.experiment, &o.overrides)
         .with_context(|| {
             format!(
@@ -100,7 +110,19 @@ pub fn run(o: &DemoOptions, m: Mlflow, stage: &mut dyn FnMut(&str)) -> Result<De
     if let Some(d) = &o.data {
         exp.data.dir = d.clone();
     }
-    stages(o, &exp, &m.uri, m.starting, stage)
+    let loaded = crate::data::load(&exp.data, &crate::layout::cache_dir())?;
+    Ok(Prepared {
+        train_images: loaded.data.train.len(),
+        test_images: loaded.data.test.len(),
+        from_cache: loaded.from_cache,
+        exp,
+    })
+}
+
+/// Runs the sweep (logged to `m`) and the report, telling `stage` what
+/// starts.
+pub fn run(o: &DemoOptions, p: Prepared, m: Mlflow, stage: &mut dyn FnMut(&str)) -> Result<Demo> {
+    stages(o, &p.exp, &m.uri, m.starting, stage)
 }
 
 fn stages(

@@ -77,7 +77,7 @@ fn on_signals(handler: libc::sighandler_t) {
 
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
-    let total = if a.no_serve { 4 } else { 5 };
+    let total = if a.no_serve { 5 } else { 6 };
     let mut step = 0;
     let (bold, plain) = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ("\x1b[1m", "\x1b[0m")
@@ -102,6 +102,29 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
         },
     };
     let wait = Duration::from_secs(a.mlflow_wait);
+    let o = DemoOptions {
+        experiment: a.experiment.clone(),
+        overrides: a.overrides.clone(),
+        data: a.serve.data.clone(),
+        sweep_dir: a
+            .sweep_dir
+            .clone()
+            .unwrap_or_else(|| crate::layout::new_run_dir("demo")),
+        report_dir: a.out.clone(),
+        robustness_images: a.robustness_images,
+        mlflow_wait: wait,
+    };
+    let prepared = crate::demo::prepare(&o)?;
+    stage(&format!(
+        "data: {} training and {} test images{}",
+        prepared.train_images,
+        prepared.test_images,
+        if prepared.from_cache {
+            " (from the cache)"
+        } else {
+            ", decoded and cached for the next run"
+        }
+    ));
     let m = crate::demo::mlflow(&choice, wait)?;
     let launched = m.launched.clone();
     stage(&match (&launched, &a.tracking_uri) {
@@ -124,20 +147,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             }
         }
     };
-    let o = DemoOptions {
-        experiment: a.experiment.clone(),
-        overrides: a.overrides.clone(),
-        data: a.serve.data.clone(),
-        sweep_dir: a
-            .sweep_dir
-            .clone()
-            .unwrap_or_else(|| crate::layout::new_run_dir("demo")),
-        report_dir: a.out.clone(),
-        mlflow: choice,
-        robustness_images: a.robustness_images,
-        mlflow_wait: wait,
-    };
-    let demo = match crate::demo::run(&o, m, &mut stage) {
+    let demo = match crate::demo::run(&o, prepared, m, &mut stage) {
         Ok(d) => d,
         Err(e) => {
             stop_launched();

@@ -41,7 +41,13 @@ fn demo_sweep_reaches_a_real_mlflow_and_writes_the_report() {
     let _down = Down(server_dir.clone());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "fer demo failed:\n{stderr}");
-    for stage in ["demo [1/4]", "demo [2/4]", "demo [3/4]", "demo [4/4]"] {
+    for stage in [
+        "demo [1/5]",
+        "demo [2/5]",
+        "demo [3/5]",
+        "demo [4/5]",
+        "demo [5/5]",
+    ] {
         assert!(
             stderr.contains(stage),
             "progress line {stage} in:\n{stderr}"
@@ -132,4 +138,31 @@ fn demo_sweep_reaches_a_real_mlflow_and_writes_the_report() {
         })
         .count();
     assert!(pngs >= 4, "{pngs} charts");
+}
+
+/// Without the data set the demo stops before it starts anything: one clear
+/// error naming the folder, no MLflow server, no sweep folder.
+#[test]
+fn demo_without_the_data_set_fails_before_starting_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-fer2013");
+    let server_dir = tmp.path().join("mlflow");
+    let sweep = tmp.path().join("sweep");
+    let out = common::fer()
+        .env("VIRTUAL_ENV", common::repo().join(".venv"))
+        .current_dir(common::repo())
+        .args(["demo", "--no-serve", "--data"])
+        .arg(&missing)
+        .arg("--mlflow-dir")
+        .arg(&server_dir)
+        .arg("--sweep-dir")
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+    assert!(!stderr.contains("demo [1/5]"), "{stderr}");
+    assert!(!server_dir.exists(), "no server was started");
+    assert!(!sweep.exists(), "no sweep was created");
 }
