@@ -5,12 +5,14 @@
 //! and kept in the run folder (`RunDir::latency`, `RunDir::robustness`).
 //! `collect` reads and measures everything into a `ReportData`; `sections`
 //! turns it into Markdown, one pure function per section; `charts` draws
-//! the section's PNGs from the same data.
+//! the section's PNGs from the same data; `summary` writes the table's
+//! values as `summary.json` beside the README.
 
 mod charts;
 mod collect;
 pub mod images;
 mod sections;
+pub mod summary;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -63,6 +65,8 @@ pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     .iter()
     .map(|section| section(&d))
     .collect();
+    let summary = serde_json::to_vec_pretty(&summary::summary(&d))?;
+    crate::layout::write_atomic(&out.join(summary::FILE), &summary)?;
     let readme = out.join(crate::layout::REPORT_README);
     crate::layout::write_atomic(&readme, md.as_bytes())?;
     Ok(readme)

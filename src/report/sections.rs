@@ -113,7 +113,10 @@ pub fn comparison(d: &ReportData) -> String {
                 })
         );
     }
-    let _ = writeln!(md, "\n![comparison](comparison.png)\n");
+    let _ = writeln!(
+        md,
+        "\nThe table's values, with test disgust and fear F1, the PublicTest half and mean robustness retention, are in `summary.json` beside this page.\n\n![comparison](comparison.png)\n"
+    );
     let _ = writeln!(md, "{}", commentary(&d.runs));
     let _ = writeln!(
         md,

@@ -113,6 +113,39 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
     assert!(!out.join("mlp-gradcam.png").exists());
     assert!(!out.join("majority-robustness.png").exists());
 
+    // summary.json: one row per model, agreeing with each model file's own
+    // metadata and with the run's evaluation.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let rows = summary["models"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let file = std::path::PathBuf::from(row["model_file"].as_str().unwrap());
+        let clf = fer::artifact::Classifier::load(&file, tch::Device::Cpu).unwrap();
+        let m = &clf.meta;
+        assert_eq!(row["family"].as_str().unwrap(), m.model.family());
+        assert_eq!(row["params"].as_u64().unwrap(), m.params, "{row}");
+        assert_eq!(row["macs"].as_u64().unwrap(), m.macs, "{row}");
+        // A baseline's file records no validation accuracy; a network's does.
+        if m.model.is_network() {
+            assert_eq!(row["val_acc"].as_f64(), m.val_accuracy, "{row}");
+        }
+        let eval: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(row["run_dir"].as_str().unwrap()).join("eval.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(row["test_acc"], eval["test"]["overall"]["accuracy"]);
+        assert_eq!(
+            row["public_test_acc"],
+            eval["test"]["by_origin"]["PublicTest"]["accuracy"]
+        );
+        if m.model.family() != "majority" {
+            assert!(row["latency_ms"].as_f64().unwrap() > 0.0, "{row}");
+            let kept = row["robustness_retention"].as_f64().unwrap();
+            assert!(kept > 0.0 && kept <= 2.0, "{row}");
+        }
+    }
+
     // Same folders, same report, byte for byte.
     let again = tmp.path().join("again");
     let md2 = report(&zoo, &again);

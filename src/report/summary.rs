@@ -1,0 +1,96 @@
+//! `summary.json` beside a report's README: one row per model with the
+//! comparison table's values, for scripts and for checking a report
+//! against the model files it describes.
+
+use super::collect::{ReportData, Run};
+use crate::data::CLASSES;
+use serde::Serialize;
+
+/// Its name in the report folder.
+pub const FILE: &str = "summary.json";
+
+/// One model of the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Row {
+    pub label: String,
+    pub family: String,
+    /// The run folder and its model file, as the report read them.
+    pub run_dir: String,
+    pub model_file: String,
+    /// Validation accuracy (None for a refit without a validation split).
+    pub val_acc: Option<f64>,
+    pub test_acc: f64,
+    /// Accuracy on the PublicTest half, when the test split names its halves.
+    pub public_test_acc: Option<f64>,
+    pub weighted_f1: f64,
+    pub macro_f1: f64,
+    /// Test F1 of the two hardest classes.
+    pub disgust_f1: f64,
+    pub fear_f1: f64,
+    pub params: u64,
+    pub macs: u64,
+    pub epochs: usize,
+    pub train_seconds: f64,
+    pub train_img_per_s: f64,
+    /// Median batch-1 forward pass (fp32), when the report measured it.
+    pub latency_ms: Option<f64>,
+    /// Mean retention over the robustness suite's cases, when measured.
+    pub robustness_retention: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub report: String,
+    /// The machine the latencies were measured on.
+    pub cpu: String,
+    pub threads: i32,
+    pub data_digest: String,
+    pub models: Vec<Row>,
+}
+
+fn class_f1(r: &Run, class: &str) -> f64 {
+    CLASSES
+        .iter()
+        .position(|c| *c == class)
+        .and_then(|i| r.out.test.overall.per_class.get(i))
+        .map_or(f64::NAN, |m| m.f1)
+}
+
+fn row(r: &Run) -> Row {
+    let o = &r.out;
+    Row {
+        label: r.label.clone(),
+        family: o.family.clone(),
+        run_dir: r.dir.0.display().to_string(),
+        model_file: r.dir.model().display().to_string(),
+        val_acc: (o.val.overall.n > 0).then_some(o.val.overall.accuracy),
+        test_acc: o.test.overall.accuracy,
+        public_test_acc: o.test.by_origin.get("PublicTest").map(|m| m.accuracy),
+        weighted_f1: o.test.overall.weighted_f1,
+        macro_f1: o.test.overall.macro_f1,
+        disgust_f1: class_f1(r, "disgust"),
+        fear_f1: class_f1(r, "fear"),
+        params: o.params,
+        macs: o.macs,
+        epochs: o.epochs_run,
+        train_seconds: o.train_seconds,
+        train_img_per_s: o.train_img_per_s,
+        latency_ms: r.latency.as_ref().map(|l| l.batch1_ms_median),
+        robustness_retention: r
+            .robustness
+            .as_ref()
+            .filter(|x| !x.rows.is_empty())
+            .map(|x| x.rows.iter().map(|row| row.retention).sum::<f64>() / x.rows.len() as f64),
+    }
+}
+
+/// The summary of a collected report.
+pub fn summary(d: &ReportData) -> Summary {
+    Summary {
+        report: d.name.clone(),
+        cpu: d.cpu.clone(),
+        threads: d.threads,
+        data_digest: d.digest.clone(),
+        models: d.runs.iter().map(row).collect(),
+    }
+}
