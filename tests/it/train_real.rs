@@ -1172,3 +1172,38 @@ fn classical_baseline_beats_the_majority_and_its_file_evaluates() {
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["overall"]["accuracy"].as_f64().unwrap(), test);
 }
+
+/// The shipped zoo models (`models/zoo/`) load and reach their family's
+/// PublicTest target through `fer eval`.
+#[test]
+fn shipped_zoo_models_evaluate_at_their_targets() {
+    let targets = [
+        ("classical", 0.42),
+        ("mlp", 0.47),
+        ("cnn", 0.69),
+        ("resnet18", 0.65),
+        ("vit", 0.55),
+    ];
+    let dir = common::repo().join("models/zoo");
+    let mut seen = 0;
+    for (family, target) in targets {
+        let file = dir.join(format!("{family}.safetensors"));
+        if !file.exists() {
+            continue;
+        }
+        seen += 1;
+        let clf = Classifier::load(&file, tch::Device::Cpu).unwrap();
+        assert_eq!(clf.meta.model.family(), family, "{}", file.display());
+        let st = common::run_ok(
+            fer()
+                .args(["eval"])
+                .arg(&file)
+                .args(["--json", "--data"])
+                .arg(common::fer_dir()),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        let acc = v["by_origin"]["PublicTest"]["accuracy"].as_f64().unwrap();
+        assert!(acc >= target, "{family}: PublicTest {acc} below {target}");
+    }
+    assert!(seen > 0, "no model in {}", dir.display());
+}
