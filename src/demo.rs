@@ -122,16 +122,7 @@ pub fn prepare(o: &DemoOptions) -> Result<Prepared> {
 /// Runs the sweep (logged to `m`) and the report, telling `stage` what
 /// starts.
 pub fn run(o: &DemoOptions, p: Prepared, m: Mlflow, stage: &mut dyn FnMut(&str)) -> Result<Demo> {
-    stages(o, &p.exp, &m.uri, m.starting, stage)
-}
-
-fn stages(
-    o: &DemoOptions,
-    exp: &crate::sweep::config::Experiment,
-    uri: &str,
-    waiting: Option<Starting>,
-    stage: &mut dyn FnMut(&str),
-) -> Result<Demo> {
+    let (exp, uri) = (&p.exp, m.uri.as_str());
     let search = &exp.search;
     let pruner = match search.pruner {
         crate::sweep::pruner::PrunerConfig::None => "no pruning",
@@ -146,7 +137,7 @@ fn stages(
         o.sweep_dir.display()
     ));
     crate::sweep::create(exp, &o.sweep_dir)?;
-    let tracker = Box::new(Gate::new(uri, waiting, o.mlflow_wait));
+    let tracker = Box::new(Gate::new(uri, m.starting, o.mlflow_wait));
     let me = crate::sweep::journal::Worker::here(Some("demo".into()));
     let result = crate::sweep::work(exp, &o.sweep_dir, &me, tracker.as_ref());
     tracker.changed(&o.sweep_dir);

@@ -91,29 +91,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             t0.elapsed().as_secs_f64()
         );
     };
-    let choice = match &a.tracking_uri {
-        Some(u) => MlflowChoice::Uri(u.clone()),
-        None => MlflowChoice::Local {
-            dir: a
-                .mlflow_dir
-                .clone()
-                .unwrap_or_else(crate::layout::mlflow_dir),
-            port: a.mlflow_port,
-        },
-    };
-    let wait = Duration::from_secs(a.mlflow_wait);
-    let o = DemoOptions {
-        experiment: a.experiment.clone(),
-        overrides: a.overrides.clone(),
-        data: a.serve.data.clone(),
-        sweep_dir: a
-            .sweep_dir
-            .clone()
-            .unwrap_or_else(|| crate::layout::new_run_dir("demo")),
-        report_dir: a.out.clone(),
-        robustness_images: a.robustness_images,
-        mlflow_wait: wait,
-    };
+    let (o, choice) = options(&a);
     let prepared = crate::demo::prepare(&o)?;
     stage(&format!(
         "data: {} training and {} test images{}",
@@ -125,17 +103,9 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             ", decoded and cached for the next run"
         }
     ));
-    let m = crate::demo::mlflow(&choice, wait)?;
+    let m = crate::demo::mlflow(&choice, o.mlflow_wait)?;
     let launched = m.launched.clone();
-    stage(&match (&launched, &a.tracking_uri) {
-        (Some(i), _) => format!(
-            "MLflow: starting a local server at {} (data in {}); the sweep starts meanwhile",
-            i.uri,
-            i.dir.display()
-        ),
-        (None, Some(u)) => format!("MLflow: logging to {u}"),
-        (None, None) => format!("MLflow: reusing the local server at {}", m.uri),
-    });
+    stage(&mlflow_stage(&m, a.tracking_uri.is_some()));
     if let Some(i) = &launched {
         LAUNCHED_GROUP.store(i.pid as i32, Ordering::SeqCst);
         on_signals(interrupted as *const () as libc::sighandler_t);
@@ -184,6 +154,46 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     stop_launched();
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the library needs, and where it logs, from the arguments.
+fn options(a: &DemoArgs) -> (DemoOptions, MlflowChoice) {
+    let choice = match &a.tracking_uri {
+        Some(u) => MlflowChoice::Uri(u.clone()),
+        None => MlflowChoice::Local {
+            dir: a
+                .mlflow_dir
+                .clone()
+                .unwrap_or_else(crate::layout::mlflow_dir),
+            port: a.mlflow_port,
+        },
+    };
+    let o = DemoOptions {
+        experiment: a.experiment.clone(),
+        overrides: a.overrides.clone(),
+        data: a.serve.data.clone(),
+        sweep_dir: a
+            .sweep_dir
+            .clone()
+            .unwrap_or_else(|| crate::layout::new_run_dir("demo")),
+        report_dir: a.out.clone(),
+        robustness_images: a.robustness_images,
+        mlflow_wait: Duration::from_secs(a.mlflow_wait),
+    };
+    (o, choice)
+}
+
+/// The MLflow stage's line: launched, given, or reused.
+fn mlflow_stage(m: &crate::demo::Mlflow, given: bool) -> String {
+    match &m.launched {
+        Some(i) => format!(
+            "MLflow: starting a local server at {} (data in {}); the sweep starts meanwhile",
+            i.uri,
+            i.dir.display()
+        ),
+        None if given => format!("MLflow: logging to {}", m.uri),
+        None => format!("MLflow: reusing the local server at {}", m.uri),
+    }
 }
 
 /// The webcam page until Ctrl-C; prints the three places to look once it

@@ -141,60 +141,15 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
 
 /// `--importance`: each parameter's share, overall and per family.
 fn importance(dir: &Path, at_epoch: Option<usize>, json: bool) -> Result<ExitCode> {
-    use crate::sweep::importance::{sweep_importance, Target};
+    use crate::sweep::importance::{rankings, Ranking, Target};
     let exp = saved_experiment(dir)?;
-    let target = match (at_epoch, &exp.search.pruner) {
-        (Some(e), _) => Target::Epoch(e),
-        (None, crate::sweep::pruner::PrunerConfig::Asha { min_epochs, .. }) => {
-            Target::Epoch(*min_epochs)
-        }
-        (
-            None,
-            crate::sweep::pruner::PrunerConfig::Median {
-                n_warmup_epochs, ..
-            },
-        ) => Target::Epoch((*n_warmup_epochs).max(1)),
-        (None, crate::sweep::pruner::PrunerConfig::None) => Target::Final,
-    };
-    let space = exp.space()?;
+    let target = Target::for_sweep(at_epoch, &exp.search.pruner);
     let trials = crate::sweep::journal::Journal::open(dir)?.trials()?;
-    let mut groups: Vec<Option<String>> = vec![None];
-    groups.extend(space.families.iter().map(|(f, _)| Some(f.clone())));
-    let mut out = Vec::new();
-    for g in groups {
-        match sweep_importance(&space, &trials, g.as_deref(), target) {
-            Ok((ranks, n)) => out.push(serde_json::json!({
-                "family": g, "target": target, "trials": n, "importance": ranks})),
-            Err(e) => eprintln!(
-                "importance{}: {e:#}",
-                g.map_or(String::new(), |f| format!(" ({f})"))
-            ),
-        }
+    let (ranked, errors) = rankings(&exp.space()?, &trials, target);
+    for e in errors {
+        eprintln!("{e}");
     }
-    super::print_json_or(json, &out, |groups| {
-        let mut s = String::new();
-        for g in groups {
-            s += &format!(
-                "{} ({} trials, objective {}):\n",
-                g["family"].as_str().unwrap_or("all trials"),
-                g["trials"],
-                match target {
-                    Target::Epoch(e) => format!("at epoch {e}"),
-                    Target::Final => "final".into(),
-                }
-            );
-            for p in g["importance"].as_array().into_iter().flatten() {
-                let v = p["importance"].as_f64().unwrap_or(0.0);
-                s += &format!(
-                    "  {:<32} {:>5.1}%  {}\n",
-                    p["name"].as_str().unwrap_or(""),
-                    100.0 * v,
-                    "#".repeat((v * 40.0).round() as usize)
-                );
-            }
-        }
-        s
-    })?;
+    super::print_json_or(json, &ranked, |r| r.iter().map(Ranking::render).collect())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,6 +11,7 @@
 //! given epoch (the first rung), or the final value of complete trials.
 
 use super::journal::{TrialRecord, TrialState};
+use super::pruner::{value_at, PrunerConfig};
 use super::space::Space;
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
@@ -107,14 +108,20 @@ pub fn permutation_importance(
     Ok(out)
 }
 
+impl Target {
+    /// `at_epoch` when given, else the pruner's first rung (which every
+    /// trial reached), else the final values.
+    pub fn for_sweep(at_epoch: Option<usize>, pruner: &PrunerConfig) -> Target {
+        at_epoch
+            .or_else(|| pruner.first_rung())
+            .map_or(Target::Final, Target::Epoch)
+    }
+}
+
 /// The value of `t` that `target` asks for, if it has one.
 fn value_of(t: &TrialRecord, target: Target) -> Option<f64> {
     match target {
-        Target::Epoch(e) => t
-            .intermediate
-            .iter()
-            .find(|(ep, _)| *ep == e)
-            .map(|&(_, v)| v),
+        Target::Epoch(e) => value_at(t, e),
         Target::Final => (t.state == TrialState::Complete).then_some(t.value?),
     }
     .filter(|v| v.is_finite())
@@ -156,6 +163,67 @@ pub fn sweep_importance(
     let names: Vec<String> = dists.into_iter().map(|(n, _)| n).collect();
     let n = x.len();
     Ok((permutation_importance(&x, &y, &names, 0)?, n))
+}
+
+/// One group's ranking: all trials (`family` None), or one family's.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ranking {
+    pub family: Option<String>,
+    pub target: Target,
+    pub trials: usize,
+    pub importance: Vec<ParamImportance>,
+}
+
+impl Ranking {
+    /// The ranking as text, a bar per parameter.
+    pub fn render(&self) -> String {
+        let target = match self.target {
+            Target::Epoch(e) => format!("at epoch {e}"),
+            Target::Final => "final".into(),
+        };
+        let mut s = format!(
+            "{} ({} trials, objective {target}):\n",
+            self.family.as_deref().unwrap_or("all trials"),
+            self.trials
+        );
+        for p in &self.importance {
+            s += &format!(
+                "  {:<32} {:>5.1}%  {}\n",
+                p.name,
+                100.0 * p.importance,
+                "#".repeat((p.importance * 40.0).round() as usize)
+            );
+        }
+        s
+    }
+}
+
+/// The sweep ranked as a whole and per family (when its space has
+/// families); a group that cannot be ranked (too few trials) is an error
+/// message instead, naming it.
+pub fn rankings(
+    space: &Space,
+    trials: &[TrialRecord],
+    target: Target,
+) -> (Vec<Ranking>, Vec<String>) {
+    let mut groups: Vec<Option<String>> = vec![None];
+    groups.extend(space.families.iter().map(|(f, _)| Some(f.clone())));
+    let (mut ranked, mut errors) = (Vec::new(), Vec::new());
+    for family in groups {
+        match sweep_importance(space, trials, family.as_deref(), target) {
+            Ok((importance, n)) => ranked.push(Ranking {
+                family,
+                target,
+                trials: n,
+                importance,
+            }),
+            Err(e) => errors.push(format!(
+                "importance{}: {e:#}",
+                family.map_or(String::new(), |f| format!(" ({f})"))
+            )),
+        }
+    }
+    (ranked, errors)
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ fn default_eta() -> usize {
     3
 }
 
-fn value_at(t: &TrialRecord, epoch: usize) -> Option<f64> {
+/// A trial's objective after `epoch`, if it reported one.
+pub(super) fn value_at(t: &TrialRecord, epoch: usize) -> Option<f64> {
     t.intermediate
         .iter()
         .find(|(e, _)| *e == epoch)
@@ -60,6 +61,18 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 impl PrunerConfig {
+    /// The first epoch at which it compares trials, which every trial
+    /// reaches (None without a pruner).
+    pub fn first_rung(&self) -> Option<usize> {
+        match self {
+            PrunerConfig::None => None,
+            PrunerConfig::Median {
+                n_warmup_epochs, ..
+            } => Some((*n_warmup_epochs).max(1)),
+            PrunerConfig::Asha { min_epochs, .. } => Some(*min_epochs),
+        }
+    }
+
     /// Whether `current` (its values up to `epoch`) should stop now. A trial
     /// at its `last_epoch` has finished its schedule: it completes, as in
     /// Optuna, even when that epoch is a rung it would fail.

@@ -5,7 +5,7 @@
 //! recorded like any network's epoch, so sweeps, pruners, metrics files,
 //! MLflow and reports need nothing new.
 
-use super::events::{emit, Control, Listener, Log, MetricsFiles, Progress, TrainEvent};
+use super::events::{emit, Control, Listener, Own, TrainEvent};
 use super::policy::EpochDecision;
 use super::{Setup, TrainerState};
 use crate::artifact::{self, ModelMeta};
@@ -166,13 +166,8 @@ pub(super) fn run(
         meta.params,
         models::human(net.macs),
     );
-    let (mut progress, mut files) = (Progress::default(), MetricsFiles(rd));
-    let mut log = Log {
-        train: &cfg.train,
-        has_val: !env.splits.val.is_empty(),
-    };
-    let mut listeners: Vec<&mut dyn Listener> = vec![&mut progress, &mut log, &mut files];
-    listeners.extend(extra.iter_mut().map(|l| &mut **l as &mut dyn Listener));
+    let mut own = Own::new(&cfg.train, rd, !env.splits.val.is_empty());
+    let mut listeners = own.with(extra);
     let started = TrainEvent::EpochStarted {
         epoch: 1,
         epochs: 1,

@@ -57,6 +57,33 @@ pub(super) fn emit(listeners: &mut [&mut dyn Listener], ev: &TrainEvent) -> Resu
     listeners.iter_mut().try_for_each(|l| l.on(ev))
 }
 
+/// The trainer's own listeners (progress bar, epoch log, metrics files),
+/// which hear each event before any other: the same for every way a run
+/// trains (the epoch loop, the classical fit).
+pub struct Own<'a> {
+    progress: Progress,
+    log: Log<'a>,
+    files: MetricsFiles<'a>,
+}
+
+impl<'a> Own<'a> {
+    pub fn new(train: &'a TrainConfig, rd: &'a RunDir, has_val: bool) -> Own<'a> {
+        Own {
+            progress: Progress::default(),
+            log: Log { train, has_val },
+            files: MetricsFiles(rd),
+        }
+    }
+
+    /// These, then `extra`, in the order they hear each event.
+    pub fn with<'s>(&'s mut self, extra: &'s mut [&mut dyn Listener]) -> Vec<&'s mut dyn Listener> {
+        let mut all: Vec<&mut dyn Listener> =
+            vec![&mut self.progress, &mut self.log, &mut self.files];
+        all.extend(extra.iter_mut().map(|l| &mut **l as &mut dyn Listener));
+        all
+    }
+}
+
 /// The epoch's progress bar on stderr.
 #[derive(Default)]
 pub struct Progress {

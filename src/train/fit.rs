@@ -2,7 +2,7 @@
 //! it, let `policy` decide, checkpoint, tell the listeners, ask the control.
 //! Then, when `train.swa` asked for one, the weight average.
 
-use super::events::{emit, Control, Listener, Log, MetricsFiles, Progress, TrainEvent};
+use super::events::{emit, Control, Listener, Own, TrainEvent};
 use super::policy::{self, EpochDecision};
 use super::schedule::lr_at;
 use super::{checkpoint, forward_train, optim, swa, Setup, SwaRecord, TrainerState};
@@ -128,13 +128,8 @@ impl<'a> Fit<'a> {
         mut control: Option<&mut dyn Control>,
     ) -> Result<()> {
         let cfg = self.cfg;
-        let (mut progress, mut files) = (Progress::default(), MetricsFiles(self.rd));
-        let mut log = Log {
-            train: &cfg.train,
-            has_val: !self.env.splits.val.is_empty(),
-        };
-        let mut listeners: Vec<&mut dyn Listener> = vec![&mut progress, &mut log, &mut files];
-        listeners.extend(extra.iter_mut().map(|l| &mut **l as &mut dyn Listener));
+        let mut own = Own::new(&cfg.train, self.rd, !self.env.splits.val.is_empty());
+        let mut listeners = own.with(extra);
         while state.epochs_done < cfg.train.total_epochs() && !state.stopped_early {
             let swa_lr = policy::swa_lr(&cfg.train, state.epochs_done);
             let rec = self.train_epoch(state, swa_lr, &mut listeners)?;
