@@ -155,6 +155,8 @@ pub fn run(o: &DemoOptions, p: Prepared, m: Mlflow, stage: &mut dyn FnMut(&str))
         out: Some(o.report_dir.clone()),
         data: o.data.clone(),
         robustness_images: o.robustness_images,
+        importance: Vec::new(),
+        notes: None,
     })?;
     let (sweep_url, model_url) = urls(uri, &o.sweep_dir);
     let best = summary.best.and_then(|n| {

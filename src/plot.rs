@@ -664,3 +664,202 @@ pub fn timeline(
         Ok(())
     })
 }
+
+/// One line per series over a shared numeric x axis (log scale when
+/// `log_x`), e.g. validation accuracy against training hours.
+pub fn xy_lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    log_x: bool,
+) -> Result<()> {
+    let all = || series.iter().flat_map(|(_, v)| v.iter().copied());
+    let (x0, x1) = span(all().map(|p| p.0).filter(|x| !log_x || *x > 0.0));
+    let (x0, x1) = if x0 < x1 {
+        (x0, x1)
+    } else {
+        (x0.min(1.0) * 0.5, x0.max(1.0) * 2.0)
+    };
+    let (y0, y1) = padded(all().map(|p| p.1), 0.08);
+    render(path, (1000u32, 560u32), |root| {
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .max_light_lines(1)
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .label_style(("sans-serif", 15))
+                    .draw()?;
+                for (s, (label, pts)) in series.iter().enumerate() {
+                    let color = PALETTE[s % PALETTE.len()];
+                    let pts: Vec<(f64, f64)> = pts
+                        .iter()
+                        .copied()
+                        .filter(|p| !log_x || p.0 > 0.0)
+                        .collect();
+                    chart
+                        .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+                        .label(label.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                        });
+                }
+                legend(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
+            }};
+        }
+        let builder = || {
+            let mut b = ChartBuilder::on(root);
+            b.caption(title, ("sans-serif", 22))
+                .margin(16)
+                .x_label_area_size(45)
+                .y_label_area_size(65);
+            b
+        };
+        if log_x {
+            draw!(builder().build_cartesian_2d((x0..x1).log_scale(), y0..y1)?);
+        } else {
+            draw!(builder().build_cartesian_2d(x0..x1, y0..y1)?);
+        }
+        Ok(())
+    })
+}
+
+/// Accuracy (y) against a cost (x, log scale): every model a labelled dot,
+/// the ones on the Pareto front (`front[i]`) in colour and joined in order
+/// of cost, over the shaded region they dominate.
+pub fn tradeoff(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[(String, f64, f64)],
+    front: &[bool],
+) -> Result<()> {
+    let pts: Vec<(usize, f64, f64)> = points
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.1 > 0.0 && p.1.is_finite() && p.2.is_finite())
+        .map(|(i, p)| (i, p.1, p.2))
+        .collect();
+    let (x0, x1) = span(pts.iter().map(|p| p.1));
+    // Whole decades, so the log axis has labelled ticks.
+    let (x0, x1) = if x0 <= x1 {
+        (
+            10f64.powf((x0 / 1.5).log10().floor()),
+            10f64.powf((x1 * 1.5).log10().ceil()),
+        )
+    } else {
+        (0.1, 10.0)
+    };
+    let (y0, y1) = padded(pts.iter().map(|p| p.2), 0.12);
+    render(path, (900u32, 560u32), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 15))
+            .draw()?;
+        let mut on: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| front.get(p.0).copied().unwrap_or(false))
+            .map(|p| (p.1, p.2))
+            .collect();
+        on.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // The region the front dominates (costlier and less accurate than
+        // some front model), shaded as a staircase.
+        if let (Some(first), Some(last)) = (on.first(), on.last()) {
+            let floor = y0;
+            let mut stairs = vec![(first.0, floor)];
+            for (k, p) in on.iter().enumerate() {
+                if k > 0 {
+                    stairs.push((p.0, on[k - 1].1));
+                }
+                stairs.push(*p);
+            }
+            stairs.extend([(x1, last.1), (x1, floor)]);
+            chart.draw_series(std::iter::once(Polygon::new(
+                stairs,
+                PALETTE[0].mix(0.12).filled(),
+            )))?;
+        }
+        chart
+            .draw_series(LineSeries::new(on, PALETTE[0].stroke_width(2)))?
+            .label("Pareto front")
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], PALETTE[0].stroke_width(2))
+            });
+        let grey = RGBColor(150, 150, 150);
+        for &(i, x, y) in &pts {
+            let color = if front.get(i).copied().unwrap_or(false) {
+                PALETTE[0]
+            } else {
+                grey
+            };
+            chart.draw_series(std::iter::once(Circle::new((x, y), 6, color.filled())))?;
+            chart.draw_series(std::iter::once(Text::new(
+                points[i].0.clone(),
+                (x, y),
+                ("sans-serif", 15).into_font().color(&BLACK),
+            )))?;
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
+        Ok(())
+    })
+}
+
+/// Horizontal bars, one per label, longest first as given (e.g. the
+/// importance of each hyperparameter), values as percentages.
+pub fn hbars(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]) -> Result<()> {
+    let n = bars.len().max(1);
+    let h = (140 + 34 * n).max(240) as u32;
+    let xmax = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
+    render(path, (900u32, h), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(250)
+            .build_cartesian_2d(0f64..xmax, 0f64..n as f64)?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .disable_y_mesh()
+            .y_labels(n * 2 + 1)
+            .y_label_formatter(&|y| {
+                // Bar i is drawn from the top: centre at n - i - 0.5.
+                let i = n as f64 - 0.5 - *y;
+                let r = i.round();
+                if (i - r).abs() < 1e-6 && r >= 0.0 && (r as usize) < bars.len() {
+                    bars[r as usize].0.clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc(x_label)
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            let top = n as f64 - i as f64 - 0.15;
+            Rectangle::new([(0.0, top - 0.7), (*v, top)], PALETTE[0].filled())
+        }))?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            Text::new(
+                format!("{v:.1}%"),
+                (*v + xmax * 0.01, n as f64 - i as f64 - 0.65),
+                ("sans-serif", 13).into_font(),
+            )
+        }))?;
+        Ok(())
+    })
+}

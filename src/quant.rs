@@ -103,26 +103,8 @@ pub fn quantize(args: &QuantizeOptions) -> Result<Outcome> {
     pick.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
     pick.truncate(args.calibration.max(1));
     let calib = loaded.data.train.select(&pick);
-    let (tensors, layer_meta) = quantize_layers(&fp, &file, &calib, args.int8_min_channels)?;
-    let mut qmeta = QuantMeta {
-        scheme: "int8, symmetric per-output-channel weights; linear inputs dynamic per tensor; convolution inputs static per tensor (max |x| on the calibration images)".into(),
-        calibration_images: calib.len(),
-        calibration_seed: seed,
-        layers: layer_meta,
-        fp32_val_accuracy: None,
-        int8_val_accuracy: None,
-        fp32_test_accuracy: 0.0,
-        int8_test_accuracy: 0.0,
-    };
-    let q = Classifier::from_tensors(
-        meta.clone(),
-        tensors
-            .iter()
-            .map(|(k, v)| (k.clone(), v.shallow_clone()))
-            .collect(),
-        Some(qmeta.clone()),
-        Device::Cpu,
-    )?;
+    let (q, tensors, mut qmeta) = int8_classifier(&fp, &file, &calib, args.int8_min_channels)?;
+    qmeta.calibration_seed = seed;
 
     let mut fp_side = measure(&fp, &val, test, args.seconds)?;
     let mut q_side = measure(&q, &val, test, args.seconds)?;
@@ -148,6 +130,38 @@ pub fn quantize(args: &QuantizeOptions) -> Result<Outcome> {
         int8_layers: qmeta.int8_layers(),
         layers: qmeta.layers.len(),
     })
+}
+
+/// The int8 version of `fp`, calibrated on `calib` (`file` names the model
+/// in errors): the classifier, its tensors as the file stores them, and the
+/// quantization record (accuracies not yet measured; calibration seed 0).
+pub fn int8_classifier(
+    fp: &Classifier,
+    file: &Path,
+    calib: &crate::data::ImageSet,
+    int8_min_channels: i64,
+) -> Result<(Classifier, BTreeMap<String, Tensor>, QuantMeta)> {
+    let (tensors, layer_meta) = quantize_layers(fp, file, calib, int8_min_channels)?;
+    let qmeta = QuantMeta {
+        scheme: "int8, symmetric per-output-channel weights; linear inputs dynamic per tensor; convolution inputs static per tensor (max |x| on the calibration images)".into(),
+        calibration_images: calib.len(),
+        calibration_seed: 0,
+        layers: layer_meta,
+        fp32_val_accuracy: None,
+        int8_val_accuracy: None,
+        fp32_test_accuracy: 0.0,
+        int8_test_accuracy: 0.0,
+    };
+    let q = Classifier::from_tensors(
+        fp.meta.clone(),
+        tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect(),
+        Some(qmeta.clone()),
+        Device::Cpu,
+    )?;
+    Ok((q, tensors, qmeta))
 }
 
 /// Observes every layer's inputs on `calib`, then stores each weight as int8

@@ -18,6 +18,13 @@ pub struct ReportArgs {
     /// Test images in the robustness suite (a seeded sample).
     #[arg(long, default_value_t = 1000)]
     pub robustness_images: usize,
+    /// A sweep folder that tuned these models (repeatable): the report
+    /// ranks its hyperparameters by importance, with a chart.
+    #[arg(long = "importance", value_name = "SWEEP_DIR")]
+    pub importance: Vec<PathBuf>,
+    /// A Markdown file of commentary, placed after the comparison.
+    #[arg(long, value_name = "FILE")]
+    pub notes: Option<PathBuf>,
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
@@ -26,6 +33,8 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
         out: a.out,
         data: a.data,
         robustness_images: a.robustness_images,
+        importance: a.importance,
+        notes: a.notes,
     })?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

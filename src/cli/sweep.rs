@@ -141,26 +141,20 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
 
 /// `--importance`: each parameter's share, overall and per family.
 fn importance(dir: &Path, at_epoch: Option<usize>, json: bool) -> Result<ExitCode> {
-    use crate::sweep::importance::{rankings, Ranking, Target};
-    let exp = saved_experiment(dir)?;
-    let target = Target::for_sweep(at_epoch, &exp.search.pruner);
-    let trials = crate::sweep::journal::Journal::open(dir)?.trials()?;
-    let (ranked, errors) = rankings(&exp.space()?, &trials, target);
-    for e in errors {
+    use crate::sweep::importance::{of_sweep, Ranking};
+    let r = of_sweep(dir, at_epoch)?;
+    for e in &r.errors {
         eprintln!("{e}");
     }
-    super::print_json_or(json, &ranked, |r| r.iter().map(Ranking::render).collect())?;
+    super::print_json_or(json, &r.rankings, |r| {
+        r.iter().map(Ranking::render).collect()
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The experiment a sweep folder recorded.
 fn saved_experiment(dir: &Path) -> Result<crate::sweep::config::Experiment> {
-    crate::layout::check_resume(dir, crate::layout::Kind::Sweep)?;
-    let exp: crate::sweep::config::Experiment =
-        crate::config::load_yaml(&crate::layout::SweepDir::new(dir).config())?;
-    exp.validate()
-        .with_context(|| format!("the experiment recorded in {}", dir.display()))?;
-    Ok(exp)
+    crate::sweep::config::Experiment::saved(dir)
 }
 
 /// Runs `body` with the MLflow tracker, prints the summary, and says

@@ -181,8 +181,43 @@ pub fn interpretability(d: &ReportData, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Section 2, continued: the learning curves on one clock and accuracy
+/// against each cost with the Pareto front.
+pub fn tradeoffs(d: &ReportData, out: &Path) -> Result<()> {
+    use super::tradeoffs::{compared, positions, wallclock, Cost};
+    if compared(&d.runs).len() < 2 {
+        return Ok(());
+    }
+    let curves = wallclock(&d.runs);
+    if curves.len() > 1 {
+        crate::plot::xy_lines(
+            &out.join("wallclock.png"),
+            "Validation accuracy against training time",
+            "training time (hours)",
+            "validation accuracy (%)",
+            &curves,
+            false,
+        )?;
+    }
+    for cost in Cost::ALL {
+        let pos = positions(&d.runs, cost);
+        let points: Vec<(String, f64, f64)> = pos.iter().map(|p| (p.0.clone(), p.1, p.2)).collect();
+        let front: Vec<bool> = pos.iter().map(|p| p.3.is_empty()).collect();
+        crate::plot::tradeoff(
+            &out.join(cost.file()),
+            &format!("Test accuracy against {}", cost.name()),
+            cost.axis(),
+            "test accuracy (%)",
+            &points,
+            &front,
+        )?;
+    }
+    Ok(())
+}
+
 /// Section 6: the sweep's optimisation history and parameters against the objective.
 pub fn sweep(d: &ReportData, out: &Path) -> Result<()> {
+    importance(d, out)?;
     let Some(s) = &d.sweep else { return Ok(()) };
     let metric = s.metric();
     let (complete, pruned, best_line) = s.history();
@@ -205,6 +240,33 @@ pub fn sweep(d: &ReportData, out: &Path) -> Result<()> {
             metric,
             &panels,
         )?;
+    }
+    Ok(())
+}
+
+/// Section 6: one bar chart per importance ranking.
+pub fn importance(d: &ReportData, out: &Path) -> Result<()> {
+    for s in &d.importance {
+        for r in &s.rankings {
+            let bars: Vec<(String, f64)> = r
+                .importance
+                .iter()
+                .map(|p| (p.name.clone(), p.importance * 100.0))
+                .collect();
+            crate::plot::hbars(
+                &out.join(super::importance_png(&s.name, r.family.as_deref())),
+                &format!(
+                    "{}{}: hyperparameter importance ({} trials)",
+                    s.name,
+                    r.family
+                        .as_deref()
+                        .map_or(String::new(), |f| format!(" ({f})")),
+                    r.trials
+                ),
+                "share of the explained objective (%)",
+                &bars,
+            )?;
+        }
     }
     Ok(())
 }

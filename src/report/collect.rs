@@ -20,7 +20,7 @@ use crate::provenance::Provenance;
 use crate::sweep::config::{Experiment, Objective};
 use crate::sweep::journal::{read_events, rebuild, TrialRecord, TrialState};
 use crate::train::Outcome;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,11 @@ pub struct ReportData {
     /// The machine the report measures latency on.
     pub cpu: String,
     pub threads: i32,
+    /// Hyperparameter importance of the sweep reported on and of the
+    /// sweeps named with `--importance`, in that order.
+    pub importance: Vec<crate::sweep::importance::SweepRankings>,
+    /// The `--notes` file's Markdown.
+    pub notes: Option<String>,
 }
 
 /// A finished run folder: what it wrote, and what the report measured of it
@@ -66,6 +71,16 @@ pub struct Run {
     pub robustness: Option<Robustness>,
     /// Grad-CAM rows, one per true class, when the model has feature maps.
     pub gradcam: Option<Vec<(String, Vec<Tile>)>>,
+}
+
+impl Run {
+    /// Mean accuracy retention over the robustness suite's cases, when measured.
+    pub fn mean_retention(&self) -> Option<f64> {
+        self.robustness
+            .as_ref()
+            .filter(|x| !x.rows.is_empty())
+            .map(|x| x.rows.iter().map(|row| row.retention).sum::<f64>() / x.rows.len() as f64)
+    }
 }
 
 /// One ensemble member, read from its own folder.
@@ -185,6 +200,13 @@ pub struct Latency {
     pub batch1_ms_p95: f64,
     pub threads: usize,
     pub cpu: String,
+    /// The same model quantized to int8 in memory (`quant::int8_classifier`),
+    /// when it could be; `int8_measured` says it was tried (caches written
+    /// before it have neither).
+    #[serde(default)]
+    pub int8_batch1_ms_median: Option<f64>,
+    #[serde(default)]
+    pub int8_measured: bool,
 }
 
 /// What the input folder holds.
@@ -311,6 +333,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     let stats = data::stats::compute(&dcfg, &loaded.data, loaded.seconds, loaded.from_cache);
     let digest = loaded.data.digest.clone();
     let test = loaded.data.test.clone();
+    let calib = calibration_sample(&loaded.data.train);
     drop(loaded);
 
     // Models, predictions and latency, once per run.
@@ -319,7 +342,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     for r in &mut runs {
         let clf = Classifier::load(&r.dir.model(), tch::Device::Cpu)?;
         probs.push(clf.predict_set(&test, false, 256)?);
-        r.latency = latency(&r.dir, &clf);
+        r.latency = latency(&r.dir, &clf, &calib);
         r.has_net = clf.net.is_some();
         clfs.push(clf);
     }
@@ -341,6 +364,23 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     for &i in &deep {
         runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &test);
     }
+    let mut importance = Vec::new();
+    if sweep.is_some() {
+        importance.push(crate::sweep::importance::of_sweep(&a.input, None)?);
+    }
+    for dir in &a.importance {
+        importance.push(
+            crate::sweep::importance::of_sweep(dir, None)
+                .with_context(|| format!("--importance {}", dir.display()))?,
+        );
+    }
+    let notes = a
+        .notes
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p).with_context(|| format!("reading --notes {}", p.display()))
+        })
+        .transpose()?;
     let errors = best_on_val(&runs).map(|b| ErrorGallery {
         run: b,
         rows: error_rows(&probs[b], &test),
@@ -359,6 +399,8 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         sweep,
         cpu,
         threads,
+        importance,
+        notes,
     })
 }
 
@@ -432,25 +474,50 @@ fn members(dir: &RunDir, cfg: &RunConfig) -> Result<Vec<Member>> {
 }
 
 /// Batch-1 CPU latency of a model, measured once and kept in the run folder.
-fn latency(dir: &RunDir, clf: &Classifier) -> Option<Latency> {
+fn latency(dir: &RunDir, clf: &Classifier, calib: &ImageSet) -> Option<Latency> {
     let path = dir.latency();
-    if let Some(l) = std::fs::read(&path)
+    let cached: Option<Latency> = std::fs::read(&path)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-    {
-        return Some(l);
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if cached.as_ref().is_some_and(|l| l.int8_measured) {
+        return cached;
     }
     let net = clf.net.as_ref()?;
     let s = clf.meta.preprocess.size as i64;
-    let times = crate::eval::latency::forward_times(net.module.as_ref(), 1, s, 0.0, 50);
+    let median = |module: &dyn tch::nn::ModuleT| {
+        let t = crate::eval::latency::forward_times(module, 1, s, 0.0, 50);
+        (t[t.len() / 2] * 1000.0, t[t.len() * 95 / 100] * 1000.0)
+    };
+    let (fp_median, fp_p95) = cached.as_ref().map_or_else(
+        || median(net.module.as_ref()),
+        |l| (l.batch1_ms_median, l.batch1_ms_p95),
+    );
+    // A model that does not quantize (already int8, no weights) has no int8 figure.
+    let int8 = (clf.quant.is_none())
+        .then(|| crate::quant::int8_classifier(clf, &dir.model(), calib, 64).ok())
+        .flatten()
+        .and_then(|(q, _, _)| Some(median(q.net.as_ref()?.module.as_ref()).0));
     let l = Latency {
-        batch1_ms_median: times[times.len() / 2] * 1000.0,
-        batch1_ms_p95: times[times.len() * 95 / 100] * 1000.0,
+        batch1_ms_median: fp_median,
+        batch1_ms_p95: fp_p95,
         threads: tch::get_num_threads() as usize,
         cpu: crate::provenance::cpu_model(),
+        int8_batch1_ms_median: int8,
+        int8_measured: true,
     };
     let _ = layout::write_atomic(&path, &serde_json::to_vec_pretty(&l).ok()?);
     Some(l)
+}
+
+/// A seeded sample of training images that calibrates int8 convolutions
+/// for the latency figure (the arithmetic's speed, not its accuracy).
+fn calibration_sample(train: &ImageSet) -> ImageSet {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut idx: Vec<usize> = (0..train.len()).collect();
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    idx.truncate(256);
+    train.select(&idx)
 }
 
 /// The robustness suite for a run, computed once per (images, seed, data).

@@ -5,7 +5,8 @@
 //! and kept in the run folder (`RunDir::latency`, `RunDir::robustness`).
 //! `collect` reads and measures everything into a `ReportData`; `sections`
 //! turns it into Markdown, one pure function per section; `charts` draws
-//! the section's PNGs from the same data; `summary` writes the table's
+//! the section's PNGs from the same data; `tradeoffs` holds what the
+//! accuracy-against-cost views compare; `summary` writes the table's
 //! values as `summary.json` beside the README.
 
 mod charts;
@@ -13,6 +14,7 @@ mod collect;
 pub mod images;
 mod sections;
 pub mod summary;
+mod tradeoffs;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,10 @@ pub struct ReportOptions {
     pub data: Option<PathBuf>,
     /// Test images for the robustness suite (a seeded sample).
     pub robustness_images: usize,
+    /// Sweep folders whose hyperparameter importance the report shows.
+    pub importance: Vec<PathBuf>,
+    /// A Markdown file of commentary, placed after the comparison.
+    pub notes: Option<PathBuf>,
 }
 
 /// Writes the report; returns the README path.
@@ -50,12 +56,15 @@ pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     charts::per_model(&d, &out)?;
     charts::robustness(&d, &out)?;
     charts::interpretability(&d, &out)?;
+    charts::tradeoffs(&d, &out)?;
     charts::sweep(&d, &out)?;
 
     let md: String = [
         sections::header,
         sections::data_set,
         sections::comparison,
+        sections::tradeoffs,
+        sections::notes,
         sections::per_model,
         sections::robustness,
         sections::interpretability,
@@ -116,6 +125,14 @@ fn slug(s: &str) -> String {
 /// the chart writer and the Markdown link spell it.
 fn run_png(label: &str, chart: &str) -> String {
     format!("{}-{chart}.png", slug(label))
+}
+
+/// The PNG of a sweep's importance ranking (all trials or one family).
+fn importance_png(sweep: &str, family: Option<&str>) -> String {
+    match family {
+        Some(f) => format!("importance-{}-{}.png", slug(sweep), slug(f)),
+        None => format!("importance-{}.png", slug(sweep)),
+    }
 }
 
 #[cfg(test)]

@@ -87,45 +87,134 @@ pub fn comparison(d: &ReportData) -> String {
     let _ = writeln!(md, "## 2. Baselines comparison\n");
     let _ = writeln!(
         md,
-        "| model | family | val acc | test acc | weighted F1 | macro F1 | params | MACs/img | training | train img/s | latency (batch 1) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| model | family | val acc | test acc | weighted F1 | macro F1 | disgust F1 | fear F1 | params | MACs/img | training | train img/s | latency fp32 | latency int8 | robustness |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
+    let ms = |v: f64| {
+        if v < 0.1 {
+            format!("{v:.3} ms")
+        } else {
+            format!("{v:.2} ms")
+        }
+    };
+    let f1 = |o: &Outcome, class: &str| {
+        CLASSES
+            .iter()
+            .position(|c| *c == class)
+            .and_then(|k| o.test.overall.per_class.get(k))
+            .map_or("-".into(), |m| format!("{:.3}", m.f1))
+    };
     for r in &d.runs {
         let o = &r.out;
+        let lat = r.latency.as_ref();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {:.0} s | {:.0} | {} |",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
             r.label,
             o.family,
             val_pct(o),
             pct(o.test.overall.accuracy),
             o.test.overall.weighted_f1,
             o.test.overall.macro_f1,
+            f1(o, "disgust"),
+            f1(o, "fear"),
             o.params,
             crate::models::human(o.macs),
-            o.train_seconds,
+            duration(o.train_seconds),
             o.train_img_per_s,
-            r.latency
-                .as_ref()
-                .map_or("-".into(), |l| if l.batch1_ms_median < 0.1 {
-                    format!("{:.3} ms", l.batch1_ms_median)
-                } else {
-                    format!("{:.2} ms", l.batch1_ms_median)
-                })
+            lat.map_or("-".into(), |l| ms(l.batch1_ms_median)),
+            lat.and_then(|l| l.int8_batch1_ms_median)
+                .map_or("-".into(), ms),
+            r.mean_retention().map_or("-".into(), pct),
         );
     }
     let _ = writeln!(
         md,
-        "\nThe table's values, with test disgust and fear F1, the PublicTest half and mean robustness retention, are in `summary.json` beside this page.\n\n![comparison](comparison.png)\n"
+        "\nF1 is on the test split; robustness is the mean accuracy retention over the suite's perturbations (section 4). The table's values, with the PublicTest half, are in `summary.json` beside this page.\n\n![comparison](comparison.png)\n"
     );
     let _ = writeln!(md, "{}", commentary(&d.runs));
     let _ = writeln!(
         md,
-        "Latency: median of 50 single-image forward passes on {} with {} threads, measured once per model (`{}` in its run folder).\n",
+        "Latency: median of 50 single-image forward passes on {} with {} threads, measured once per model (`{}` in its run folder); int8 is the same model quantized in memory as `fer quantize` does it (calibrated on 256 training images), \"-\" where it does not quantize.\n",
         d.cpu,
         d.threads,
         crate::layout::LATENCY
     );
     md
+}
+
+/// Seconds as the table shows them: seconds, minutes or hours.
+fn duration(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// Section 2, continued: learning curves on one clock and accuracy against
+/// cost with each model's Pareto position (when two or more models have a
+/// network).
+pub fn tradeoffs(d: &ReportData) -> String {
+    use super::tradeoffs::{compared, positions, wallclock, Cost};
+    let mut md = String::new();
+    if compared(&d.runs).len() < 2 {
+        return md;
+    }
+    if wallclock(&d.runs).len() > 1 {
+        let _ = writeln!(
+            md,
+            "### Learning curves on one clock\n\nValidation accuracy against training time (each epoch's own seconds; resumed runs do not count the pause). A curve that is flat at its end has converged; one still rising was stopped by its budget.\n\n![wall-clock learning curves](wallclock.png)\n"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "### Accuracy against cost\n\nTest accuracy against each cost, log scale. A model is on the Pareto front when no other model is at least as accurate and at most as costly (better in one); the front describes the models, it selects nothing.\n\n![accuracy against latency](tradeoff-latency.png) ![accuracy against training time](tradeoff-training.png)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| model | test acc | latency | Pareto (latency) | training | Pareto (training) |\n|---|---:|---:|---|---:|---|"
+    );
+    let lat = positions(&d.runs, Cost::Latency);
+    let train = positions(&d.runs, Cost::Training);
+    let place = |v: &[(String, f64, f64, Vec<String>)], label: &str| {
+        v.iter()
+            .find(|p| p.0 == label)
+            .map_or(("-".to_string(), "-".to_string()), |p| {
+                let where_ = if p.3.is_empty() {
+                    "**on the front**".to_string()
+                } else {
+                    format!("behind {}", p.3.join(", "))
+                };
+                (format!("{:.3}", p.1), where_)
+            })
+    };
+    for i in compared(&d.runs) {
+        let r = &d.runs[i];
+        let (l, lp) = place(&lat, &r.label);
+        let (t, tp) = place(&train, &r.label);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} ms | {} | {} h | {} |",
+            r.label,
+            pct(r.out.test.overall.accuracy),
+            l,
+            lp,
+            t,
+            tp
+        );
+    }
+    md.push('\n');
+    md
+}
+
+/// Section 2, continued: the `--notes` commentary.
+pub fn notes(d: &ReportData) -> String {
+    match &d.notes {
+        Some(n) => format!("### Commentary\n\n{}\n\n", n.trim()),
+        None => String::new(),
+    }
 }
 
 /// Validation accuracy, or a note for a refit without a validation split.
@@ -474,11 +563,60 @@ pub fn sweep(d: &ReportData) -> String {
     let _ = writeln!(md, "## 6. Sweep\n");
     match &d.sweep {
         Some(s) => md += &sweep_body(s),
-        None => {
+        None if d.importance.is_empty() => {
             let _ = writeln!(
                 md,
                 "Not a sweep: these runs were trained one by one (`fer train`).\n"
             );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "These runs were trained one by one (`fer train`); the sweeps that tuned their recipes are ranked below.\n"
+            );
+        }
+    }
+    md += &importance(d);
+    md
+}
+
+/// The hyperparameter importance of each sweep: a chart per ranking and
+/// the groups that could not be ranked.
+fn importance(d: &ReportData) -> String {
+    let mut md = String::new();
+    if d.importance.is_empty() {
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "### Hyperparameter importance\n\nPer sweep, each parameter's share of what explains the objective: the permutation importance of a random forest fitted to the trials (`fer sweep --importance`). With ASHA most trials are pruned, so the value explained is the objective at the first rung, which every trial reached.\n"
+    );
+    for s in &d.importance {
+        let target = match s.target {
+            crate::sweep::importance::Target::Epoch(e) => format!("val objective after epoch {e}"),
+            crate::sweep::importance::Target::Final => "final objective of complete trials".into(),
+        };
+        for r in &s.rankings {
+            let group = r.family.as_deref().unwrap_or("all trials");
+            let top: Vec<String> = r
+                .importance
+                .iter()
+                .take(3)
+                .map(|p| format!("`{}` {:.0}%", p.name, p.importance * 100.0))
+                .collect();
+            let _ = writeln!(
+                md,
+                "**{}** ({group}, {} trials, {target}, `{}`): {}.\n\n![importance {}]({})\n",
+                s.name,
+                r.trials,
+                s.dir.display(),
+                top.join(", "),
+                s.name,
+                super::importance_png(&s.name, r.family.as_deref())
+            );
+        }
+        for e in &s.errors {
+            let _ = writeln!(md, "{}: {e}.\n", s.name);
         }
     }
     md

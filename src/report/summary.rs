@@ -17,8 +17,14 @@ pub struct Row {
     /// The run folder and its model file, as the report read them.
     pub run_dir: String,
     pub model_file: String,
-    /// Validation accuracy (None for a refit without a validation split).
+    /// Validation accuracy as the run evaluated it (with test-time
+    /// augmentation when `tta`; None for a refit without a validation split).
     pub val_acc: Option<f64>,
+    /// The validation accuracy the weights were selected with (single
+    /// crop, per epoch), which the model file records.
+    pub selection_val_acc: Option<f64>,
+    /// The run's evaluation averaged over test-time augmentation.
+    pub tta: bool,
     pub test_acc: f64,
     /// Accuracy on the PublicTest half, when the test split names its halves.
     pub public_test_acc: Option<f64>,
@@ -34,6 +40,8 @@ pub struct Row {
     pub train_img_per_s: f64,
     /// Median batch-1 forward pass (fp32), when the report measured it.
     pub latency_ms: Option<f64>,
+    /// The same, quantized to int8 in memory, when it could be.
+    pub int8_latency_ms: Option<f64>,
     /// Mean retention over the robustness suite's cases, when measured.
     pub robustness_retention: Option<f64>,
 }
@@ -64,6 +72,9 @@ fn row(r: &Run) -> Row {
         run_dir: r.dir.0.display().to_string(),
         model_file: r.dir.model().display().to_string(),
         val_acc: (o.val.overall.n > 0).then_some(o.val.overall.accuracy),
+        selection_val_acc: crate::train::policy::ship(o.swa.as_ref(), &o.history, o.best_epoch)
+            .val_accuracy(o.val.overall.n > 0),
+        tta: r.cfg.eval.tta,
         test_acc: o.test.overall.accuracy,
         public_test_acc: o.test.by_origin.get("PublicTest").map(|m| m.accuracy),
         weighted_f1: o.test.overall.weighted_f1,
@@ -76,11 +87,8 @@ fn row(r: &Run) -> Row {
         train_seconds: o.train_seconds,
         train_img_per_s: o.train_img_per_s,
         latency_ms: r.latency.as_ref().map(|l| l.batch1_ms_median),
-        robustness_retention: r
-            .robustness
-            .as_ref()
-            .filter(|x| !x.rows.is_empty())
-            .map(|x| x.rows.iter().map(|row| row.retention).sum::<f64>() / x.rows.len() as f64),
+        int8_latency_ms: r.latency.as_ref().and_then(|l| l.int8_batch1_ms_median),
+        robustness_retention: r.mean_retention(),
     }
 }
 

@@ -152,6 +152,8 @@ fn data(runs: Vec<Run>) -> ReportData {
         sweep: None,
         cpu: "Test CPU".into(),
         threads: 4,
+        importance: Vec::new(),
+        notes: None,
     }
 }
 
@@ -162,6 +164,8 @@ fn zoo() -> ReportData {
         batch1_ms_p95: 3.0,
         threads: 4,
         cpu: "Test CPU".into(),
+        int8_batch1_ms_median: Some(1.25),
+        int8_measured: true,
     });
     let mut mlp = run("mlp", "mlp", 0.45, 0.44);
     mlp.out.test = split("test", metrics(1000, 0.44, 0.0));
@@ -170,6 +174,8 @@ fn zoo() -> ReportData {
         batch1_ms_p95: 0.06,
         threads: 4,
         cpu: "Test CPU".into(),
+        int8_batch1_ms_median: None,
+        int8_measured: true,
     });
     data(vec![cnn, mlp, run("majority", "majority", 0.251, 0.249)])
 }
@@ -202,9 +208,9 @@ fn comparison_rows_keep_order_and_formats() {
     d.runs[2].out.val.overall.n = 0; // the majority run as a refit
     let md = sections::comparison(&d);
     let rows = [
-        "| cnn | cnn | 61.2% | 60.3% | 0.553 | 0.503 | 1170000 | 2.5 M | 1500 s | 320 | 2.50 ms |\n",
-        "| mlp | mlp | 45.0% | 44.0% | 0.390 | 0.340 | 1170000 | 2.5 M | 1500 s | 320 | 0.051 ms |\n",
-        "| majority | majority | none (refit) | 24.9% | 0.199 | 0.149 | 1170000 | 2.5 M | 1500 s | 320 | - |\n",
+        "| cnn | cnn | 61.2% | 60.3% | 0.553 | 0.503 | 0.310 | 0.320 | 1170000 | 2.5 M | 25 min | 320 | 2.50 ms | 1.25 ms | - |\n",
+        "| mlp | mlp | 45.0% | 44.0% | 0.390 | 0.340 | 0.300 | 0.300 | 1170000 | 2.5 M | 25 min | 320 | 0.051 ms | - | - |\n",
+        "| majority | majority | none (refit) | 24.9% | 0.199 | 0.149 | 0.310 | 0.320 | 1170000 | 2.5 M | 25 min | 320 | - | - | - |\n",
     ];
     let at: Vec<usize> = rows
         .iter()
@@ -215,7 +221,30 @@ fn comparison_rows_keep_order_and_formats() {
         "rows out of order:\n{md}"
     );
     assert!(md.contains("\n![comparison](comparison.png)\n\n"));
-    assert!(md.ends_with("Latency: median of 50 single-image forward passes on Test CPU with 4 threads, measured once per model (`latency.json` in its run folder).\n\n"), "{md}");
+    assert!(md.ends_with("Latency: median of 50 single-image forward passes on Test CPU with 4 threads, measured once per model (`latency.json` in its run folder); int8 is the same model quantized in memory as `fer quantize` does it (calibrated on 256 training images), \"-\" where it does not quantize.\n\n"), "{md}");
+}
+
+#[test]
+fn tradeoffs_place_each_model_against_the_front() {
+    let mut d = zoo();
+    d.runs[1].out.train_seconds = 7200.0;
+    let md = sections::tradeoffs(&d);
+    assert!(md.starts_with("### Accuracy against cost\n\n"), "{md}");
+    // Faster but less accurate: both on the latency front. Slower to train
+    // and less accurate: the MLP is behind the CNN on training time.
+    assert!(
+        md.contains("| cnn | 60.3% | 2.500 ms | **on the front** | 0.417 h | **on the front** |\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| mlp | 44.0% | 0.051 ms | **on the front** | 2.000 h | behind cnn |\n"),
+        "{md}"
+    );
+    assert!(!md.contains("| majority"), "{md}");
+    // The wall-clock view needs two validated histories; one model alone has no trade-off.
+    assert!(!md.contains("Learning curves on one clock"), "{md}");
+    let one = data(vec![run("cnn", "cnn", 0.6, 0.6)]);
+    assert_eq!(sections::tradeoffs(&one), "");
 }
 
 #[test]

@@ -299,6 +299,15 @@ fn resolve<T: DeserializeOwned>(root: &Path, group: &str, r: GroupRef<T>) -> Res
 }
 
 impl Experiment {
+    /// The experiment a sweep folder recorded, validated.
+    pub fn saved(dir: &Path) -> Result<Experiment> {
+        crate::layout::check_resume(dir, crate::layout::Kind::Sweep)?;
+        let exp: Experiment = load_yaml(&crate::layout::SweepDir::new(dir).config())?;
+        exp.validate()
+            .with_context(|| format!("the experiment recorded in {}", dir.display()))?;
+        Ok(exp)
+    }
+
     /// Loads, composes and validates an experiment file.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
         let file: ExperimentFile = load_yaml(path)?;

@@ -226,6 +226,36 @@ pub fn rankings(
     (ranked, errors)
 }
 
+/// A sweep folder's rankings (`rankings` at `Target::for_sweep`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepRankings {
+    /// The experiment's name.
+    pub name: String,
+    pub dir: std::path::PathBuf,
+    pub target: Target,
+    pub rankings: Vec<Ranking>,
+    /// Groups that could not be ranked, each a message naming it.
+    pub errors: Vec<String>,
+}
+
+/// The rankings of the sweep recorded in `dir` (its journal and the
+/// experiment it saved), explaining the objective at `at_epoch` or the
+/// pruner's first rung.
+pub fn of_sweep(dir: &std::path::Path, at_epoch: Option<usize>) -> Result<SweepRankings> {
+    let exp = super::config::Experiment::saved(dir)?;
+    let target = Target::for_sweep(at_epoch, &exp.search.pruner);
+    let journal = crate::layout::SweepDir::new(dir).journal();
+    let trials = super::journal::rebuild(&super::journal::read_events(&journal)?);
+    let (rankings, errors) = rankings(&exp.space()?, &trials, target);
+    Ok(SweepRankings {
+        name: exp.name.clone(),
+        dir: dir.to_path_buf(),
+        target,
+        rankings,
+        errors,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,7 +63,14 @@ fn int8_models_keep_accuracy_shrink_evaluate_and_serve() {
     train(
         &mlp,
         "configs/mlp.yaml",
-        &["train.subset=0.1", "train.epochs=1", "model.hidden=[256]"],
+        // One epoch: the zoo recipe's rate and erasing are for 200.
+        &[
+            "train.subset=0.1",
+            "train.epochs=1",
+            "model.hidden=[256]",
+            "train.optimizer.lr=0.001",
+            "data.augment.erasing=0",
+        ],
     );
 
     for (run, family, layers, int8_layers) in [(&cnn, "cnn", 4, 2), (&mlp, "mlp", 2, 2)] {

@@ -21,13 +21,18 @@ fn train(dir: &Path, config: &str, sets: &[&str]) {
 }
 
 fn report(input: &Path, out: &Path) -> String {
+    report_with(input, out, &[])
+}
+
+fn report_with(input: &Path, out: &Path, extra: &[&std::ffi::OsStr]) -> String {
     common::run_ok(
         fer()
             .arg("report")
             .arg(input)
             .arg("--out")
             .arg(out)
-            .args(["--robustness-images", "120"]),
+            .args(["--robustness-images", "120"])
+            .args(extra),
     );
     std::fs::read_to_string(out.join("README.md")).unwrap()
 }
@@ -90,6 +95,16 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
     }
     assert!(md.contains("Below the 80% target") || md.contains("Every case keeps"));
     assert!(md.contains("Most confused pairs"));
+    // The trade-offs: every network placed against the front, the floor not.
+    assert!(md.contains("### Accuracy against cost"), "{md}");
+    assert!(md.contains("**on the front**"), "{md}");
+    for m in ["| cnn | ", "| mlp | "] {
+        assert!(
+            md.lines()
+                .any(|l| l.starts_with(m) && (l.contains("on the front") || l.contains("behind"))),
+            "{m} has no Pareto position:\n{md}"
+        );
+    }
     let images = check_images(&out, &md);
     for need in [
         "data-classes.png",
@@ -102,6 +117,9 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         "cnn-gradcam.png",
         "mlp-robustness.png",
         "errors.png",
+        "wallclock.png",
+        "tradeoff-latency.png",
+        "tradeoff-training.png",
     ] {
         assert!(
             images.contains(need),
@@ -128,7 +146,11 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         assert_eq!(row["macs"].as_u64().unwrap(), m.macs, "{row}");
         // A baseline's file records no validation accuracy; a network's does.
         if m.model.is_network() {
-            assert_eq!(row["val_acc"].as_f64(), m.val_accuracy, "{row}");
+            assert_eq!(row["selection_val_acc"].as_f64(), m.val_accuracy, "{row}");
+            // Without test-time augmentation the run's evaluation is the selection's.
+            if row["tta"] == false {
+                assert_eq!(row["val_acc"].as_f64(), m.val_accuracy, "{row}");
+            }
         }
         let eval: serde_json::Value = serde_json::from_slice(
             &std::fs::read(Path::new(row["run_dir"].as_str().unwrap()).join("eval.json")).unwrap(),
@@ -141,6 +163,7 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         );
         if m.model.family() != "majority" {
             assert!(row["latency_ms"].as_f64().unwrap() > 0.0, "{row}");
+            assert!(row["int8_latency_ms"].as_f64().unwrap() > 0.0, "{row}");
             let kept = row["robustness_retention"].as_f64().unwrap();
             assert!(kept > 0.0 && kept <= 2.0, "{row}");
         }
@@ -205,7 +228,28 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
             .args(["--set", "search.n_trials=4"]),
     );
     let sout = tmp.path().join("sweep-report");
-    let smd = report(&sweep, &sout);
+    let notes = tmp.path().join("notes.md");
+    std::fs::write(&notes, "The smoke sweep says *little*.\n").unwrap();
+    let smd = report_with(
+        &sweep,
+        &sout,
+        &[
+            "--notes".as_ref(),
+            notes.as_os_str(),
+            "--importance".as_ref(),
+            sweep.as_os_str(),
+        ],
+    );
+    assert!(
+        smd.contains("### Commentary\n\nThe smoke sweep says *little*.\n"),
+        "{smd}"
+    );
+    // The sweep reported on and the one named with --importance: each ranked.
+    assert_eq!(
+        smd.matches("**smoke** (all trials, 4 trials").count(),
+        2,
+        "{smd}"
+    );
     assert!(smd.contains("Best configurations"));
     assert!(smd.contains("4 trials with the random sampler"));
     let simages = check_images(&sout, &smd);

@@ -1036,14 +1036,14 @@ fn one_writer_per_run_and_resume_continues_the_recorded_recipe() {
             .args(["train", "--resume"])
             .arg(&run)
             .args(["--set", "train.optimizer.lr=0.5"]),
-        "train.optimizer.lr: 0.001 recorded, 0.5 now (--set)",
+        "train.optimizer.lr: 0.000392 recorded, 0.5 now (--set)",
     );
     let cfg = run.join("config.yaml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("dropout: 0.3", "dropout: 0.4")).unwrap();
+    std::fs::write(&cfg, text.replace("dropout: 0.163", "dropout: 0.4")).unwrap();
     refused(
         fer().args(["train", "--resume"]).arg(&run),
-        "model.dropout: 0.3 recorded, 0.4 now (the file was edited)",
+        "model.dropout: 0.163 recorded, 0.4 now (the file was edited)",
     );
     std::fs::write(&cfg, &text).unwrap();
     assert_eq!(model_bytes(), before, "a refused resume changed the run");
