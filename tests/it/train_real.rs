@@ -1173,8 +1173,9 @@ fn classical_baseline_beats_the_majority_and_its_file_evaluates() {
     assert_eq!(v["overall"]["accuracy"].as_f64().unwrap(), test);
 }
 
-/// The shipped zoo models (`models/zoo/`) load and reach their family's
-/// PublicTest target through `fer eval`.
+/// The shipped zoo models (`models/zoo/`) load, reach their family's
+/// PublicTest target through `fer eval`, and work in `fer predict` and
+/// `fer serve` with the same answer.
 #[test]
 fn shipped_zoo_models_evaluate_at_their_targets() {
     let targets = [
@@ -1204,6 +1205,46 @@ fn shipped_zoo_models_evaluate_at_their_targets() {
         let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
         let acc = v["by_origin"]["PublicTest"]["accuracy"].as_f64().unwrap();
         assert!(acc >= target, "{family}: PublicTest {acc} below {target}");
+
+        // The same file in `fer predict` and `fer serve`: one face in the
+        // astronaut photo, the same emotion from both.
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        common::run_ok(
+            fer()
+                .arg("predict")
+                .arg(common::astronaut())
+                .arg("--model")
+                .arg(&file)
+                .arg("--out")
+                .arg(&out),
+        );
+        let mut rd = csv::Reader::from_path(out.join("predictions.csv")).unwrap();
+        let head = rd.headers().unwrap().clone();
+        let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), 1, "{family}: one face in the astronaut photo");
+        let col = head.iter().position(|h| h == "label").unwrap();
+        let label = rows[0][col].to_string();
+        assert!(
+            fer::data::CLASSES.contains(&label.as_str()),
+            "{family}: {label}"
+        );
+        let mut cmd = fer();
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--model"])
+            .arg(&file);
+        let server = common::spawn_server(cmd);
+        let v: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("{}api/predict", server.url))
+            .body(std::fs::read(common::astronaut()).unwrap())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            v["faces"][0]["label"].as_str(),
+            Some(label.as_str()),
+            "{family}: {v}"
+        );
     }
     assert!(seen > 0, "no model in {}", dir.display());
 }
