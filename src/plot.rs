@@ -665,18 +665,17 @@ pub fn timeline(
     })
 }
 
-/// One line per series over a shared numeric x axis (log scale when
-/// `log_x`), e.g. validation accuracy against training hours.
+/// One line per series over a shared numeric x axis, e.g. validation
+/// accuracy against training hours.
 pub fn xy_lines(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-    log_x: bool,
 ) -> Result<()> {
     let all = || series.iter().flat_map(|(_, v)| v.iter().copied());
-    let (x0, x1) = span(all().map(|p| p.0).filter(|x| !log_x || *x > 0.0));
+    let (x0, x1) = span(all().map(|p| p.0));
     let (x0, x1) = if x0 < x1 {
         (x0, x1)
     } else {
@@ -684,46 +683,29 @@ pub fn xy_lines(
     };
     let (y0, y1) = padded(all().map(|p| p.1), 0.08);
     render(path, (1000u32, 560u32), |root| {
-        macro_rules! draw {
-            ($chart:expr) => {{
-                let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .max_light_lines(1)
-                    .x_desc(x_label)
-                    .y_desc(y_label)
-                    .label_style(("sans-serif", 15))
-                    .draw()?;
-                for (s, (label, pts)) in series.iter().enumerate() {
-                    let color = PALETTE[s % PALETTE.len()];
-                    let pts: Vec<(f64, f64)> = pts
-                        .iter()
-                        .copied()
-                        .filter(|p| !log_x || p.0 > 0.0)
-                        .collect();
-                    chart
-                        .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-                        .label(label.clone())
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                        });
-                }
-                legend(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
-            }};
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 15))
+            .draw()?;
+        for (s, (label, pts)) in series.iter().enumerate() {
+            let color = PALETTE[s % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
         }
-        let builder = || {
-            let mut b = ChartBuilder::on(root);
-            b.caption(title, ("sans-serif", 22))
-                .margin(16)
-                .x_label_area_size(45)
-                .y_label_area_size(65);
-            b
-        };
-        if log_x {
-            draw!(builder().build_cartesian_2d((x0..x1).log_scale(), y0..y1)?);
-        } else {
-            draw!(builder().build_cartesian_2d(x0..x1, y0..y1)?);
-        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
         Ok(())
     })
 }

@@ -87,7 +87,7 @@ pub enum Launcher {
 
 pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
     if let Some(dir) = &args.status {
-        let exp = saved_experiment(dir)?;
+        let exp = crate::sweep::config::Experiment::saved(dir)?;
         let status = crate::sweep::worker::status(
             dir,
             exp.search.n_trials,
@@ -100,7 +100,7 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
         return importance(dir, args.at_epoch, args.json);
     }
     if let Some(dir) = &args.join {
-        let mut exp = saved_experiment(dir)?;
+        let mut exp = crate::sweep::config::Experiment::saved(dir)?;
         if let Some(d) = &args.data {
             exp.data.dir = d.clone();
         }
@@ -150,11 +150,6 @@ fn importance(dir: &Path, at_epoch: Option<usize>, json: bool) -> Result<ExitCod
         r.iter().map(Ranking::render).collect()
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The experiment a sweep folder recorded.
-fn saved_experiment(dir: &Path) -> Result<crate::sweep::config::Experiment> {
-    crate::sweep::config::Experiment::saved(dir)
 }
 
 /// Runs `body` with the MLflow tracker, prints the summary, and says

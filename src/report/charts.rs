@@ -196,7 +196,6 @@ pub fn tradeoffs(d: &ReportData, out: &Path) -> Result<()> {
             "training time (hours)",
             "validation accuracy (%)",
             &curves,
-            false,
         )?;
     }
     for cost in Cost::ALL {

@@ -97,11 +97,7 @@ pub fn comparison(d: &ReportData) -> String {
         }
     };
     let f1 = |o: &Outcome, class: &str| {
-        CLASSES
-            .iter()
-            .position(|c| *c == class)
-            .and_then(|k| o.test.overall.per_class.get(k))
-            .map_or("-".into(), |m| format!("{:.3}", m.f1))
+        super::summary::class_f1(o, class).map_or("-".into(), |f| format!("{f:.3}"))
     };
     for r in &d.runs {
         let o = &r.out;

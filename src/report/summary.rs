@@ -56,12 +56,13 @@ pub struct Summary {
     pub models: Vec<Row>,
 }
 
-fn class_f1(r: &Run, class: &str) -> f64 {
+/// Test F1 of `class`, if the outcome has it.
+pub(super) fn class_f1(o: &crate::train::Outcome, class: &str) -> Option<f64> {
     CLASSES
         .iter()
         .position(|c| *c == class)
-        .and_then(|i| r.out.test.overall.per_class.get(i))
-        .map_or(f64::NAN, |m| m.f1)
+        .and_then(|i| o.test.overall.per_class.get(i))
+        .map(|m| m.f1)
 }
 
 fn row(r: &Run) -> Row {
@@ -79,8 +80,8 @@ fn row(r: &Run) -> Row {
         public_test_acc: o.test.by_origin.get("PublicTest").map(|m| m.accuracy),
         weighted_f1: o.test.overall.weighted_f1,
         macro_f1: o.test.overall.macro_f1,
-        disgust_f1: class_f1(r, "disgust"),
-        fear_f1: class_f1(r, "fear"),
+        disgust_f1: class_f1(o, "disgust").unwrap_or(f64::NAN),
+        fear_f1: class_f1(o, "fear").unwrap_or(f64::NAN),
         params: o.params,
         macs: o.macs,
         epochs: o.epochs_run,
