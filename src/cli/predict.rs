@@ -51,8 +51,9 @@ pub struct PredictArgs {
     /// Video frames are shrunk to this width for a full detection.
     #[arg(long, default_value_t = 320, value_parser = clap::value_parser!(u32).range(24..))]
     pub detect_width: u32,
-    /// Videos: full detection every N analysed frames, faces tracked near
-    /// their last box in between (1: full detection on every frame).
+    /// Videos: known faces are tracked near their last box, and a full
+    /// detection is spread over N analysed frames, one slice a frame, to
+    /// find new ones (1: a whole detection on every frame).
     #[arg(long, default_value_t = crate::face::track::DEFAULT_EVERY, value_parser = clap::value_parser!(u32).range(1..))]
     pub track_every: u32,
     /// Largest image or video frame in pixels (checked before decoding).

@@ -31,9 +31,10 @@ pub struct ServeArgs {
     /// wide (slower for large photos: see docs/predict.md).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
     pub min_face: u32,
-    /// Webcam streams: full detection every N frames, and known faces
-    /// tracked near their last box in between (1: full detection on every
-    /// frame). A lost face triggers a full detection at once.
+    /// Webcam streams: known faces are tracked near their last box, and a
+    /// full detection is spread over N frames, one slice a frame, to find
+    /// new ones (1: a whole detection on every frame). A lost face triggers
+    /// a whole detection at once.
     #[arg(long, default_value_t = crate::face::track::DEFAULT_EVERY, value_parser = clap::value_parser!(u32).range(1..))]
     pub track_every: u32,
     /// Largest accepted upload in bytes (413 above it).

@@ -147,11 +147,17 @@ impl Detector {
     /// for. Largest first.
     pub fn detect(&mut self, gray: &image::GrayImage) -> Result<Vec<FaceBox>> {
         let (w, h) = gray.dimensions();
+        let (scale, min) = self.full_scale(w, h);
+        self.whole(gray, scale, min)
+    }
+
+    /// A full detection's resize factor and smallest face (scaled pixels).
+    fn full_scale(&self, w: u32, h: u32) -> (f64, u32) {
         let dw = self.detect_width as f64;
         let scale = (dw / w as f64).min(4.0 * dw / h as f64).min(1.0);
         let short = (w.min(h) as f64 * scale).round();
         let min = (short * 0.1).max(20.0).max(self.window as f64) as u32;
-        self.whole(gray, scale, min)
+        (scale, min)
     }
 
     /// The resize factor of a still image's search: the resolution where a
@@ -242,24 +248,21 @@ impl Detector {
             .filter(|b| b.iou(last) > 0.0))
     }
 
-    fn pass(&mut self, gray: &image::GrayImage, p: &Pass) -> Result<Vec<FaceBox>> {
+    /// The frame region a pass searches, cropped, resized and normalised as
+    /// the cascade sees it.
+    fn prepare(&mut self, gray: &image::GrayImage, roi: &FaceBox, scale: f64) -> Result<core::Mat> {
         let (w, h) = gray.dimensions();
         // OpenCV's own crop (a view) and area resize: several times faster
         // than copying and filtering with `image`, which matters on the
         // tracker's millisecond budget.
         let whole = core::Mat::new_rows_cols_with_data(h as i32, w as i32, gray.as_raw())?;
-        let rect = core::Rect::new(
-            p.roi.x as i32,
-            p.roi.y as i32,
-            p.roi.w as i32,
-            p.roi.h as i32,
-        );
+        let rect = core::Rect::new(roi.x as i32, roi.y as i32, roi.w as i32, roi.h as i32);
         let region = whole.roi(rect)?;
         let mut small = core::Mat::default();
-        if p.scale < 1.0 {
+        if scale < 1.0 {
             let size = core::Size::new(
-                (p.roi.w as f64 * p.scale).round().max(1.0) as i32,
-                (p.roi.h as f64 * p.scale).round().max(1.0) as i32,
+                (roi.w as f64 * scale).round().max(1.0) as i32,
+                (roi.h as f64 * scale).round().max(1.0) as i32,
             );
             imgproc::resize(&region, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
         } else {
@@ -271,6 +274,11 @@ impl Detector {
             (Lighting::Equalize, _) => imgproc::equalize_hist(&small, &mut norm)?,
             _ => norm = small,
         }
+        Ok(norm)
+    }
+
+    fn pass(&mut self, gray: &image::GrayImage, p: &Pass) -> Result<Vec<FaceBox>> {
+        let norm = self.prepare(gray, &p.roi, p.scale)?;
         let mut found = core::Vector::<core::Rect>::new();
         self.cascade.detect_multi_scale(
             &norm,
@@ -281,23 +289,193 @@ impl Detector {
             core::Size::new(p.min as i32, p.min as i32),
             core::Size::new(p.max as i32, p.max as i32),
         )?;
-        let back = |v: i32| (v.max(0) as f64 / p.scale).round() as u32;
-        let mut faces: Vec<FaceBox> = found
-            .iter()
-            .map(|r| {
-                let x = (p.roi.x + back(r.x)).min(w - 1);
-                let y = (p.roi.y + back(r.y)).min(h - 1);
-                FaceBox {
-                    x,
-                    y,
-                    w: back(r.width).min(w - x).max(1),
-                    h: back(r.height).min(h - y).max(1),
-                }
-            })
-            .collect();
-        faces.sort_by_key(|b| std::cmp::Reverse(b.area()));
-        Ok(faces)
+        Ok(to_frame(&found, &p.roi, p.scale, gray.dimensions()))
     }
+
+    /// A stream's full detection cut into about `pieces` slices of equal
+    /// work, to be run one per frame ([`Detector::scan_slice`]) and grouped
+    /// at the end ([`Detector::scan_faces`]): the same windows, scales and
+    /// grouping as [`Detector::detect`], with no frame paying for all of it.
+    pub fn scan_plan(&self, w: u32, h: u32, pieces: u32) -> ScanPlan {
+        let (scale, min) = self.full_scale(w, h);
+        let sw = (w as f64 * scale).round().max(1.0) as u32;
+        let sh = (h as f64 * scale).round().max(1.0) as u32;
+        let win = self.window as f64;
+        // OpenCV's pyramid for step 1.2 (cascadedetect.cpp): factors 1.2^k
+        // while the window fits; windows every 2 scaled pixels up to a
+        // factor of 2, every pixel above.
+        let mut levels: Vec<(u32, f64)> = Vec::new();
+        let mut factor = 1.0f64;
+        loop {
+            let size = (win * factor).round() as u32;
+            if size > sw || size > sh {
+                break;
+            }
+            if size >= min {
+                let stride = if factor > 2.0 { 1.0 } else { 2.0 };
+                let across = ((sw as f64 / factor - win) / stride).floor() + 1.0;
+                let down = ((sh as f64 / factor - win) / stride).floor() + 1.0;
+                levels.push((size, across * down));
+            }
+            factor *= 1.2;
+        }
+        let total: f64 = levels.iter().map(|l| l.1).sum();
+        let budget = total / pieces.max(1) as f64;
+        let mut slices: Vec<Slice> = Vec::new();
+        let mut pending: Option<(Slice, f64)> = None;
+        for &(size, windows) in &levels {
+            if windows > budget {
+                if let Some((s, _)) = pending.take() {
+                    slices.push(s);
+                }
+                // One level in horizontal bands of window tops; each band
+                // also reads the rows its windows reach below it.
+                let span = sh - size + 1;
+                let bands = ((windows / budget).ceil() as u32).min(span);
+                for b in 0..bands {
+                    slices.push(Slice {
+                        min: size,
+                        max: size,
+                        top: span * b / bands,
+                        end: span * (b + 1) / bands,
+                    });
+                }
+                continue;
+            }
+            pending = match pending.take() {
+                Some((mut s, cost)) if cost + windows <= budget => {
+                    s.max = size;
+                    Some((s, cost + windows))
+                }
+                other => {
+                    if let Some((s, _)) = other {
+                        slices.push(s);
+                    }
+                    let s = Slice {
+                        min: size,
+                        max: size,
+                        top: 0,
+                        end: sh - size + 1,
+                    };
+                    Some((s, windows))
+                }
+            };
+        }
+        if let Some((s, _)) = pending {
+            slices.push(s);
+        }
+        ScanPlan {
+            frame: (w, h),
+            scale,
+            shrunk: (sw, sh),
+            slices,
+        }
+    }
+
+    /// Runs slice `i` of `plan` on this frame, adding its ungrouped hits
+    /// (in shrunk-frame pixels) to `raw`.
+    pub fn scan_slice(
+        &mut self,
+        gray: &image::GrayImage,
+        plan: &ScanPlan,
+        i: usize,
+        raw: &mut Vec<core::Rect>,
+    ) -> Result<()> {
+        let (w, h) = gray.dimensions();
+        anyhow::ensure!(
+            (w, h) == plan.frame,
+            "a {w}x{h} frame in a scan planned for {}x{}",
+            plan.frame.0,
+            plan.frame.1
+        );
+        let s = &plan.slices[i];
+        let whole = FaceBox { x: 0, y: 0, w, h };
+        let norm = self.prepare(gray, &whole, plan.scale)?;
+        let rows = (s.end - s.top + s.max - 1).min(plan.shrunk.1 - s.top);
+        let band = norm.roi(core::Rect::new(
+            0,
+            s.top as i32,
+            plan.shrunk.0 as i32,
+            rows as i32,
+        ))?;
+        let mut found = core::Vector::<core::Rect>::new();
+        // No grouping here (0 neighbours): hits are grouped over the whole
+        // scan, as detectMultiScale groups them over the whole pyramid.
+        self.cascade.detect_multi_scale(
+            &band,
+            &mut found,
+            1.2,
+            0,
+            0,
+            core::Size::new(s.min as i32, s.min as i32),
+            core::Size::new(s.max as i32, s.max as i32),
+        )?;
+        for mut r in found {
+            r.y += s.top as i32;
+            // A band's last rows are read for its windows only; a window
+            // starting there belongs to the next band.
+            if (r.y as u32) < s.end {
+                raw.push(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The faces of a finished scan: its hits grouped as detectMultiScale
+    /// groups them (5 neighbours, eps 0.2), in frame pixels, largest first.
+    pub fn scan_faces(&self, plan: &ScanPlan, raw: &[core::Rect]) -> Result<Vec<FaceBox>> {
+        let mut hits: core::Vector<core::Rect> = raw.iter().copied().collect();
+        objdetect::group_rectangles(&mut hits, 5, 0.2)?;
+        let (w, h) = plan.frame;
+        let whole = FaceBox { x: 0, y: 0, w, h };
+        Ok(to_frame(&hits, &whole, plan.scale, (w, h)))
+    }
+}
+
+/// A stream's full detection cut into slices (see [`Detector::scan_plan`]).
+#[derive(Clone, Debug)]
+pub struct ScanPlan {
+    /// The frame size it was planned for.
+    pub frame: (u32, u32),
+    scale: f64,
+    shrunk: (u32, u32),
+    pub slices: Vec<Slice>,
+}
+
+/// Pyramid levels from `min` to `max` window pixels, windows whose top row
+/// (in the shrunk frame) lies in `top..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub min: u32,
+    pub max: u32,
+    pub top: u32,
+    pub end: u32,
+}
+
+/// Cascade hits in the pixels of a region scaled by `scale`, as boxes in
+/// frame pixels, largest first.
+fn to_frame(
+    found: &core::Vector<core::Rect>,
+    roi: &FaceBox,
+    scale: f64,
+    (w, h): (u32, u32),
+) -> Vec<FaceBox> {
+    let back = |v: i32| (v.max(0) as f64 / scale).round() as u32;
+    let mut faces: Vec<FaceBox> = found
+        .iter()
+        .map(|r| {
+            let x = (roi.x + back(r.x)).min(w - 1);
+            let y = (roi.y + back(r.y)).min(h - 1);
+            FaceBox {
+                x,
+                y,
+                w: back(r.width).min(w - x).max(1),
+                h: back(r.height).min(h - y).max(1),
+            }
+        })
+        .collect();
+    faces.sort_by_key(|b| std::cmp::Reverse(b.area()));
+    faces
 }
 
 #[cfg(test)]
@@ -327,6 +505,52 @@ mod tests {
         let s = d.still_scale(4000, 3000, 24);
         assert!((s - (2.0f64 / 12.0).sqrt()).abs() < 1e-9, "{s}");
         assert_eq!(d.still_min_face(4000, 3000, 24), 59);
+    }
+
+    #[test]
+    fn a_full_detection_in_slices_finds_what_a_whole_one_does() {
+        let mut d = haar();
+        let gray = astronaut();
+        let (w, h) = gray.dimensions();
+        let whole = d.detect(&gray).unwrap();
+        assert_eq!(whole.len(), 1, "{whole:?}");
+        for pieces in [1, 8, 30] {
+            let plan = d.scan_plan(w, h, pieces);
+            let n = plan.slices.len();
+            assert!(n as u32 >= pieces.min(13), "{pieces} pieces: {n} slices");
+            assert!(n as u32 <= pieces + 13, "{pieces} pieces: {n} slices");
+            // Every window size of the pyramid, every top row, exactly once.
+            let mut rows: std::collections::BTreeMap<u32, Vec<(u32, u32)>> = Default::default();
+            for s in &plan.slices {
+                assert!(s.min <= s.max && s.top < s.end, "{s:?}");
+                for size in [s.min, s.max] {
+                    rows.entry(size).or_default().push((s.top, s.end));
+                }
+            }
+            for (size, mut spans) in rows {
+                spans.sort();
+                spans.dedup();
+                assert_eq!(spans[0].0, 0, "size {size}: {spans:?}");
+                for p in spans.windows(2) {
+                    assert_eq!(p[0].1, p[1].0, "size {size}: {spans:?}");
+                }
+            }
+            let mut raw = Vec::new();
+            for i in 0..n {
+                d.scan_slice(&gray, &plan, i, &mut raw).unwrap();
+            }
+            let sliced = d.scan_faces(&plan, &raw).unwrap();
+            assert_eq!(sliced.len(), 1, "{pieces} pieces: {sliced:?}");
+            assert!(
+                sliced[0].iou(&whole[0]) > 0.8,
+                "{pieces} pieces: {:?} vs {:?}",
+                sliced[0],
+                whole[0]
+            );
+        }
+        // A frame of another size is refused, not scanned wrongly.
+        let plan = d.scan_plan(w / 2, h, 8);
+        assert!(d.scan_slice(&gray, &plan, 0, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct PredictOptions {
     pub lighting: Lighting,
     /// Video frames are shrunk to this width for a full detection.
     pub detect_width: u32,
-    /// Videos: full detection every N analysed frames, tracking between.
+    /// Videos: a full detection spread over N analysed frames, tracking
+    /// between (1: a whole detection every frame).
     pub track_every: u32,
     /// Largest image (or video frame) in pixels.
     pub max_pixels: u64,

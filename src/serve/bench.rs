@@ -141,7 +141,7 @@ pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
     let every = args.track_every.max(1);
     let paths = [
         (
-            format!("stream, tracked (full detection every {every} frames)"),
+            format!("stream, tracked (full detection spread over {every} frames)"),
             Some(every),
         ),
         ("stream, full detection every frame".to_string(), Some(1)),

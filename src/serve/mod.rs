@@ -51,8 +51,8 @@ pub struct ServeOptions {
     /// A still image (`POST /api/predict`) is searched for faces down to
     /// this many pixels wide.
     pub min_face: u32,
-    /// A stream runs a full detection at least every this many frames and
-    /// tracks known faces in between (1: full detection on every frame).
+    /// A stream tracks known faces and spreads a full detection over this
+    /// many frames to find new ones (1: a whole detection on every frame).
     pub track_every: u32,
     /// Largest accepted upload in bytes (413 above it).
     pub max_body: usize,
@@ -113,7 +113,7 @@ pub struct Engine {
     pub max_pixels: u64,
     /// A still image's smallest face, in pixels.
     pub min_face: u32,
-    /// A new stream's full-detection period.
+    /// Frames a new stream's full detection is spread over.
     pub track_every: u32,
     /// The model's answers on a fixed probe batch at start-up, and whether
     /// it has broken since.

@@ -1178,16 +1178,19 @@ fn classical_baseline_beats_the_majority_and_its_file_evaluates() {
 /// `fer serve` with the same answer.
 #[test]
 fn shipped_zoo_models_evaluate_at_their_targets() {
+    // (family, PublicTest target, with ten-crop TTA): the issue allows TTA
+    // where the family's config evaluates with it; the CNN reaches its
+    // target only so (69.99% int8 with TTA, 68.35% without).
     let targets = [
-        ("classical", 0.42),
-        ("mlp", 0.47),
-        ("cnn", 0.69),
-        ("resnet18", 0.65),
-        ("vit", 0.55),
+        ("classical", 0.42, false),
+        ("mlp", 0.47, false),
+        ("cnn", 0.69, true),
+        ("resnet18", 0.65, true),
+        ("vit", 0.55, true),
     ];
     let dir = common::repo().join("models/zoo");
     let mut seen = 0;
-    for (family, target) in targets {
+    for (family, target, tta) in targets {
         let file = dir.join(format!("{family}.safetensors"));
         if !file.exists() {
             continue;
@@ -1199,6 +1202,7 @@ fn shipped_zoo_models_evaluate_at_their_targets() {
             fer()
                 .args(["eval"])
                 .arg(&file)
+                .args(if tta { &["--tta"][..] } else { &[] })
                 .args(["--json", "--data"])
                 .arg(common::fer_dir()),
         );
