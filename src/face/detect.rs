@@ -53,6 +53,11 @@ pub fn default_cascade(kind: Cascade) -> Result<PathBuf> {
 /// are found.
 pub const STILL_SCAN_PIXELS: u64 = 2_000_000;
 
+/// Every full search's pyramid step and neighbours a face needs; a stream's
+/// spread-out detection (`scan_*`) must use the same to find the same faces.
+const FULL_STEP: f64 = 1.2;
+const FULL_NEIGHBORS: i32 = 5;
+
 pub struct Detector {
     cascade: objdetect::CascadeClassifier,
     clahe: Option<core::Ptr<imgproc::CLAHE>>,
@@ -198,8 +203,8 @@ impl Detector {
                 scale,
                 min,
                 max: 0,
-                step: 1.2,
-                neighbors: 5,
+                step: FULL_STEP,
+                neighbors: FULL_NEIGHBORS,
             },
         )
     }
@@ -317,7 +322,7 @@ impl Detector {
                 let down = ((sh as f64 / factor - win) / stride).floor() + 1.0;
                 levels.push((size, across * down));
             }
-            factor *= 1.2;
+            factor *= FULL_STEP;
         }
         let total: f64 = levels.iter().map(|l| l.1).sum();
         let budget = total / pieces.max(1) as f64;
@@ -404,7 +409,7 @@ impl Detector {
         self.cascade.detect_multi_scale(
             &band,
             &mut found,
-            1.2,
+            FULL_STEP,
             0,
             0,
             core::Size::new(s.min as i32, s.min as i32),
@@ -425,7 +430,7 @@ impl Detector {
     /// groups them (5 neighbours, eps 0.2), in frame pixels, largest first.
     pub fn scan_faces(&self, plan: &ScanPlan, raw: &[core::Rect]) -> Result<Vec<FaceBox>> {
         let mut hits: core::Vector<core::Rect> = raw.iter().copied().collect();
-        objdetect::group_rectangles(&mut hits, 5, 0.2)?;
+        objdetect::group_rectangles(&mut hits, FULL_NEIGHBORS, 0.2)?;
         let (w, h) = plan.frame;
         let whole = FaceBox { x: 0, y: 0, w, h };
         Ok(to_frame(&hits, &whole, plan.scale, (w, h)))

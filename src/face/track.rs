@@ -48,6 +48,13 @@ struct Scan {
     raw: Vec<opencv::core::Rect>,
 }
 
+impl Scan {
+    fn restart(&mut self) {
+        self.next = 0;
+        self.raw.clear();
+    }
+}
+
 impl Tracker {
     pub fn new(every: u32) -> Tracker {
         let every = every.max(1);
@@ -121,8 +128,7 @@ impl Tracker {
             return Ok(None);
         }
         let faces = det.scan_faces(&scan.plan, &scan.raw)?;
-        scan.next = 0;
-        scan.raw.clear();
+        scan.restart();
         Ok(Some(faces))
     }
 
@@ -136,8 +142,7 @@ impl Tracker {
         self.since_full = Some(0);
         // A whole detection has just answered: a scan under way starts over.
         if let Some(s) = &mut self.scan {
-            s.next = 0;
-            s.raw.clear();
+            s.restart();
         }
         Ok((found, Detection::Full))
     }
