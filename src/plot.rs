@@ -2,6 +2,7 @@
 //! with `image`, with DejaVu Sans embedded so no system font is needed.
 
 use anyhow::{Context, Result};
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -79,6 +80,27 @@ fn legend<'a, CT: plotters::coord::CoordTranslate>(
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", font))
+        .draw()?;
+    Ok(())
+}
+
+/// The axes most charts share: a light grid and both axes named.
+fn axes<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+    font: u32,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", font))
         .draw()?;
     Ok(())
 }
@@ -286,13 +308,7 @@ pub fn curves_marked(
                 .x_label_area_size(40)
                 .y_label_area_size(60)
                 .build_cartesian_2d(0f64..x_max, y0..y1)?;
-            chart
-                .configure_mesh()
-                .max_light_lines(1)
-                .x_desc("epoch")
-                .y_desc(name)
-                .label_style(("sans-serif", 14))
-                .draw()?;
+            axes(&mut chart, "epoch", name, 14)?;
             for (s, (label, values)) in series.iter().enumerate() {
                 let color = PALETTE[s % PALETTE.len()];
                 chart
@@ -406,13 +422,7 @@ pub fn reliability(path: &Path, title: &str, bins: &[(f64, f64, usize)]) -> Resu
             .x_label_area_size(45)
             .y_label_area_size(55)
             .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc("confidence (max probability)")
-            .y_desc("accuracy")
-            .label_style(("sans-serif", 14))
-            .draw()?;
+        axes(&mut chart, "confidence (max probability)", "accuracy", 14)?;
         let nb = bins.len().max(1) as f64;
         chart
             .draw_series(bins.iter().enumerate().filter(|(_, b)| b.2 > 0).map(
@@ -466,13 +476,7 @@ pub fn history(
             .x_label_area_size(45)
             .y_label_area_size(65)
             .build_cartesian_2d(-0.5f64..xmax, y0..y1)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc("trial")
-            .y_desc(y_label)
-            .label_style(("sans-serif", 14))
-            .draw()?;
+        axes(&mut chart, "trial", y_label, 14)?;
         chart
             .draw_series(LineSeries::new(best.to_vec(), PALETTE[2].stroke_width(3)))?
             .label("best so far")
@@ -586,13 +590,7 @@ pub fn pareto(
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .label_style(("sans-serif", 13))
-            .draw()?;
+        axes(&mut chart, x_label, y_label, 13)?;
         chart.draw_series(
             all.iter()
                 .map(|p| Circle::new(*p, 4, RGBColor(150, 150, 150).filled())),
@@ -627,13 +625,7 @@ pub fn timeline(
             .x_label_area_size(45)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..end, 0f64..1f64)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc("seconds")
-            .y_desc("probability")
-            .label_style(("sans-serif", 15))
-            .draw()?;
+        axes(&mut chart, "seconds", "probability", 15)?;
         for (i, (label, values)) in series.iter().enumerate() {
             let color = colors[i % colors.len()];
             // Runs of consecutive frames with a value, each its own line.
@@ -689,13 +681,7 @@ pub fn xy_lines(
             .x_label_area_size(45)
             .y_label_area_size(65)
             .build_cartesian_2d(x0..x1, y0..y1)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .label_style(("sans-serif", 15))
-            .draw()?;
+        axes(&mut chart, x_label, y_label, 15)?;
         for (s, (label, pts)) in series.iter().enumerate() {
             let color = PALETTE[s % PALETTE.len()];
             chart
@@ -745,13 +731,7 @@ pub fn tradeoff(
             .x_label_area_size(45)
             .y_label_area_size(65)
             .build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .label_style(("sans-serif", 15))
-            .draw()?;
+        axes(&mut chart, x_label, y_label, 15)?;
         let mut on: Vec<(f64, f64)> = pts
             .iter()
             .filter(|p| front.get(p.0).copied().unwrap_or(false))

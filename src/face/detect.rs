@@ -486,18 +486,11 @@ fn to_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::face::astronaut;
 
     fn haar() -> Detector {
         let p = default_cascade(Cascade::Haar).expect("Debian's opencv-data (make setup)");
         Detector::new(&p, Lighting::Equalize, 320).unwrap()
-    }
-
-    fn astronaut() -> image::GrayImage {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
-        image::open(p)
-            .expect("astronaut.png (make setup)")
-            .to_luma8()
     }
 
     #[test]

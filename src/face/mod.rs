@@ -13,6 +13,17 @@ use detect::{Detector, FaceBox};
 use serde::Serialize;
 use track::{Detection, Tracker};
 
+/// The photo the face tests share: scikit-image's public-domain
+/// astronaut.png (one face), installed in .venv by `make setup`.
+#[cfg(test)]
+pub(crate) fn astronaut() -> image::GrayImage {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
+    image::open(p)
+        .expect("astronaut.png (make setup)")
+        .to_luma8()
+}
+
 /// One classified face.
 #[derive(Clone, Debug, Serialize)]
 pub struct Face {

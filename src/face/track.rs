@@ -195,11 +195,7 @@ mod tests {
     /// A 1024x512 frame: the astronaut on the left, and on the right either
     /// a second astronaut or flat gray.
     fn frame(two: bool) -> image::GrayImage {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".venv/lib/python3.11/site-packages/skimage/data/astronaut.png");
-        let one = image::open(p)
-            .expect("astronaut.png (make setup)")
-            .to_luma8();
+        let one = crate::face::astronaut();
         let mut f = image::GrayImage::from_pixel(1024, 512, image::Luma([128]));
         image::imageops::replace(&mut f, &one, 0, 0);
         if two {

@@ -588,10 +588,7 @@ fn importance(d: &ReportData) -> String {
         "### Hyperparameter importance\n\nPer sweep, each parameter's share of what explains the objective: the permutation importance of a random forest fitted to the trials (`fer sweep --importance`). With ASHA most trials are pruned, so the value explained is the objective at the first rung, which every trial reached.\n"
     );
     for s in &d.importance {
-        let target = match s.target {
-            crate::sweep::importance::Target::Epoch(e) => format!("val objective after epoch {e}"),
-            crate::sweep::importance::Target::Final => "final objective of complete trials".into(),
-        };
+        let target = s.target.describe();
         for r in &s.rankings {
             let group = r.family.as_deref().unwrap_or("all trials");
             let top: Vec<String> = r

@@ -38,6 +38,17 @@ pub enum Target {
     Final,
 }
 
+impl Target {
+    /// What the ranking explains, in words shared by `fer sweep
+    /// --importance` and the report.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Epoch(e) => format!("objective after epoch {e}"),
+            Target::Final => "final objective of complete trials".into(),
+        }
+    }
+}
+
 /// Shuffles per parameter: the importance is their mean.
 const REPEATS: usize = 30;
 
@@ -177,14 +188,11 @@ pub struct Ranking {
 impl Ranking {
     /// The ranking as text, a bar per parameter.
     pub fn render(&self) -> String {
-        let target = match self.target {
-            Target::Epoch(e) => format!("at epoch {e}"),
-            Target::Final => "final".into(),
-        };
         let mut s = format!(
-            "{} ({} trials, objective {target}):\n",
+            "{} ({} trials, {}):\n",
             self.family.as_deref().unwrap_or("all trials"),
-            self.trials
+            self.trials,
+            self.target.describe()
         );
         for p in &self.importance {
             s += &format!(
