@@ -165,3 +165,13 @@ pub fn ffmpeg(args: &[&str]) {
             .args(args),
     );
 }
+
+/// Asserts two fractions computed by different paths (a run's evaluation
+/// and `fer eval`, a value and its JSON round trip) are the same figure.
+/// 1e-9 is far below one image in any split (1/3589 is 2.8e-4), yet above
+/// the last-bit differences that summation order, the CPU or a decimal
+/// round trip can make.
+#[track_caller]
+pub fn assert_same_fraction(a: f64, b: f64, what: &str) {
+    assert!((a - b).abs() < 1e-9, "{what}: {a} against {b}");
+}

@@ -160,7 +160,7 @@ fn logit_adjustment_is_fitted_on_validation_and_travels_with_the_file() {
         "{}",
         rec.summary()
     );
-    assert_eq!(out.val.overall.accuracy, rec.after.accuracy);
+    common::assert_same_fraction(out.val.overall.accuracy, rec.after.accuracy, "val accuracy");
     assert_eq!(
         rec.unadjusted_correct,
         (rec.before.accuracy * 2873.0).round() as usize
@@ -187,7 +187,7 @@ fn logit_adjustment_is_fitted_on_validation_and_travels_with_the_file() {
     adj.apply(&mut by_hand);
     assert_eq!(by_hand, adjusted);
     let m = fer::eval::metrics::compute(&adjusted, &data.test.labels, 7);
-    assert_eq!(m.accuracy, out.test.overall.accuracy);
+    common::assert_same_fraction(m.accuracy, out.test.overall.accuracy, "test accuracy");
     // The live path (one batch of tensors) agrees with the batch path.
     let pre = &clf.meta.preprocess;
     let mut buf = vec![0f32; 3 * pre.out_len()];
@@ -438,7 +438,7 @@ fn model_file_round_trip_gives_identical_predictions() {
         .unwrap();
     assert_eq!(p1, p2);
     let m = fer::eval::metrics::compute(&p1, &data.test.labels, 7);
-    assert_eq!(m.accuracy, out.test.overall.accuracy);
+    common::assert_same_fraction(m.accuracy, out.test.overall.accuracy, "test accuracy");
 
     // Re-saving and loading again keeps every prediction.
     let copy = tmp.path().join("copy.safetensors");
@@ -458,7 +458,11 @@ fn model_file_round_trip_gives_identical_predictions() {
             .arg(common::fer_dir()),
     );
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(v["overall"]["accuracy"].as_f64().unwrap(), m.accuracy);
+    common::assert_same_fraction(
+        v["overall"]["accuracy"].as_f64().unwrap(),
+        m.accuracy,
+        "fer eval --json",
+    );
     assert_eq!(v["by_origin"]["PublicTest"]["n"].as_u64().unwrap(), 3589);
 }
 
@@ -795,7 +799,7 @@ fn a_mixed_ensemble_trains_each_member_with_its_overrides_and_stores_f16() {
     );
     // eval.json measures the stored file, not the float32 members.
     let m = fer::eval::metrics::compute(&pe, &data.test.labels, 7);
-    assert_eq!(m.accuracy, out.test.overall.accuracy);
+    common::assert_same_fraction(m.accuracy, out.test.overall.accuracy, "test accuracy");
 
     // A member override outside model. and train. is refused by name.
     let err = RunConfig::load(
@@ -849,7 +853,7 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
     let out: fer::train::Outcome =
         serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
     let m = fer::eval::metrics::compute(&pe, &data.test.labels, 7);
-    assert_eq!(m.accuracy, out.test.overall.accuracy);
+    common::assert_same_fraction(m.accuracy, out.test.overall.accuracy, "test accuracy");
     assert_eq!(out.epochs_run, 2);
 
     // The report shows each member alone beside the ensemble.
@@ -1170,7 +1174,11 @@ fn classical_baseline_beats_the_majority_and_its_file_evaluates() {
             .arg(common::fer_dir()),
     );
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(v["overall"]["accuracy"].as_f64().unwrap(), test);
+    common::assert_same_fraction(
+        v["overall"]["accuracy"].as_f64().unwrap(),
+        test,
+        "fer eval --json",
+    );
 }
 
 /// The shipped zoo models (`models/zoo/`) load, reach their family's
