@@ -16,6 +16,9 @@ pub struct EpochRecord {
     pub val_loss: f64,
     pub val_acc: f64,
     pub val_f1_macro: f64,
+    /// Accuracy on the corrupted validation copy (`train.robust_val`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_robust_acc: Option<f64>,
     pub img_per_s: f64,
     pub epoch_seconds: f64,
     /// Unix time (s) at the end of the epoch.
@@ -71,6 +74,9 @@ pub enum MetricKey {
     ValLoss,
     #[serde(rename = "val/f1_macro")]
     ValF1Macro,
+    /// Only in runs with `train.robust_val`.
+    #[serde(rename = "val/robust_acc")]
+    ValRobustAcc,
     #[serde(rename = "train/loss")]
     TrainLoss,
     #[serde(rename = "train/acc")]
@@ -86,13 +92,14 @@ pub enum MetricKey {
 
 impl MetricKey {
     /// Every key, in the order of the columns of `metrics.csv`.
-    pub const ALL: [MetricKey; 8] = [
+    pub const ALL: [MetricKey; 9] = [
         MetricKey::Lr,
         MetricKey::TrainLoss,
         MetricKey::TrainAcc,
         MetricKey::ValLoss,
         MetricKey::ValAcc,
         MetricKey::ValF1Macro,
+        MetricKey::ValRobustAcc,
         MetricKey::ImgPerS,
         MetricKey::EpochSeconds,
     ];
@@ -103,6 +110,7 @@ impl MetricKey {
             MetricKey::ValAcc => "val/acc",
             MetricKey::ValLoss => "val/loss",
             MetricKey::ValF1Macro => "val/f1_macro",
+            MetricKey::ValRobustAcc => "val/robust_acc",
             MetricKey::TrainLoss => "train/loss",
             MetricKey::TrainAcc => "train/acc",
             MetricKey::Lr => "lr",
@@ -117,6 +125,7 @@ impl MetricKey {
             MetricKey::ValAcc => "val_acc",
             MetricKey::ValLoss => "val_loss",
             MetricKey::ValF1Macro => "val_f1_macro",
+            MetricKey::ValRobustAcc => "val_robust_acc",
             MetricKey::TrainLoss => "train_loss",
             MetricKey::TrainAcc => "train_acc",
             MetricKey::Lr => "lr",
@@ -125,9 +134,16 @@ impl MetricKey {
         }
     }
 
-    /// The value of this metric in an epoch record.
+    /// The value of this metric in an epoch record; NaN where the run does
+    /// not measure it (`val/robust_acc` without `train.robust_val`).
     pub fn of(self, r: &EpochRecord) -> f64 {
-        match self {
+        self.get(r).unwrap_or(f64::NAN)
+    }
+
+    /// The value of this metric in an epoch record, if the run measures it.
+    pub fn get(self, r: &EpochRecord) -> Option<f64> {
+        Some(match self {
+            MetricKey::ValRobustAcc => return r.val_robust_acc,
             MetricKey::ValAcc => r.val_acc,
             MetricKey::ValLoss => r.val_loss,
             MetricKey::ValF1Macro => r.val_f1_macro,
@@ -136,7 +152,7 @@ impl MetricKey {
             MetricKey::Lr => r.lr,
             MetricKey::ImgPerS => r.img_per_s,
             MetricKey::EpochSeconds => r.epoch_seconds,
-        }
+        })
     }
 }
 
@@ -181,6 +197,7 @@ mod tests {
             val_loss: 1.5,
             val_acc: 0.45,
             val_f1_macro: 0.4,
+            val_robust_acc: Some(0.35),
             img_per_s: 900.0,
             epoch_seconds: 12.5,
             time: 1.7e9,
@@ -234,6 +251,7 @@ mod tests {
                         val_loss,
                         val_acc,
                         val_f1_macro,
+                        val_robust_acc: (val_acc > 0.0).then_some(val_acc / 2.0),
                         img_per_s,
                         epoch_seconds,
                         time,

@@ -21,9 +21,13 @@ pub struct EvalArgs {
     /// Also run the robustness suite (accuracy under graded perturbations).
     #[arg(long)]
     pub robustness: bool,
-    /// Robustness on the first N images of the split only.
+    /// Robustness on a seeded random sample of N images of the split only.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// With --robustness: run the suite on this model file too, on the same
+    /// images, and report the mean corruption error relative to it.
+    #[arg(long, value_name = "FILE", requires = "robustness")]
+    pub baseline: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -64,7 +68,17 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     }
     let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta)?;
     let robustness = match args.robustness {
-        true => Some(crate::eval::robust::run(&clf, &set, args.limit, 0)?),
+        true => {
+            let r = crate::eval::robust::run(&clf, &set, args.limit, 0)?;
+            Some(match &args.baseline {
+                Some(b) => {
+                    let base = crate::artifact::Classifier::load(b, tch::Device::Cpu)?;
+                    let br = crate::eval::robust::run(&base, &set, args.limit, 0)?;
+                    r.with_baseline(&br, &b.display().to_string())?
+                }
+                None => r,
+            })
+        }
         false => None,
     };
     if args.json {

@@ -219,6 +219,11 @@ pub struct TrainConfig {
     /// Absent: no weight averaging (and configs written before it parse alike).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swa: Option<SwaConfig>,
+    /// Also measure `val/robust_acc` each epoch: accuracy on a fixed,
+    /// seeded, corrupted copy of the validation split at medium severity
+    /// (`eval::robust::robust_val`), a second pass over validation.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub robust_val: bool,
 }
 
 impl Default for TrainConfig {
@@ -253,6 +258,7 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             channels_last: false,
             swa: None,
+            robust_val: false,
         }
     }
 }

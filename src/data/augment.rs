@@ -5,9 +5,12 @@
 //! gather when the map is a pure shift/flip, bilinear otherwise. All
 //! photometry (brightness, contrast, gamma, normalisation) is folded into one
 //! 256-entry lookup table per image. Random erasing then runs on the output.
-//! Each image draws from its own RNG keyed by (seed, epoch, position), so
-//! results do not depend on thread scheduling.
+//! Webcam corruptions (`corrupt.rs`), when configured, run on the 8-bit
+//! crop after photometry and before normalisation. Each image draws from
+//! its own RNG keyed by (seed, epoch, position), so results do not depend
+//! on thread scheduling.
 
+use super::corrupt::CorruptConfig;
 use super::{PIXELS, SIDE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,6 +59,9 @@ pub struct AugmentConfig {
     /// Normalisation, in [0, 1] pixel units (FER-2013 train statistics).
     pub mean: f32,
     pub std: f32,
+    /// Webcam corruptions (noise, blur, JPEG, low resolution, occluders).
+    #[serde(skip_serializing_if = "CorruptConfig::is_empty")]
+    pub corrupt: CorruptConfig,
 }
 
 impl Default for AugmentConfig {
@@ -76,6 +82,7 @@ impl Default for AugmentConfig {
             erasing_ratio: [0.3, 3.3],
             mean: 0.5077,
             std: 0.2550,
+            corrupt: CorruptConfig::default(),
         }
     }
 }
@@ -91,6 +98,7 @@ impl AugmentConfig {
             contrast: 0.0,
             gamma: 0.0,
             erasing: 0.0,
+            corrupt: CorruptConfig::default(),
             ..self.clone()
         }
     }
@@ -147,7 +155,7 @@ impl AugmentConfig {
         if self.std.is_nan() || self.std <= 0.0 {
             return Err(format!("data.augment.std must be > 0, got {}", self.std));
         }
-        Ok(())
+        self.corrupt.validate()
     }
 
     /// Floats per output image.
@@ -384,8 +392,23 @@ pub fn augment_one(src: &[u8], cfg: &AugmentConfig, rng: &mut impl Rng, out: &mu
     };
     let mut lut = [0f32; 256];
     photometric_lut(cfg, mean_px, rng, &mut lut);
-    for (o, &p) in out.iter_mut().zip(&scratch[..cfg.out_len()]) {
-        *o = lut[p as usize];
+    let n = cfg.out_len();
+    if cfg.corrupt.is_empty() {
+        for (o, &p) in out.iter_mut().zip(&scratch[..n]) {
+            *o = lut[p as usize];
+        }
+    } else {
+        // As a camera does: lighting lands in 8 bits, then the corruptions
+        // (sensor noise on the darkened image, then compression).
+        let back = |x: f32| ((x * cfg.std + cfg.mean) * 255.0).round().clamp(0.0, 255.0) as u8;
+        for p in scratch[..n].iter_mut() {
+            *p = back(lut[*p as usize]);
+        }
+        cfg.corrupt.apply(&mut scratch[..n], cfg.size, rng);
+        let inv = 1.0 / cfg.std;
+        for (o, &p) in out.iter_mut().zip(&scratch[..n]) {
+            *o = (p as f32 / 255.0 - cfg.mean) * inv;
+        }
     }
     erase(cfg, rng, out);
 }

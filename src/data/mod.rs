@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod cache;
 pub mod config;
+pub mod corrupt;
 pub mod issues;
 pub mod load;
 pub mod loader;

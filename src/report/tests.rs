@@ -300,6 +300,7 @@ fn robustness_section_says_which_cases_fall_below_target() {
         seed: 0,
         clean_accuracy: 0.6,
         rows,
+        baseline: None,
     };
     d.runs[0].robustness = Some(rob(Vec::new()));
     let md = sections::robustness(&d);

@@ -201,6 +201,7 @@ pub(super) fn run(
         val_loss: v.overall.log_loss,
         val_acc: v.overall.accuracy,
         val_f1_macro: v.overall.macro_f1,
+        val_robust_acc: None,
         img_per_s: fit.images as f64 / fit_secs.max(1e-9),
         epoch_seconds: t0.elapsed().as_secs_f64(),
         time: unix_now(),

@@ -198,14 +198,19 @@ impl Listener for MetricsFiles<'_> {
 
 fn write_metrics(dir: &RunDir, history: &[EpochRecord]) -> Result<()> {
     let mut jsonl = String::new();
-    let columns: Vec<&str> = MetricKey::ALL.iter().map(|k| k.column()).collect();
+    // `val_robust_acc` is a column only in runs that measure it.
+    let keys: Vec<MetricKey> = MetricKey::ALL
+        .into_iter()
+        .filter(|&k| k != MetricKey::ValRobustAcc || history.iter().any(|r| k.get(r).is_some()))
+        .collect();
+    let columns: Vec<&str> = keys.iter().map(|k| k.column()).collect();
     let mut csv = format!("epoch,step,{},time\n", columns.join(","));
     for r in history {
         jsonl += &serde_json::to_string(r)?;
         jsonl.push('\n');
         csv += &format!("{},{}", r.epoch, r.step);
-        for k in MetricKey::ALL {
-            csv += &format!(",{}", k.of(r));
+        for &k in &keys {
+            csv += &format!(",{}", k.get(r).map_or(String::new(), |v| v.to_string()));
         }
         csv += &format!(",{}\n", r.time);
     }

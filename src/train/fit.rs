@@ -37,6 +37,8 @@ pub(super) struct Fit<'a> {
     steps_per_epoch: usize,
     /// The evaluation transform (the model file's).
     preprocess: AugmentConfig,
+    /// The corrupted validation copy of `train.robust_val`.
+    robust_val: Option<crate::data::ImageSet>,
 }
 
 impl<'a> Fit<'a> {
@@ -100,6 +102,8 @@ impl<'a> Fit<'a> {
             loss_weight,
             steps_per_epoch,
             preprocess: meta.preprocess.clone(),
+            robust_val: (cfg.train.robust_val && !env.splits.val.is_empty())
+                .then(|| eval::robust::robust_val(&env.splits.val)),
         })
     }
 
@@ -201,6 +205,19 @@ impl<'a> Fit<'a> {
         state.train_seconds += train_secs;
         state.images_seen += seen as u64;
         let val = self.validate();
+        let val_robust_acc = self.robust_val.as_ref().map(|set| {
+            let probs = artifact::predict_set(
+                self.net.module.as_ref(),
+                &self.preprocess,
+                self.env.device,
+                set,
+                false,
+                256,
+            );
+            eval::report(&probs, set, "val-corrupted", false, 0.0)
+                .overall
+                .accuracy
+        });
         Ok(EpochRecord {
             epoch: epoch + 1,
             step: state.step,
@@ -210,6 +227,7 @@ impl<'a> Fit<'a> {
             val_loss: val.overall.log_loss,
             val_acc: val.overall.accuracy,
             val_f1_macro: val.overall.macro_f1,
+            val_robust_acc,
             img_per_s: seen as f64 / train_secs.max(1e-9),
             epoch_seconds: t0.elapsed().as_secs_f64(),
             time: unix_now(),

@@ -133,6 +133,7 @@ mod tests {
             val_loss,
             val_acc,
             val_f1_macro: val_acc / 2.0,
+            val_robust_acc: None,
             img_per_s: 100.0,
             epoch_seconds: 1.0,
             time: 0.0,

@@ -114,8 +114,12 @@ pub(super) fn epoch_points(history: &[EpochRecord]) -> Vec<Point> {
             K::Lr,
             K::ImgPerS,
             K::EpochSeconds,
+            K::ValRobustAcc,
         ] {
-            pts.push(point(k.name().into(), k.of(r), t, step));
+            // A metric the run does not measure sends no point.
+            if let Some(v) = k.get(r) {
+                pts.push(point(k.name().into(), v, t, step));
+            }
         }
     }
     pts
@@ -488,6 +492,7 @@ mod tests {
             val_loss: 1.1,
             val_acc: 0.4,
             val_f1_macro: 0.3,
+            val_robust_acc: None,
             img_per_s: 100.0,
             epoch_seconds: 2.0,
             time: 1_000.0 + epoch as f64,
