@@ -67,7 +67,9 @@ fn python_side(args: &DataBenchOptions, dir: &std::path::Path) -> Result<serde_j
     let py = python(args.python.as_deref())?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torchvision.py");
     let threads = rayon::current_num_threads();
-    let out = std::process::Command::new(&py)
+    let mut cmd = std::process::Command::new(&py);
+    crate::runtime::die_with_parent(&mut cmd, libc::SIGKILL);
+    let out = cmd
         .arg(&script)
         .args(["--data", &dir.display().to_string()])
         .args(["--images", &args.images.to_string()])
@@ -146,6 +148,31 @@ pub fn data(args: &DataBenchOptions) -> Result<(DataBench, String)> {
         Ok(median(rates))
     };
     let aug1 = aug_rate(1, &train_cfg, true)?;
+    // What each webcam corruption adds per image, firing on every image.
+    let mut corrupt_rows = Vec::new();
+    for kind in crate::data::corrupt::Kind::ALL {
+        let c = crate::data::corrupt::Chance {
+            p: 1.0,
+            range: kind.typical(),
+        };
+        let cfg = AugmentConfig {
+            corrupt: crate::data::corrupt::CorruptConfig::only(kind, c),
+            ..train_cfg.clone()
+        };
+        let rate = aug_rate(1, &cfg, true)?;
+        corrupt_rows.push(Row {
+            name: format!(
+                "  + corrupt.{} {:?} on every image, 1 thread ({:+.1} us/img)",
+                kind.key(),
+                kind.typical(),
+                1e6 / rate - 1e6 / aug1
+            ),
+            rust: rate,
+            python: None,
+            python_what: String::new(),
+            unit: "img/s".into(),
+        });
+    }
     let aug_n = aug_rate(threads, &train_cfg, true)?;
     let eval_n = aug_rate(threads, &train_cfg.eval_only(), false)?;
 
@@ -156,7 +183,7 @@ pub fn data(args: &DataBenchOptions) -> Result<(DataBench, String)> {
     };
     let pyv = |k: &str| py.as_ref().and_then(|p| p.get(k)).and_then(|v| v.as_f64());
     let rate = |secs: f64| n_total as f64 / secs;
-    let rows = vec![
+    let mut rows = vec![
         Row {
             name: "load: decode every JPEG (no cache)".into(),
             rust: rate(median(decode)),
@@ -178,6 +205,9 @@ pub fn data(args: &DataBenchOptions) -> Result<(DataBench, String)> {
             python_what: "torchvision.transforms.v2 per sample".into(),
             unit: "img/s".into(),
         },
+    ];
+    rows.extend(corrupt_rows);
+    rows.extend([
         Row {
             name: format!("train augmentation, {threads} threads"),
             rust: aug_n,
@@ -192,7 +222,7 @@ pub fn data(args: &DataBenchOptions) -> Result<(DataBench, String)> {
             python_what: format!("DataLoader, {threads} workers, batch 64"),
             unit: "img/s".into(),
         },
-    ];
+    ]);
     let bench = DataBench {
         images_total: n_total,
         threads,
@@ -271,9 +301,12 @@ impl std::str::FromStr for TrainMode {
         let precision = match p {
             "fp32" => Precision::Fp32,
             "bf16" => Precision::Bf16,
+            // What `train.precision: auto` picks on this machine, measured
+            // and named as that mode (the PyTorch side runs the same).
+            "auto" => Precision::Auto.resolve(tch::Device::Cpu),
             _ => {
                 return Err(format!(
-                    "unknown mode '{s}'; expected fp32, bf16, fp32-nhwc or bf16-nhwc"
+                    "unknown mode '{s}'; expected fp32, bf16 or auto, each optionally -nhwc"
                 ))
             }
         };
@@ -289,6 +322,7 @@ impl std::fmt::Display for TrainMode {
         let p = match self.precision {
             crate::config::train::Precision::Fp32 => "fp32",
             crate::config::train::Precision::Bf16 => "bf16",
+            crate::config::train::Precision::Auto => "auto",
         };
         write!(f, "{p}{}", if self.channels_last { "-nhwc" } else { "" })
     }
@@ -439,7 +473,9 @@ pub fn train(args: &TrainBenchOptions) -> Result<(Vec<TrainBenchRow>, String)> {
     if !args.no_python {
         let py = python(args.python.as_deref())?;
         let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
-        let out = std::process::Command::new(&py)
+        let mut cmd = std::process::Command::new(&py);
+        crate::runtime::die_with_parent(&mut cmd, libc::SIGKILL);
+        let out = cmd
             .current_dir(&scripts)
             .arg("bench_train_torch.py")
             .args([

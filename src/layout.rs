@@ -97,17 +97,50 @@ pub fn new_run_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The newest sweep folder of experiment `name` under `runs/<name>/`.
-pub fn latest_sweep(name: &str) -> Result<PathBuf> {
-    let base = runs_root().join(name);
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&base)
+/// The sweep of experiment `name` under `runs/<name>/` to resume, and why
+/// it: the one unfinished sweep (no `summary.json`), else the newest
+/// finished one. Sweeps whose journal is empty (nothing ever ran) are
+/// passed over; two or more unfinished sweeps are ambiguous and refused
+/// with their list.
+pub fn latest_sweep(name: &str) -> Result<(PathBuf, String)> {
+    latest_sweep_in(&runs_root().join(name), name)
+}
+
+fn latest_sweep_in(base: &Path, name: &str) -> Result<(PathBuf, String)> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(base)
         .with_context(|| format!("no sweeps to resume in {}", base.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| kind_of(p) == Some(Kind::Sweep))
+        .filter(|p| std::fs::metadata(p.join(TRIALS)).is_ok_and(|m| m.len() > 0))
         .collect();
     dirs.sort();
-    dirs.pop()
-        .with_context(|| format!("no sweep with a {TRIALS} in {}", base.display()))
+    let unfinished: Vec<&PathBuf> = dirs
+        .iter()
+        .filter(|d| !d.join(SUMMARY_JSON).exists())
+        .collect();
+    match unfinished.as_slice() {
+        [one] => Ok((
+            (*one).clone(),
+            "the only unfinished sweep of this experiment".into(),
+        )),
+        [] => dirs
+            .pop()
+            .map(|d| {
+                (
+                    d,
+                    "the newest sweep; every sweep of this experiment is finished".into(),
+                )
+            })
+            .with_context(|| format!("no sweep that ran a trial in {}", base.display())),
+        many => {
+            let list: Vec<String> = many.iter().map(|d| format!("  {}", d.display())).collect();
+            anyhow::bail!(
+                "{} unfinished sweeps of {name}; say which with --sweep-dir:\n{}",
+                many.len(),
+                list.join("\n")
+            )
+        }
+    }
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC, without a date-time dependency.
@@ -438,6 +471,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_picks_the_unfinished_sweep_and_refuses_to_guess() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sweep = |name: &str, trials: &str, finished: bool| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(CONFIG), "name: e\n").unwrap();
+            std::fs::write(d.join(TRIALS), trials).unwrap();
+            if finished {
+                std::fs::write(d.join(SUMMARY_JSON), "{}").unwrap();
+            }
+            d
+        };
+        let old = sweep("20261201-000000", "{}\n", false);
+        // Newer, but finished, and a folder a refused launch left empty.
+        sweep("20261202-000000", "{}\n", true);
+        sweep("20261203-000000", "", false);
+        let (d, why) = latest_sweep_in(tmp.path(), "e").unwrap();
+        assert_eq!(d, old);
+        assert!(why.contains("only unfinished"), "{why}");
+        let other = sweep("20261204-000000", "{}\n", false);
+        let err = latest_sweep_in(tmp.path(), "e").unwrap_err().to_string();
+        assert!(
+            err.contains("2 unfinished sweeps of e; say which with --sweep-dir"),
+            "{err}"
+        );
+        assert!(err.contains(&other.display().to_string()), "{err}");
+        std::fs::write(old.join(SUMMARY_JSON), "{}").unwrap();
+        std::fs::write(other.join(SUMMARY_JSON), "{}").unwrap();
+        let (d, why) = latest_sweep_in(tmp.path(), "e").unwrap();
+        assert_eq!(d, other, "the newest finished sweep, not the empty one");
+        assert!(why.contains("every sweep"), "{why}");
+    }
 
     #[test]
     fn stamp_is_utc_civil_time() {

@@ -220,8 +220,16 @@ impl FileMutex {
                 if let Ok(mut f) = File::open(&self.path) {
                     holder = read_holder(&mut f);
                 }
+                let state = match holder_state(&holder) {
+                    Some(HolderState::Stopped) => format!(
+                        "; that process is stopped (SIGSTOP or Ctrl-Z), not dead: `kill -CONT {}` lets it go on and release the lock",
+                        holder.pid
+                    ),
+                    Some(HolderState::Running) => "; that process is alive".to_string(),
+                    None => "; if that process is gone, remove the file".to_string(),
+                };
                 anyhow::bail!(
-                    "{} has been held for over {:.0} s by {holder}; if that process is gone, remove the file",
+                    "{} has been held for over {:.0} s by {holder}{state}",
                     self.path.display(),
                     wait.as_secs_f64()
                 );
@@ -231,12 +239,19 @@ impl FileMutex {
         }
     }
 
-    /// Removes a lock file older than the grace period: its holder died
-    /// between taking and releasing it.
+    /// Removes a lock file older than the grace period whose holder died
+    /// between taking and releasing it. A holder on this machine that is
+    /// alive (a stopped one too) keeps it: once continued it would write
+    /// again. A holder on another machine cannot be checked: age decides.
     fn break_if_abandoned(&self) {
         let Ok(meta) = std::fs::metadata(&self.path) else {
             return;
         };
+        if let Ok(mut f) = File::open(&self.path) {
+            if holder_state(&read_holder(&mut f)).is_some() {
+                return;
+            }
+        }
         let age = meta
             .modified()
             .ok()
@@ -257,6 +272,36 @@ impl FileMutex {
             }
         }
     }
+}
+
+/// A lock holder on this machine that is still there.
+#[derive(Debug, PartialEq)]
+enum HolderState {
+    Running,
+    /// Stopped by a signal (state T in /proc): alive, not dead.
+    Stopped,
+}
+
+/// What this machine can tell of `h`: None when it is on another machine,
+/// names no process, or its process is gone.
+fn holder_state(h: &Holder) -> Option<HolderState> {
+    let Ok(pid) = i32::try_from(h.pid) else {
+        return None;
+    };
+    // SAFETY: signal 0 checks existence only; EPERM means another user's.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if pid == 0 || h.host != crate::provenance::hostname() || !alive {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", h.pid)).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    Some(match state {
+        Some('T') | Some('t') => HolderState::Stopped,
+        _ => HolderState::Running,
+    })
 }
 
 impl Drop for FileMutexGuard {
@@ -329,5 +374,40 @@ mod tests {
         drop(m.lock(Duration::from_secs(5)).unwrap());
         let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_stopped_holder_keeps_its_lock_and_is_named_as_stopped() {
+        use std::time::Duration;
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("trials.jsonl");
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // SAFETY: stops our own child.
+        unsafe { libc::kill(sleeper.id() as i32, libc::SIGSTOP) };
+        let holder = Holder {
+            pid: sleeper.id(),
+            host: crate::provenance::hostname(),
+            since: 0.0,
+            command: "sleep 30".into(),
+        };
+        let lock = t.path().join("trials.jsonl.lock");
+        std::fs::write(&lock, serde_json::to_vec(&holder).unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // Older than the grace period, yet its holder is alive: kept.
+        let m = FileMutex::for_file(&file, Duration::from_millis(100));
+        let e = m.lock(Duration::from_millis(300)).unwrap_err().to_string();
+        assert!(lock.exists(), "a live holder's lock was broken");
+        assert!(
+            e.contains("stopped (SIGSTOP or Ctrl-Z), not dead")
+                && e.contains(&format!("kill -CONT {}", sleeper.id())),
+            "{e}"
+        );
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        // Gone now: the lock is broken by age.
+        drop(m.lock(Duration::from_secs(5)).unwrap());
     }
 }

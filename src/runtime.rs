@@ -23,6 +23,50 @@ pub fn tune_allocator() {
     }
 }
 
+/// Makes the child receive `sig` when this process dies, whatever kills it
+/// (SIGKILL included): Linux's parent-death signal, set between fork and
+/// exec, and raised at once when the parent is already gone by then. The
+/// signal follows the thread that spawns, so spawn from the main thread.
+/// Elsewhere than Linux it does nothing.
+pub fn die_with_parent(cmd: &mut std::process::Command, sig: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure only calls async-signal-safe functions
+        // (prctl, getppid, raise) between fork and exec.
+        let parent = unsafe { libc::getpid() };
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::raise(sig);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (cmd, sig);
+}
+
+/// A server's allocator: buffers of 128 KiB and more (request bodies,
+/// decoded frames) are mapped on their own and unmapped when freed, and
+/// the heap's free top is returned, so a burst of large uploads leaves no
+/// lasting growth. Also hands back what an earlier stage (the demo's
+/// training) kept. Inference allocates little, so this costs nothing
+/// measurable there.
+pub fn serving_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt and malloc_trim only adjust and trim glibc's heap.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
+        libc::malloc_trim(0);
+    }
+}
+
 /// The thread count given on the command line (`--threads`, `FER_THREADS`).
 static CLI_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 

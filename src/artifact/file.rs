@@ -129,8 +129,18 @@ impl ModelMeta {
         let meta = metadata
             .get("fer.meta")
             .with_context(|| format!("{}: no fer.meta", path.display()))?;
-        let meta: ModelMeta = serde_json::from_str(meta)
-            .with_context(|| format!("{}: reading fer.meta", path.display()))?;
+        // The field a value is refused at, named: serde_json alone says
+        // "number out of range at line 1 column 434".
+        let de = &mut serde_json::Deserializer::from_str(meta);
+        let meta: ModelMeta = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let at = if at == "." {
+                String::new()
+            } else {
+                format!(" at fer.meta.{at}")
+            };
+            anyhow::anyhow!("{}: reading fer.meta{at}: {}", path.display(), e.inner())
+        })?;
         meta.validate()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(meta)

@@ -109,6 +109,8 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     if let Some(i) = &launched {
         LAUNCHED_GROUP.store(i.pid as i32, Ordering::SeqCst);
         on_signals(interrupted as *const () as libc::sighandler_t);
+        // A SIGKILL runs no handler: the watchdog stops the server then.
+        crate::mlflow::server::tie_to(std::process::id(), i)?;
     }
     let stop_launched = || {
         if let Some(i) = &launched {
@@ -199,12 +201,10 @@ fn mlflow_stage(m: &crate::demo::Mlflow, given: bool) -> String {
 /// The webcam page until Ctrl-C; prints the three places to look once it
 /// listens.
 fn serve(args: ServeArgs, demo: &crate::demo::Demo, mlflow_line: &str, t0: Instant) -> Result<()> {
-    // Ctrl-C now ends the page's server, which returns; SIGTERM still stops
-    // MLflow through the handler.
-    // SAFETY: restores the default disposition.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-    }
+    // The handler stays through the serve stage: until the page's server
+    // listens for Ctrl-C it alone stops MLflow, and after that the page's
+    // listener hands the signal on to it (signal handlers chain), so no
+    // moment leaves MLflow behind.
     crate::serve::run(args.options(), |addr, model| {
         let secs = t0.elapsed().as_secs_f64();
         println!();

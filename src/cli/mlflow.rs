@@ -131,6 +131,17 @@ pub fn run(cmd: MlflowCommand) -> Result<ExitCode> {
                 total.artifacts,
                 total.models
             );
+            // The rest went; what a damaged file held did not: say so and fail.
+            if !total.problems.is_empty() {
+                for p in &total.problems {
+                    eprintln!("not synced: {p}");
+                }
+                eprintln!(
+                    "{} damaged file(s): repair or remove them and sync again",
+                    total.problems.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

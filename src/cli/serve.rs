@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// Largest accepted upload in bytes (413 above it).
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body: usize,
+    /// Bytes of request bodies held in memory at once, over all
+    /// connections; an upload waits for room up to --queue-timeout, then
+    /// gets 503. Bounds memory under a burst of large uploads.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_buffered: usize,
     /// Largest accepted image in pixels, read from its header before
     /// decoding (413 above it). 16 MP holds a 12 MP phone photo and a 4K
     /// frame; detection shrinks frames to --detect-width anyway.
@@ -115,6 +120,7 @@ impl ServeArgs {
             min_face: self.min_face,
             track_every: self.track_every,
             max_body: self.max_body,
+            max_buffered: self.max_buffered,
             max_pixels: self.max_pixels,
             max_concurrent: self.max_concurrent as usize,
             queue_timeout: Duration::from_secs(self.queue_timeout),

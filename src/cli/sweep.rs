@@ -100,6 +100,7 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
         return importance(dir, args.at_epoch, args.json);
     }
     if let Some(dir) = &args.join {
+        crate::sweep::resume::check_recorded(dir, &format!("joining {}", dir.display()))?;
         let mut exp = crate::sweep::config::Experiment::saved(dir)?;
         if let Some(d) = &args.data {
             exp.data.dir = d.clone();
@@ -119,16 +120,30 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
     let dir = match (&args.sweep_dir, args.resume) {
         (Some(d), _) => d.clone(),
         (None, false) => crate::layout::new_run_dir(&exp.name),
-        (None, true) => crate::layout::latest_sweep(&exp.name)?,
+        (None, true) => {
+            let (dir, why) = crate::layout::latest_sweep(&exp.name)?;
+            eprintln!(
+                "sweep: resuming {} ({why}; --sweep-dir picks another)",
+                dir.display()
+            );
+            dir
+        }
     };
     if args.resume {
         exp = crate::sweep::resume::prepare(&dir, exp, &args.overrides)?;
-    } else {
+    }
+    // A Slurm launch's options are checked before the folder exists, so a
+    // refused one writes nothing.
+    let slurm_script = match args.launcher {
+        Launcher::Slurm => Some(slurm_script(&args, &exp, &dir)?),
+        _ => None,
+    };
+    if !args.resume {
         crate::sweep::create(&exp, &dir)?;
     }
     eprintln!("sweep folder: {}", dir.display());
-    if args.launcher == Launcher::Slurm {
-        return slurm(&args, &exp, &dir);
+    if let Some(script) = slurm_script {
+        return slurm(&args, &exp, &dir, &script);
     }
     if args.workers > 1 {
         return local_workers(&args, &exp, &dir, threads);
@@ -215,6 +230,9 @@ fn local_workers(
         if let Some(u) = &args.tracking_uri {
             cmd.arg("--tracking-uri").arg(u);
         }
+        // A worker ends with this process, however it ends (TERM, INT,
+        // KILL): its trial's lock is released and a resume takes it over.
+        crate::runtime::die_with_parent(&mut cmd, libc::SIGTERM);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting worker w{i} ({})", exe.display()))?;
@@ -270,7 +288,12 @@ fn local_workers(
 
 /// `--launcher slurm`: the sbatch script, submitted; with `--wait` the
 /// summary once the array has ended.
-fn slurm(args: &SweepArgs, exp: &crate::sweep::config::Experiment, dir: &Path) -> Result<ExitCode> {
+/// The sbatch script of a Slurm launch, its options checked.
+fn slurm_script(
+    args: &SweepArgs,
+    exp: &crate::sweep::config::Experiment,
+    dir: &Path,
+) -> Result<String> {
     use crate::sweep::launch;
     let uri = args
         .tracking_uri
@@ -287,8 +310,30 @@ fn slurm(args: &SweepArgs, exp: &crate::sweep::config::Experiment, dir: &Path) -
         tracking_uri: uri,
     };
     let exe = std::env::current_exe().context("finding this program for the sbatch script")?;
-    let script = launch::script(&exp.name, dir, &exe, &exp.data.dir, &o)?;
-    let id = launch::submit(dir, &script, args.wait)?;
+    launch::script(&exp.name, dir, &exe, &exp.data.dir, &o)
+}
+
+fn slurm(
+    args: &SweepArgs,
+    exp: &crate::sweep::config::Experiment,
+    dir: &Path,
+    script: &str,
+) -> Result<ExitCode> {
+    use crate::sweep::launch;
+    let id = match launch::submit(dir, script, args.wait) {
+        Ok(id) => id,
+        Err(e) => {
+            // Refused by sbatch: a folder this command made, with no trial
+            // in it, goes again, so that no empty sweep is left to resume.
+            let empty = crate::sweep::journal::Journal::open(dir)
+                .and_then(|j| j.trials())
+                .is_ok_and(|t| t.is_empty());
+            if !args.resume && empty && std::fs::remove_dir_all(dir).is_ok() {
+                eprintln!("sweep: removed {} (nothing was launched)", dir.display());
+            }
+            return Err(e);
+        }
+    };
     eprintln!(
         "sweep: Slurm job {id} ({} array tasks); script {}; follow with `fer sweep --status {}`",
         args.array,

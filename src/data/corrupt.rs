@@ -108,6 +108,21 @@ impl Kind {
         }
     }
 
+    /// A middling severity range, for `fer bench data` and examples.
+    pub fn typical(self) -> [f64; 2] {
+        match self {
+            Kind::Mask => [0.3, 0.5],
+            Kind::Sunglasses => [6.0, 12.0],
+            Kind::Patch => [8.0, 16.0],
+            Kind::LowLight => [0.3, 0.7],
+            Kind::Downscale => [16.0, 32.0],
+            Kind::Blur => [0.5, 1.5],
+            Kind::MotionBlur => [3.0, 9.0],
+            Kind::Noise | Kind::ShotNoise => [4.0, 24.0],
+            Kind::Jpeg => [10.0, 60.0],
+        }
+    }
+
     /// The severities that make sense, inclusive.
     fn domain(self) -> (f64, f64) {
         match self {
@@ -174,6 +189,25 @@ impl Kind {
 }
 
 impl CorruptConfig {
+    /// Just `kind`, with chance `c`.
+    pub fn only(kind: Kind, c: Chance) -> CorruptConfig {
+        let mut cfg = CorruptConfig::default();
+        let slot = match kind {
+            Kind::Mask => &mut cfg.mask,
+            Kind::Sunglasses => &mut cfg.sunglasses,
+            Kind::Patch => &mut cfg.patch,
+            Kind::LowLight => &mut cfg.low_light,
+            Kind::Downscale => &mut cfg.downscale,
+            Kind::Blur => &mut cfg.blur,
+            Kind::MotionBlur => &mut cfg.motion_blur,
+            Kind::Noise => &mut cfg.noise,
+            Kind::ShotNoise => &mut cfg.shot_noise,
+            Kind::Jpeg => &mut cfg.jpeg,
+        };
+        *slot = Some(c);
+        cfg
+    }
+
     fn get(&self, k: Kind) -> Option<Chance> {
         match k {
             Kind::Mask => self.mask,

@@ -32,6 +32,44 @@ pub struct Metrics {
     pub confusion_normalized: Vec<Vec<f64>>,
 }
 
+impl Metrics {
+    /// What in these metrics is out of range (fractions outside [0, 1], a
+    /// negative or non-finite loss, counts that do not add up), each named
+    /// under `at` (e.g. `test.overall.accuracy`); empty when all is well.
+    pub fn out_of_range(&self, at: &str) -> Vec<String> {
+        let mut bad = Vec::new();
+        let mut frac = |name: &str, v: f64| {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                bad.push(format!("{at}.{name} is {v}, expected a fraction in [0, 1]"));
+            }
+        };
+        frac("accuracy", self.accuracy);
+        frac("top2_accuracy", self.top2_accuracy);
+        frac("macro_f1", self.macro_f1);
+        frac("weighted_f1", self.weighted_f1);
+        frac("ece", self.ece);
+        for (i, c) in self.per_class.iter().enumerate() {
+            frac(&format!("per_class[{i}].precision"), c.precision);
+            frac(&format!("per_class[{i}].recall"), c.recall);
+            frac(&format!("per_class[{i}].f1"), c.f1);
+        }
+        if !(self.log_loss.is_finite() && self.log_loss >= 0.0) {
+            bad.push(format!(
+                "{at}.log_loss is {}, expected a finite number >= 0",
+                self.log_loss
+            ));
+        }
+        let counted: usize = self.confusion.iter().flatten().sum();
+        if counted != self.n {
+            bad.push(format!(
+                "{at}.n is {}, but its confusion matrix counts {counted} images",
+                self.n
+            ));
+        }
+        bad
+    }
+}
+
 /// Number of bins for ECE, as in Guo et al. 2017.
 pub const ECE_BINS: usize = 15;
 

@@ -432,7 +432,7 @@ pub fn robust_val(set: &ImageSet) -> ImageSet {
 
 /// The seed of `robust_val`'s copy; not the run's seed, so that runs of
 /// different seeds are compared on the same images.
-const ROBUST_VAL_SEED: u64 = 0x5EED_0F_0A1;
+const ROBUST_VAL_SEED: u64 = 0x0005_EED0_F0A1;
 
 impl Robustness {
     /// Adds the corruption errors relative to `base`, which must be the

@@ -294,7 +294,10 @@ fn worker(mut syncer: Syncer, rx: mpsc::Receiver<Msg>, wait: Duration) -> TrackR
             }
         }
         if finishing {
-            let complete = fatal.is_none() && pending.is_empty();
+            let mut problems = total.problems.clone();
+            problems.sort();
+            problems.dedup();
+            let complete = fatal.is_none() && pending.is_empty() && problems.is_empty();
             let message = if complete {
                 format!(
                     "MLflow: {uri} is up to date ({} runs created, {} params, {} metric points, {} artifacts, {} models)",
@@ -303,6 +306,7 @@ fn worker(mut syncer: Syncer, rx: mpsc::Receiver<Msg>, wait: Duration) -> TrackR
             } else {
                 let why = fatal
                     .or(offline)
+                    .or_else(|| (!problems.is_empty()).then(|| problems.join("; ")))
                     .unwrap_or_else(|| "server unreachable".into());
                 not_everything(&uri, &why, &sync_dirs(&seen))
             };

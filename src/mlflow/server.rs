@@ -99,7 +99,7 @@ impl Starting {
                     info.dir.join("server.log").display()
                 );
             }
-            if client.healthy() {
+            if client.healthy() && child.try_wait()?.is_none() {
                 eprintln!(
                     "mlflow: up at {} after {:.0} s (pid {}, data in {})",
                     info.uri,
@@ -126,6 +126,16 @@ impl Starting {
 pub fn start(a: &UpArgs) -> Result<Starting> {
     if let Some(info) = running(a.dir) {
         return Ok(Starting::Running(info));
+    }
+    // Another program on the port would answer (or not) in the server's
+    // place: name it as such before launching anything.
+    if let Err(e) = std::net::TcpListener::bind((a.host, a.port)) {
+        bail!(
+            "{}:{} is in use by another program ({e}), not by an MLflow server of {}; stop it or choose another port",
+            a.host,
+            a.port,
+            a.dir.display()
+        );
     }
     std::fs::create_dir_all(a.dir.join("artifacts"))
         .with_context(|| format!("creating {}", a.dir.display()))?;
@@ -199,6 +209,28 @@ fn alive(pid: u32) -> bool {
         let _ = pid;
         false
     }
+}
+
+/// Ties a launched server to process `parent`: a watchdog in its own
+/// process group (so a terminal's Ctrl-C does not reach it) polls `parent`
+/// each second and stops the server's group once `parent` is gone, however
+/// it ended, SIGKILL included. It ends by itself either way.
+pub fn tie_to(parent: u32, server: &ServerInfo) -> Result<()> {
+    let script = "while kill -0 \"$0\" 2>/dev/null; do sleep 1; done; \
+                  kill -TERM -- -\"$1\" 2>/dev/null || exit 0; sleep 10; kill -KILL -- -\"$1\" 2>/dev/null; exit 0";
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", script, &parent.to_string(), &server.pid.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    cmd.spawn()
+        .context("starting the MLflow server's watchdog")?;
+    Ok(())
 }
 
 /// SIGTERM to the server's whole process group (uvicorn workers included),

@@ -96,10 +96,14 @@ pub struct Counts {
     pub points: usize,
     pub artifacts: usize,
     pub models: usize,
+    /// What could not be sent because a file of the folder is damaged
+    /// (named, with what is wrong): the rest was sent, the sync fails.
+    pub problems: Vec<String>,
 }
 
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
+        self.problems.extend(o.problems);
         self.runs_created += o.runs_created;
         self.params += o.params;
         self.points += o.points;
@@ -196,6 +200,8 @@ impl Syncer {
             counts.runs_created += self.find_or_create_run(&mut l, &spec)?;
         }
         let run_id = l.s.run_id.clone().expect("set above");
+        counts.problems.extend(spec.problems.iter().cloned());
+        self.reconcile_points(&mut l, &spec, &run_id)?;
         let plan = plan::run_plan(&spec, &l.s);
         if !plan.params.is_empty() || !plan.tags.is_empty() {
             self.client
@@ -217,7 +223,8 @@ impl Syncer {
         // so each point is stored once.
         for chunk in plan.points.chunks(client::MAX_METRICS) {
             self.client.log_batch(&run_id, chunk, &[], &[])?;
-            l.s.metrics_sent += chunk.len();
+            l.s.points
+                .extend(chunk.iter().map(|p| (p.key.clone(), p.step)));
             counts.points += chunk.len();
             l.commit()?;
         }
@@ -231,6 +238,39 @@ impl Syncer {
             l.commit()?;
         }
         Ok((counts, run_id))
+    }
+
+    /// Learns from the server which points it holds, when the ledger does
+    /// not know (a run found again after `mlflow.json` was lost, or a ledger
+    /// from before points were recorded by key and step): what is sent is
+    /// then what the server lacks, not what a counter believes.
+    fn reconcile_points(
+        &mut self,
+        l: &mut Ledger,
+        spec: &RunSpec,
+        run_id: &str,
+    ) -> Result<(), SyncError> {
+        if !l.s.points.is_empty() || !(l.s.metrics_sent > 0 || l.s.found) {
+            return Ok(());
+        }
+        let keys: BTreeSet<&str> = spec.points.iter().map(|p| p.key.as_str()).collect();
+        for key in keys {
+            let v = self.client.get(
+                "metrics/get-history",
+                &[
+                    ("run_id", run_id),
+                    ("metric_key", key),
+                    ("max_results", "25000"),
+                ],
+            )?;
+            for m in v["metrics"].as_array().into_iter().flatten() {
+                l.s.points
+                    .insert((key.to_string(), m["step"].as_i64().unwrap_or(0)));
+            }
+        }
+        l.s.metrics_sent = 0;
+        l.s.found = false;
+        l.commit()
     }
 
     /// A run the server no longer has (a fresh database) is started over.
@@ -265,9 +305,32 @@ impl Syncer {
         l.save_uid()?;
         let exp = self.client.experiment(&spec.experiment)?;
         let filter = format!("tags.`{UID_TAG}` = '{}'", l.state.uid);
-        let found = self.client.search_runs(&exp, &filter)?;
+        let mut found = self.client.search_runs(&exp, &filter)?;
+        if found.is_empty() {
+            // A run synced before its ledger was lost, under a uid that was
+            // random then: the same name and start time is the same folder.
+            let name = spec.name.replace('\'', "\\'");
+            let filter = format!(
+                "attributes.run_name = '{name}' and attributes.start_time = {}",
+                spec.start_ms
+            );
+            found = self.client.search_runs(&exp, &filter)?;
+            if let Some(r) = found.first() {
+                let id = self.client.id_of(&r["info"], "run_id", "runs/search")?;
+                tracing::warn!(
+                    "MLflow: {} had no record of its run on {}; found run {id} by its name and start time and adopted it",
+                    spec.dir.display(),
+                    self.client.uri
+                );
+                let tag = [(UID_TAG.to_string(), l.state.uid.clone())];
+                self.client.log_batch(&id, &[], &[], &tag)?;
+            }
+        }
         let (run, created) = match found.first() {
-            Some(r) => (r.clone(), 0),
+            Some(r) => {
+                l.s.found = true;
+                (r.clone(), 0)
+            }
             None => (self.create_run(&exp, &l.state.uid, spec)?, 1),
         };
         let id = self.client.id_of(&run["info"], "run_id", "runs/create")?;
@@ -391,6 +454,7 @@ impl Syncer {
             json!({"experiment_ids": [exp], "filter": format!("tags.`{UID_TAG}` = '{}'", l.state.uid)}),
         );
         let existing = found?["models"].as_array().and_then(|a| a.first().cloned());
+        let was_there = existing.is_some();
         let info = match existing {
             Some(m) => m["info"].clone(),
             None => {
@@ -404,10 +468,22 @@ impl Syncer {
             }
         };
         let id = self.client.id_of(&info, "model_id", "logged-models")?;
-        self.client.post(
-            "runs/outputs",
-            json!({"run_id": run_id, "models": [{"model_id": id, "step": 0}]}),
-        )?;
+        // A model found again (its ledger lost) may be linked already: the
+        // server refuses the same link twice.
+        let linked = was_there && {
+            let run = self.client.get("runs/get", &[("run_id", run_id)])?;
+            run["run"]["outputs"]["model_outputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["model_id"] == id.as_str())
+        };
+        if !linked {
+            self.client.post(
+                "runs/outputs",
+                json!({"run_id": run_id, "models": [{"model_id": id, "step": 0}]}),
+            )?;
+        }
         l.s.model_id = Some(id);
         l.s.model_artifact_uri = info["artifact_uri"].as_str().map(String::from);
         l.commit()

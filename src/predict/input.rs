@@ -1,7 +1,10 @@
 //! What `fer predict` was pointed at: files and folders (walked
 //! recursively, in path order) expanded into images and videos. A file is a
 //! video by its extension; anything else in a folder is tried as an image
-//! and, if it is not one, skipped with a warning.
+//! and, if it is not one, skipped with a warning. Links to folders are
+//! followed once (a link back into a walked folder is not); FIFOs, sockets
+//! and devices are skipped by name. Names keep bytes that are not UTF-8 as
+//! `\xNN`, so two files never share a name in the outputs.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -39,20 +42,46 @@ fn kind_of(path: &Path) -> Kind {
     }
 }
 
-/// Every input, in the order given and path order within folders. A path
-/// that does not exist, or a folder with no file at all, is an error before
-/// anything is written.
-pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>> {
+/// A path or name as text, with each byte that is not UTF-8 written as
+/// `\xNN` (where `to_string_lossy` would make two names one).
+pub fn shown(s: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in s.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What a walk passed over, with why.
+pub type Passed = Vec<(PathBuf, String)>;
+
+/// Every input, in the order given and path order within folders, and what
+/// the folders held that is not read (named, with why). A path that does
+/// not exist, a special file named directly, or a folder with no file at
+/// all, is an error before anything is written.
+pub fn expand(paths: &[PathBuf]) -> Result<(Vec<Input>, Passed)> {
     if paths.is_empty() {
         bail!("no input given: pass image files, video files or folders");
     }
     let mut out = Vec::new();
+    let mut passed = Vec::new();
     for p in paths {
         let meta = std::fs::metadata(p)
-            .with_context(|| format!("{}: no such file or folder", p.display()))?;
+            .with_context(|| format!("{}: no such file or folder", shown(p.as_os_str())))?;
+        if !meta.is_dir() && !meta.is_file() {
+            bail!(
+                "{}: not a regular file (a FIFO, socket or device); pass image or video files or folders",
+                shown(p.as_os_str())
+            );
+        }
         if meta.is_dir() {
             let mut files = Vec::new();
-            walk(p, &mut files)?;
+            let mut seen = std::collections::HashSet::new();
+            walk(p, &mut files, &mut passed, &mut seen)?;
             if files.is_empty() {
                 bail!(
                     "{}: the folder holds no files; expected images (JPEG, PNG, ...) or videos ({})",
@@ -61,13 +90,10 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>> {
                 );
             }
             files.sort();
-            let top = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "input".into());
+            let top = p.file_name().map(shown).unwrap_or_else(|| "input".into());
             for f in files {
                 let rel = f.strip_prefix(p).unwrap_or(&f);
-                let name = Path::new(&top).join(rel).to_string_lossy().into_owned();
+                let name = format!("{top}/{}", shown(rel.as_os_str()));
                 out.push(Input {
                     kind: kind_of(&f),
                     path: f,
@@ -79,24 +105,53 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>> {
                 kind: kind_of(p),
                 name: p
                     .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| p.display().to_string()),
+                    .map(shown)
+                    .unwrap_or_else(|| shown(p.as_os_str())),
                 path: p.clone(),
             });
         }
     }
-    Ok(out)
+    Ok((out, passed))
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))? {
-        let e = e.with_context(|| format!("reading folder {}", dir.display()))?;
-        let path = e.path();
-        let ty = e.file_type()?;
-        if ty.is_dir() {
-            walk(&path, files)?;
-        } else if ty.is_file() || (ty.is_symlink() && path.is_file()) {
+/// Files under `dir`, following links to folders once: `seen` holds the
+/// folders walked (canonical), so a link back into one is passed over.
+fn walk(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    passed: &mut Passed,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    let here = std::fs::canonicalize(dir)
+        .with_context(|| format!("reading folder {}", shown(dir.as_os_str())))?;
+    if !seen.insert(here) {
+        passed.push((
+            dir.to_path_buf(),
+            "a link to a folder already walked; not walked twice".into(),
+        ));
+        return Ok(());
+    }
+    let what = || format!("reading folder {}", shown(dir.as_os_str()));
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(what)? {
+        let e = e.with_context(what)?;
+        entries.push((e.file_type()?.is_symlink(), e.path()));
+    }
+    // Real entries before links, each in path order: a folder reached both
+    // ways is walked under its own name.
+    entries.sort();
+    for (_, path) in entries {
+        // Through links: a link is what it points at.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            passed.push((path, "a broken link".into()));
+            continue;
+        };
+        if meta.is_dir() {
+            walk(&path, files, passed, seen)?;
+        } else if meta.is_file() {
             files.push(path);
+        } else {
+            passed.push((path, "not a regular file (a FIFO, socket or device)".into()));
         }
     }
     Ok(())
@@ -126,7 +181,7 @@ mod tests {
         for f in ["b/z.png", "a.MP4", "c.txt"] {
             std::fs::write(d.join(f), b"x").unwrap();
         }
-        let got = expand(std::slice::from_ref(&d)).unwrap();
+        let got = expand(std::slice::from_ref(&d)).unwrap().0;
         let names: Vec<(&str, Kind)> = got.iter().map(|i| (i.name.as_str(), i.kind)).collect();
         assert_eq!(
             names,
@@ -137,6 +192,51 @@ mod tests {
             ]
         );
         assert_eq!(flat_name("shots/b/z.png"), "shots_b_z.png");
+    }
+
+    #[test]
+    fn links_special_files_and_odd_names_are_followed_or_named() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (d, other) = (dir.path().join("in"), dir.path().join("other"));
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(d.join("sub/a.png"), b"x").unwrap();
+        std::fs::write(other.join("b.png"), b"x").unwrap();
+        symlink(&other, d.join("ext")).unwrap();
+        symlink(d.join("sub"), d.join("again")).unwrap();
+        symlink(&d, d.join("sub/back")).unwrap();
+        let fifo = std::ffi::CString::new(d.join("pipe").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        for raw in [&b"x\xff.png"[..], &b"x\xfe.png"[..]] {
+            std::fs::write(d.join(std::ffi::OsStr::from_bytes(raw)), b"x").unwrap();
+        }
+        let (got, passed) = expand(std::slice::from_ref(&d)).unwrap();
+        let names: Vec<&str> = got.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "in/ext/b.png",
+                "in/sub/a.png",
+                "in/x\\xFE.png",
+                "in/x\\xFF.png"
+            ]
+        );
+        let why = |name: &str| {
+            passed
+                .iter()
+                .find(|(p, _)| p.ends_with(name))
+                .map(|(_, w)| w.as_str())
+                .unwrap_or_else(|| panic!("{name} not named: {passed:?}"))
+        };
+        assert!(why("pipe").contains("not a regular file"));
+        assert!(why("again").contains("already walked"));
+        assert!(why("back").contains("already walked"));
+        // A FIFO named directly is refused, not opened.
+        let e = expand(&[d.join("pipe")]).unwrap_err();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
     }
 
     #[test]

@@ -96,7 +96,57 @@ pub struct Summary {
     pub frames_per_second: f64,
 }
 
-/// Refuses an existing non-empty `out` unless `force`.
+/// The folder of annotated copies inside `--out`.
+const ANNOTATED: &str = "annotated";
+
+/// A file an interrupted `fer predict` leaves behind: its hidden partial
+/// outputs (`.NAME.partial`, `.NAME.partial.mp4`, `.NAME.partial.log`).
+fn leftover(name: &std::ffi::OsStr) -> bool {
+    let n = name.to_string_lossy();
+    n.starts_with('.') && n.contains(".partial")
+}
+
+/// The partial files of an interrupted run in `out` and its `annotated/`,
+/// and whether anything else is there (a lock file is nothing).
+fn contents(out: &Path) -> Result<(Vec<PathBuf>, bool)> {
+    let (mut partial, mut other) = (Vec::new(), false);
+    for dir in [out.to_path_buf(), out.join(ANNOTATED)] {
+        if !dir.is_dir() {
+            continue;
+        }
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let e = e?;
+            let name = e.file_name();
+            if name == crate::layout::LOCK || (dir == out && name == ANNOTATED) {
+                continue;
+            }
+            if leftover(&name) {
+                partial.push(e.path());
+            } else {
+                other = true;
+            }
+        }
+    }
+    Ok((partial, other))
+}
+
+/// Removes what an interrupted run left in `out` (called under its lock),
+/// saying so.
+fn clean_leftovers(out: &Path) -> Result<()> {
+    let (partial, _) = contents(out)?;
+    for p in &partial {
+        std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
+        eprintln!(
+            "predict: removed {}, left by an interrupted run",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an existing non-empty `out` unless `force`; an interrupted run's
+/// partial files (hidden) do not count, and are removed once the run holds
+/// the folder's lock.
 fn check_out(out: &Path, force: bool) -> Result<()> {
     if out.is_file() {
         bail!(
@@ -104,11 +154,7 @@ fn check_out(out: &Path, force: bool) -> Result<()> {
             out.display()
         );
     }
-    let busy = out.is_dir()
-        && std::fs::read_dir(out)
-            .with_context(|| format!("reading {}", out.display()))?
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name() != crate::layout::LOCK);
+    let busy = out.is_dir() && contents(out)?.1;
     if busy && !force {
         bail!(
             "{} already exists and is not empty; choose another --out, or pass --force to write into it (its files of the same names are replaced; nothing was written)",
@@ -175,14 +221,20 @@ impl Names {
 
 pub fn run(o: &PredictOptions) -> Result<Summary> {
     anyhow::ensure!(o.every >= 1, "--every must be at least 1");
-    let inputs = input::expand(&o.inputs)?;
+    let (inputs, passed) = input::expand(&o.inputs)?;
     check_out(&o.out, o.force)?;
     let parts = load(o)?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let _lock = crate::lock::acquire(&o.out)?;
+    clean_leftovers(&o.out)?;
     let started = Instant::now();
 
     let (work, mut skipped) = probe(inputs);
+    for (path, why) in passed {
+        let input = input::shown(path.as_os_str());
+        eprintln!("warning: skipped {input}: {why}");
+        skipped.push(Skipped { input, reason: why });
+    }
     let total: u64 = work
         .iter()
         .map(|(_, p)| {
@@ -284,7 +336,7 @@ fn probe(inputs: Vec<Input>) -> (Vec<(Input, Option<video::Probe>)>, Vec<Skipped
                 Err(e) => {
                     eprintln!("warning: skipped {e:#}");
                     skipped.push(Skipped {
-                        input: i.path.display().to_string(),
+                        input: input::shown(i.path.as_os_str()),
                         reason: format!("{e:#}"),
                     });
                 }
@@ -405,7 +457,7 @@ impl Run<'_> {
         } else {
             (format!("{flat}.png"), image::ImageFormat::Png)
         };
-        let dir = self.o.out.join("annotated");
+        let dir = self.o.out.join(ANNOTATED);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(self.names.take(name));
         let mut buf = Vec::new();
@@ -432,11 +484,11 @@ impl Run<'_> {
         let annotated = self.o.annotate.then(|| {
             self.o
                 .out
-                .join("annotated")
+                .join(ANNOTATED)
                 .join(self.names.take(format!("{stem}.mp4")))
         });
         if annotated.is_some() {
-            std::fs::create_dir_all(self.o.out.join("annotated"))?;
+            std::fs::create_dir_all(self.o.out.join(ANNOTATED))?;
         }
         let mut v = VideoRun {
             stream: Stream::new(self.o.track_every),

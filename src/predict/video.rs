@@ -92,11 +92,13 @@ pub fn decode(
     path: &Path,
     mut each: impl FnMut(u64, image::RgbImage) -> Result<()>,
 ) -> Result<(u64, Ending)> {
-    let mut child = FfmpegCommand::new()
-        .hide_banner()
+    let mut cmd = FfmpegCommand::new();
+    cmd.hide_banner()
         .input(path)
         .args(["-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough"])
-        .rawvideo()
+        .rawvideo();
+    crate::runtime::die_with_parent(cmd.as_inner_mut(), libc::SIGKILL);
+    let mut child = cmd
         .spawn()
         .context("running ffmpeg (Debian: apt-get install ffmpeg)")?;
     let mut ending = Ending::default();
@@ -176,7 +178,10 @@ impl Encoder {
             std::fs::File::create(&log).with_context(|| format!("writing {}", log.display()))?;
         // A plain process: ffmpeg-sidecar's child wants every pipe, and an
         // encoder that is only written to needs none but stdin.
-        let mut child = std::process::Command::new(ffmpeg_sidecar::paths::ffmpeg_path())
+        let mut cmd = std::process::Command::new(ffmpeg_sidecar::paths::ffmpeg_path());
+        // A killed fer must not leave an encoder finishing a partial file.
+        crate::runtime::die_with_parent(&mut cmd, libc::SIGKILL);
+        let mut child = cmd
             .args(["-hide_banner", "-loglevel", "error", "-y"])
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
             .args(["-s", &format!("{width}x{height}"), "-framerate", rate])
@@ -226,21 +231,23 @@ impl Encoder {
         Ok(())
     }
 
+    /// Why ffmpeg stopped: its last message, or, when it could not even
+    /// write that (its log is on the same disk), a full disk named as such.
     fn tail(&self) -> String {
         let t = std::fs::read_to_string(&self.log).unwrap_or_default();
-        t.lines().last().unwrap_or("no message").to_string()
+        let dir = self.out.parent().unwrap_or(Path::new("."));
+        stopped_because(t.lines().last(), free_bytes(dir), dir)
     }
 
     /// Closes the stream, waits for ffmpeg and renames the file into place.
     pub fn finish(mut self) -> Result<PathBuf> {
         drop(self.stdin.take());
         let status = self.child.wait()?;
-        let msg = std::fs::read_to_string(&self.log).unwrap_or_default();
         if !status.success() {
             bail!(
                 "ffmpeg could not write {}: {}",
                 self.out.display(),
-                msg.lines().last().unwrap_or("no message")
+                self.tail()
             );
         }
         std::fs::rename(&self.tmp, &self.out)
@@ -248,6 +255,28 @@ impl Encoder {
         self.finished = true;
         let _ = std::fs::remove_file(&self.log);
         Ok(self.out.clone())
+    }
+}
+
+/// Free bytes for an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C path and a zeroed struct for the answer.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The reason given for a stopped encoder: ffmpeg's last line, else a disk
+/// with under 1 MiB free named as full, else that ffmpeg said nothing.
+fn stopped_because(last_line: Option<&str>, free: Option<u64>, dir: &Path) -> String {
+    match (last_line.filter(|l| !l.trim().is_empty()), free) {
+        (Some(l), _) => l.to_string(),
+        (None, Some(f)) if f < 1 << 20 => {
+            format!("no space left on device ({} is full)", dir.display())
+        }
+        (None, _) => "ffmpeg ended without a message".into(),
     }
 }
 
@@ -267,6 +296,24 @@ impl Drop for Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_encoder_on_a_full_disk_is_named_as_such() {
+        let d = Path::new("/out");
+        assert_eq!(
+            stopped_because(Some("Conversion failed!"), Some(0), d),
+            "Conversion failed!"
+        );
+        assert_eq!(
+            stopped_because(None, Some(4096), d),
+            "no space left on device (/out is full)"
+        );
+        assert_eq!(
+            stopped_because(Some(""), Some(10 << 30), d),
+            "ffmpeg ended without a message"
+        );
+        assert!(free_bytes(Path::new("/")).is_some_and(|b| b > 0));
+    }
 
     #[test]
     fn rates_are_read_as_ratios() {

@@ -29,8 +29,13 @@ struct App {
     engine: Arc<Engine>,
     /// One permit per frame being decoded and classified.
     work: Arc<Semaphore>,
+    /// One permit per `BODY_UNIT` bytes of request bodies held in memory.
+    bodies: Arc<Semaphore>,
     limits: Limits,
 }
+
+/// The grain of `App::bodies`.
+const BODY_UNIT: usize = 64 << 10;
 
 #[derive(Clone, Copy)]
 struct Limits {
@@ -218,6 +223,28 @@ async fn predict(State(app): State<App>, req: axum::extract::Request) -> Respons
             .get(fault::HEADER)
             .and_then(|v| v.to_str().ok()),
     );
+    // Room for the body among all bodies held at once, before reading it:
+    // a burst of large uploads waits (then gets 503) instead of growing
+    // the process. The permit is held until the answer.
+    let units = declared.unwrap_or(max).min(max).div_ceil(BODY_UNIT).max(1) as u32;
+    let _room = match timeout(
+        app.limits.queue_timeout,
+        app.bodies.clone().acquire_many_owned(units),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        _ => {
+            e.metrics.error("busy");
+            return closing(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "server busy: no room for the upload within {} s (--max-buffered bytes of uploads are held at once); retry",
+                    app.limits.queue_timeout.as_secs()
+                ),
+            );
+        }
+    };
     let (parts, body) = req.into_parts();
     // A form is read whole like a raw body, so --max-body counts all of it
     // and the read timeout and cut-short answers are the same.
@@ -440,6 +467,7 @@ fn router(app: App) -> Router {
 /// Serves until Ctrl-C; `on_ready` is told the bound address and the model
 /// once the socket listens.
 pub fn run(a: ServeOptions, on_ready: impl FnOnce(std::net::SocketAddr, &str)) -> Result<()> {
+    crate::runtime::serving_allocator();
     let engine = Arc::new(Engine::new(&a)?);
     let limits = Limits {
         max_body: a.max_body,
@@ -451,6 +479,13 @@ pub fn run(a: ServeOptions, on_ready: impl FnOnce(std::net::SocketAddr, &str)) -
     let app = App {
         engine: engine.clone(),
         work: Arc::new(Semaphore::new(limits.max_concurrent)),
+        // At least one body of the largest size fits.
+        bodies: Arc::new(Semaphore::new(
+            a.max_buffered
+                .max(a.max_body)
+                .div_ceil(BODY_UNIT)
+                .min(Semaphore::MAX_PERMITS),
+        )),
         limits,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

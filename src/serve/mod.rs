@@ -56,6 +56,8 @@ pub struct ServeOptions {
     pub track_every: u32,
     /// Largest accepted upload in bytes (413 above it).
     pub max_body: usize,
+    /// Bytes of request bodies held at once, over all connections.
+    pub max_buffered: usize,
     /// Largest accepted image in pixels, read from its header before
     /// decoding (413 above it).
     pub max_pixels: u64,

@@ -97,7 +97,7 @@ impl TryFrom<String> for TrialMetric {
             _ => TrialMetric::Epoch(
                 serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| {
                     format!(
-                        "unknown objective metric `{s}`: expected one of val/acc, val/loss, val/f1_macro, train/loss, train/acc, params, macs, latency_ms"
+                        "unknown objective metric `{s}`: expected one of val/acc, val/loss, val/f1_macro, val/robust_acc, train/loss, train/acc, params, macs, latency_ms"
                     )
                 })?,
             ),
@@ -475,6 +475,18 @@ impl Experiment {
             MetricKey::ValF1Macro => Select::ValF1Macro,
             _ => Select::ValAcc,
         };
+        // An objective on corrupted validation needs it measured; the
+        // checkpoint is still picked on clean val/acc.
+        let robust = MetricKey::ValRobustAcc;
+        if self.search.objective.metric == robust
+            || self
+                .search
+                .objectives
+                .iter()
+                .any(|o| o.metric == TrialMetric::Epoch(robust))
+        {
+            train.robust_val = true;
+        }
         let cfg = RunConfig {
             name: format!("{}-trial{trial}", self.name),
             seed,

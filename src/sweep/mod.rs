@@ -80,7 +80,11 @@ pub fn create(exp: &Experiment, dir: &Path) -> Result<()> {
     Journal::open(dir)?;
     std::fs::write(sd.config(), exp.to_yaml()?)
         .with_context(|| format!("writing {}", sd.config().display()))?;
-    crate::provenance::Provenance::here().save(dir)?;
+    // The experiment as started: what `--join` and `--resume` check the
+    // folder's config.yaml against.
+    let mut prov = crate::provenance::Provenance::here();
+    prov.config = Some(serde_json::to_value(exp)?);
+    prov.save(dir)?;
     // The journal last: its presence makes the folder a sweep.
     Journal::open(dir)?.transact(|_| Ok((vec![], ())))
 }

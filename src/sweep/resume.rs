@@ -14,9 +14,31 @@ use std::path::Path;
 /// Keys a resume may change, with `--set`.
 pub const MAY_CHANGE: &[&str] = &["search.n_trials", "search.max_minutes", "tracking"];
 
+/// Refuses a sweep whose `config.yaml` no longer says what the sweep
+/// recorded when it started (or was last resumed): its trials would train
+/// different recipes under one name. Sweeps from before the record pass.
+pub fn check_recorded(dir: &Path, what: &str) -> Result<()> {
+    let Some(recorded) = Provenance::load(dir).and_then(|p| p.config) else {
+        return Ok(());
+    };
+    let file: Experiment = crate::config::load_yaml(&SweepDir::new(dir).config())?;
+    let changes = diff::changes(&recorded, &file, &[], &["data.dir"])?;
+    if !changes.is_empty() {
+        let list: Vec<String> = changes.iter().map(|c| format!("  {c}")).collect();
+        anyhow::bail!(
+            "{what}: {} was edited after the sweep started, so its trials would not be one experiment:\n{}\n\
+             restore it (the record is in provenance.json), or start a new sweep",
+            SweepDir::new(dir).config().display(),
+            list.join("\n")
+        );
+    }
+    Ok(())
+}
+
 /// The experiment to continue in `dir`, given the one composed now.
 pub fn prepare(dir: &Path, now: Experiment, overrides: &[String]) -> Result<Experiment> {
     crate::layout::check_resume(dir, crate::layout::Kind::Sweep)?;
+    check_recorded(dir, &format!("resuming {}", dir.display()))?;
     let sd = SweepDir::new(dir);
     let mut saved: Experiment = crate::config::load_yaml(&sd.config())?;
     saved.data.dir = now.data.dir.clone();
@@ -32,6 +54,9 @@ pub fn prepare(dir: &Path, now: Experiment, overrides: &[String]) -> Result<Expe
     }
     crate::layout::write_atomic(&sd.config(), now.to_yaml()?.as_bytes())?;
     let mut prov = Provenance::load(dir).unwrap_or_default();
+    if prov.config.is_some() {
+        prov.config = Some(serde_json::to_value(&now)?);
+    }
     prov.resumes.push(Resumed::now(changes));
     prov.save(dir)?;
     Ok(now)

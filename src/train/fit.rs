@@ -205,19 +205,10 @@ impl<'a> Fit<'a> {
         state.train_seconds += train_secs;
         state.images_seen += seen as u64;
         let val = self.validate();
-        let val_robust_acc = self.robust_val.as_ref().map(|set| {
-            let probs = artifact::predict_set(
-                self.net.module.as_ref(),
-                &self.preprocess,
-                self.env.device,
-                set,
-                false,
-                256,
-            );
-            eval::report(&probs, set, "val-corrupted", false, 0.0)
-                .overall
-                .accuracy
-        });
+        let val_robust_acc = self
+            .robust_val
+            .as_ref()
+            .map(|set| self.evaluate_on(set, "val-corrupted").overall.accuracy);
         Ok(EpochRecord {
             epoch: epoch + 1,
             step: state.step,
@@ -259,7 +250,8 @@ impl<'a> Fit<'a> {
         let (tc, device) = (&self.cfg.train, self.env.device);
         let x = batch.x.to_device(device);
         let y = batch.y.to_device(device);
-        let logits = forward_train(&self.net, &x, device, tc.precision, tc.channels_last)?;
+        let precision = tc.precision.resolve(device);
+        let logits = forward_train(&self.net, &x, device, precision, tc.channels_last)?;
         let loss = logits.cross_entropy_loss(
             &y,
             self.loss_weight.as_ref(),
@@ -319,17 +311,21 @@ impl<'a> Fit<'a> {
 
     /// Validation accuracy, loss and F1 of the network as it is now (centre crop).
     fn validate(&self) -> EvalReport {
-        let val = &self.env.splits.val;
+        self.evaluate_on(&self.env.splits.val, "val")
+    }
+
+    /// The network as it is now on `set` (centre crop).
+    fn evaluate_on(&self, set: &crate::data::ImageSet, split: &str) -> EvalReport {
         let t = Instant::now();
         let probs = artifact::predict_set(
             self.net.module.as_ref(),
             &self.preprocess,
             self.env.device,
-            val,
+            set,
             false,
             256,
         );
-        eval::report(&probs, val, "val", false, t.elapsed().as_secs_f64())
+        eval::report(&probs, set, split, false, t.elapsed().as_secs_f64())
     }
 
     /// Evaluates the weight average, which stays in the live weights, and
@@ -360,7 +356,14 @@ impl<'a> Fit<'a> {
             .take(self.steps_per_epoch)
             .map(|b| b.x.to_device(device));
         let bn_batches = swa::recalibrate_bn(&self.vs, batches, |x| {
-            forward_train(&self.net, x, device, tc.precision, tc.channels_last).map(drop)
+            forward_train(
+                &self.net,
+                x,
+                device,
+                tc.precision.resolve(device),
+                tc.channels_last,
+            )
+            .map(drop)
         })?;
         eprintln!(
             "weight average: BatchNorm statistics from {bn_batches} training batches in {:.0} s",
@@ -423,6 +426,15 @@ fn build_network(
     }
     if cfg.train.channels_last {
         super::to_channels_last(&vs);
+    }
+    if cfg.train.precision == Precision::Auto {
+        eprintln!(
+            "train.precision auto: {} on this machine",
+            match cfg.train.precision.resolve(device) {
+                Precision::Bf16 => "bf16",
+                _ => "fp32",
+            }
+        );
     }
     if cfg.train.precision == Precision::Bf16
         && device == Device::Cpu

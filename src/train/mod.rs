@@ -153,9 +153,9 @@ pub fn forward_train(
     } else {
         x.shallow_clone()
     };
-    Ok(match precision {
+    Ok(match precision.resolve(device) {
         Precision::Fp32 => net.module.forward_t(&x, true),
-        Precision::Bf16 => {
+        Precision::Bf16 | Precision::Auto => {
             let _bf16 = crate::autocast::Bf16::enter(device)?;
             // The loss and its softmax stay in float32.
             net.module.forward_t(&x, true).to_kind(Kind::Float)

@@ -68,12 +68,40 @@ impl Outcome {
         weights + &adjust
     }
 
-    /// The `eval.json` of a finished run folder.
+    /// The `eval.json` of a finished run folder; refused, naming the file
+    /// and the field, when it does not parse or a figure is out of range.
     pub fn read(dir: &Path) -> Result<Outcome> {
         let path = RunDir(dir.to_path_buf()).eval();
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not an eval.json written by fer", dir.display()))
+        let o: Outcome = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not an eval.json written by fer", path.display()))?;
+        let bad = o.out_of_range();
+        if !bad.is_empty() {
+            anyhow::bail!("{}: damaged: {}", path.display(), bad.join("; "));
+        }
+        Ok(o)
+    }
+
+    /// Every figure of the outcome that is out of its range, named.
+    pub fn out_of_range(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        for r in [&self.val, &self.test] {
+            bad.extend(r.overall.out_of_range(&format!("{}.overall", r.split)));
+            for (origin, m) in &r.by_origin {
+                bad.extend(m.out_of_range(&format!("{}.by_origin.{origin}", r.split)));
+            }
+        }
+        for h in &self.history {
+            for (name, v) in [("train_acc", h.train_acc), ("val_acc", h.val_acc)] {
+                if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                    bad.push(format!(
+                        "history epoch {}: {name} is {v}, expected a fraction in [0, 1]",
+                        h.epoch
+                    ));
+                }
+            }
+        }
+        bad
     }
 }
 

@@ -166,3 +166,32 @@ fn demo_without_the_data_set_fails_before_starting_anything() {
     assert!(!server_dir.exists(), "no server was started");
     assert!(!sweep.exists(), "no sweep was created");
 }
+
+/// Another program on the MLflow port is named as such: the demo stops
+/// before its sweep with the port in the error, and starts no server.
+#[test]
+fn demo_names_another_program_on_its_mlflow_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let server_dir = tmp.path().join("mlflow");
+    let sweep = tmp.path().join("sweep");
+    let out = common::fer()
+        .env("VIRTUAL_ENV", common::repo().join(".venv"))
+        .args(["demo", "--no-serve", "--mlflow-port", &port.to_string()])
+        .arg("--mlflow-dir")
+        .arg(&server_dir)
+        .arg("--sweep-dir")
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} is in use by another program")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("MLflow: http"), "{stderr}");
+    assert!(!sweep.exists(), "no sweep was run");
+    drop(other);
+}

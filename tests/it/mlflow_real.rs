@@ -958,3 +958,144 @@ fn two_workers_log_one_parent_and_every_trial_as_its_child() {
         .collect();
     assert_eq!(workers.len(), 2, "both workers ran trials: {trials:?}");
 }
+
+/// The server's view of one run folder follows the folder through what a
+/// user does to it: a damaged `metrics.jsonl` line that is repaired later
+/// reaches the server then; a resume that changes `train.epochs` keeps the
+/// original param and logs the change as `resume1.train.epochs`, exit 0; a
+/// truncated `mlflow.json` finds the same run instead of making a second;
+/// a damaged `eval.json` or `config.yaml` syncs the rest, names the file
+/// and exits non-zero.
+#[test]
+fn sync_follows_repairs_resumes_and_damage_of_a_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("mlflow"), free_port(), &[], &[]);
+    let c = Client::with_auth(&server.uri, None).unwrap();
+    let cfg = tmp.path().join("tiny.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: follow\nseed: 1\ndata: {{dir: {}}}\n\
+             model: {{kind: cnn, widths: [8, 16], convs: 1}}\n\
+             train: {{epochs: 2, batch_size: 32, subset: 0.02, max_batches: 4}}\n",
+            common::fer_dir().display()
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    common::run_ok(fer().arg("train").arg(&cfg).arg("--run-dir").arg(&run));
+    let sync = || {
+        fer()
+            .args(["mlflow", "sync", "--tracking-uri", &server.uri])
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    let steps = |key: &str| -> BTreeSet<i64> {
+        let id = state(&run, &server.uri)["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let v = c
+            .get(
+                "metrics/get-history",
+                &[("run_id", &id), ("metric_key", key)],
+            )
+            .unwrap();
+        v["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["step"].as_i64().unwrap())
+            .collect()
+    };
+
+    // 1. Epoch 2's line damaged: skipped with a warning; repaired: it goes.
+    let metrics = run.join("metrics.jsonl");
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    std::fs::write(&metrics, format!("{}\n{{\"epoch\": 2, broken\n", lines[0])).unwrap();
+    let out = sync();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(steps("val/acc"), BTreeSet::from([1]));
+    std::fs::write(&metrics, &good).unwrap();
+    let out = sync();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        steps("val/acc"),
+        BTreeSet::from([1, 2]),
+        "the repaired epoch reached the server"
+    );
+
+    // 2. An allowed resume that changes a param.
+    common::run_ok(
+        fer()
+            .args(["train", "--resume"])
+            .arg(&run)
+            .args(["--set", "train.epochs=3"]),
+    );
+    let out = sync();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = state(&run, &server.uri)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c.get("runs/get", &[("run_id", &id)]).unwrap()["run"].clone();
+    let p = params(&r);
+    assert_eq!(
+        p["train.epochs"], "2",
+        "the param keeps the value the run started with"
+    );
+    assert_eq!(p["resume1.train.epochs"], "3", "{p:?}");
+    assert_eq!(steps("val/acc"), BTreeSet::from([1, 2, 3]));
+    assert_eq!(r["info"]["status"], "FINISHED");
+
+    // 3. A truncated mlflow.json: the same run is found again.
+    let ledger = run.join("mlflow.json");
+    let bytes = std::fs::read(&ledger).unwrap();
+    std::fs::write(&ledger, &bytes[..bytes.len() / 2]).unwrap();
+    let out = sync();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    assert!(run.join("mlflow.json.damaged").exists());
+    let exp = c.experiment("follow").unwrap();
+    assert_eq!(c.search_runs(&exp, "").unwrap().len(), 1, "no second run");
+    assert_eq!(
+        state(&run, &server.uri)["run_id"].as_str(),
+        Some(id.as_str())
+    );
+
+    // 4. A damaged eval.json, then a damaged config.yaml: named, exit 1.
+    for (file, bad) in [
+        ("eval.json", "{\"name\": \"follow\""),
+        ("config.yaml", "name: [\n"),
+    ] {
+        let path = run.join(file);
+        let keep = std::fs::read(&path).unwrap();
+        std::fs::write(&path, bad).unwrap();
+        let out = sync();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
+        assert!(err.contains(&path.display().to_string()), "{file}: {err}");
+        std::fs::write(&path, keep).unwrap();
+    }
+    let out = sync();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -383,3 +383,38 @@ fn bad_inputs_and_an_existing_out_are_refused_clearly() {
     );
     assert!(done.join("predictions.jsonl").is_file());
 }
+
+/// The hidden partial files of a killed run do not make the next run into
+/// the same `--out` refuse it as "not empty": it removes them and says so.
+/// Anything else there is still refused.
+#[test]
+fn a_killed_runs_partial_files_are_cleaned_by_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("annotated")).unwrap();
+    let partials = [
+        out.join(".predictions.csv.partial"),
+        out.join("annotated/.clip.mp4.partial.mp4"),
+        out.join("annotated/.clip.mp4.partial.log"),
+    ];
+    for p in &partials {
+        std::fs::write(p, "half").unwrap();
+    }
+    let o = run_ok(fer().arg("predict").arg(astronaut()).arg("--out").arg(&out));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for p in &partials {
+        assert!(!p.exists(), "{} is left", p.display());
+        assert!(err.contains(&format!("removed {}", p.display())), "{err}");
+    }
+    assert!(out.join("predictions.csv").exists());
+    // A real output is still refused.
+    let again = fer()
+        .arg("predict")
+        .arg(astronaut())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}

@@ -193,7 +193,7 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
     ]));
     let v: serde_json::Value = serde_json::from_slice(&out_json.stdout).unwrap();
     let rows = v["robustness"]["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 33, "11 perturbations x 3 severities");
+    assert_eq!(rows.len(), 54, "18 perturbations x 3 severities");
     let cached: serde_json::Value =
         serde_json::from_slice(&std::fs::read(zoo.join("cnn/robustness.json")).unwrap()).unwrap();
     assert_eq!(v["robustness"], cached["r"]);
@@ -265,4 +265,45 @@ fn report_names_bad_input() {
     let out = fer().arg("report").arg(tmp.path()).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no finished runs"));
+}
+
+/// A run folder whose `eval.json` holds a figure out of range (an accuracy
+/// of 3.0) is refused by `fer report`, naming the file and the field, and
+/// no report shows 300%.
+#[test]
+fn report_refuses_figures_out_of_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tiny.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: tiny\nseed: 1\ndata: {{dir: {}}}\nmodel: {{kind: mlp, hidden: [16]}}\n\
+             train: {{epochs: 1, batch_size: 32, subset: 0.02, max_batches: 4}}\n",
+            common::fer_dir().display()
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    common::run_ok(fer().arg("train").arg(&cfg).arg("--run-dir").arg(&run));
+    let eval = run.join("eval.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&eval).unwrap()).unwrap();
+    v["test"]["overall"]["accuracy"] = serde_json::json!(3.0);
+    std::fs::write(&eval, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out_dir = tmp.path().join("report");
+    let out = fer()
+        .arg("report")
+        .arg(&run)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&eval.display().to_string())
+            && err.contains("test.overall.accuracy is 3, expected a fraction in [0, 1]"),
+        "{err}"
+    );
+    let md = std::fs::read_to_string(out_dir.join("README.md")).unwrap_or_default();
+    assert!(!md.contains("300.0%"), "{md}");
 }

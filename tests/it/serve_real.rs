@@ -424,10 +424,15 @@ fn read_until_closed(tcp: &mut std::net::TcpStream) -> (String, Duration) {
 
 /// The server's peak resident memory (VmHWM), in MB.
 fn peak_rss_mb(s: &Server) -> f64 {
+    status_mb(s, "VmHWM:")
+}
+
+/// A memory line of the server's /proc status (`VmHWM:`, `VmRSS:`), in MB.
+fn status_mb(s: &Server, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .unwrap()
         .trim()
         .trim_end_matches("kB")
@@ -1103,4 +1108,44 @@ fn websocket_protocol_errors_close_with_a_status_and_are_counted() {
     assert_eq!(error_count(&m, "ws_too_large"), 1.0, "{m}");
     assert_eq!(error_count(&m, "ws_protocol"), 2.0, "{m}");
     assert_eq!(error_count(&m, "ws_timeout"), 1.0, "{m}");
+}
+
+/// Resident memory now, in MB.
+fn rss_mb(s: &Server) -> f64 {
+    status_mb(s, "VmRSS:")
+}
+
+/// A burst of 64 connections each uploading a body just under the 4 MiB
+/// limit: at most --max-buffered (64 MiB) of bodies is held at once, every
+/// upload is answered (400 for junk, 503 when no room came in time), and
+/// once they close resident memory is back near its level before.
+#[test]
+fn a_burst_of_large_uploads_leaves_no_lasting_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(tmp.path(), &["--queue-timeout", "30"], &[]);
+    let photo = std::fs::read(common::astronaut()).unwrap();
+    assert_eq!(post(&s.url, photo.clone()).0, 200);
+    let before = rss_mb(&s);
+    let body = vec![7u8; (4 << 20) - 4096];
+    let senders: Vec<_> = (0..64)
+        .map(|_| {
+            let (url, body) = (s.url.clone(), body.clone());
+            std::thread::spawn(move || post(&url, body).0)
+        })
+        .collect();
+    let codes: Vec<u16> = senders.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(codes.iter().all(|&c| c == 400 || c == 503), "{codes:?}");
+    assert!(codes.contains(&400), "{codes:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (after, peak) = (rss_mb(&s), peak_rss_mb(&s));
+    // 64 bodies held at once would be 256 MB; the bound is 64 MiB.
+    assert!(
+        peak < before + 150.0,
+        "peak {peak:.0} MB against {before:.0} MB before"
+    );
+    assert!(
+        after < before + 40.0,
+        "{after:.0} MB after against {before:.0} MB before"
+    );
+    assert_eq!(post(&s.url, photo).0, 200, "still serving");
 }

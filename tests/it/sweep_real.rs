@@ -197,6 +197,56 @@ fn failed_trials_are_recorded_and_only_all_failed_is_an_error() {
             && t.error.as_deref().unwrap_or("").contains("diverged")));
 }
 
+/// A sweep can optimise robustness: with `val/robust_acc` as its objective
+/// each trial measures the corrupted validation copy every epoch, its value
+/// is that metric at its selected epoch, and the best trial is the most
+/// robust one. A two-objective search takes it as its second objective.
+#[test]
+fn a_smoke_sweep_optimises_robust_validation_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = experiment(
+        tmp.path(),
+        "name: robust\nseed: 2\ndata: fer2013\nmodel: {kind: cnn, widths: [8, 16], convs: 1}\n\
+         train: smoke\nset: {train.epochs: 2}\n\
+         search: {sampler: {kind: random}, n_trials: 2,\
+           objective: {metric: val/robust_acc, direction: maximize}}\n\
+         space:\n  train.optimizer.lr: {float: [0.01, 0.1], log: true}\n",
+    );
+    let dir = tmp.path().join("s");
+    common::run_ok(fer().args(["sweep"]).arg(&p).arg("--sweep-dir").arg(&dir));
+    let trials = rebuild(&read_events(&dir.join("trials.jsonl")).unwrap());
+    assert_eq!(trials.len(), 2);
+    let mut values = Vec::new();
+    for t in &trials {
+        assert_eq!(t.state, TrialState::Complete, "{t:?}");
+        let run = dir.join(format!("trials/{:03}", t.number));
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let recs: Vec<fer::metric::EpochRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(recs.len(), 2);
+        let v = t.value.unwrap();
+        // The value is the robust accuracy of one of its epochs, and each
+        // intermediate value is its epoch's.
+        assert!(
+            recs.iter().any(|r| r.val_robust_acc == Some(v)),
+            "{v} {recs:?}"
+        );
+        for (epoch, x) in &t.intermediate {
+            assert_eq!(recs[epoch - 1].val_robust_acc, Some(*x));
+        }
+        values.push((t.number, v));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["objective"], "val/robust_acc");
+    // The best trial has the highest robust accuracy (ties go to the first).
+    let max = values.iter().map(|v| v.1).fold(f64::MIN, f64::max);
+    let best = values.iter().find(|v| v.1 == max).unwrap().0;
+    assert_eq!(summary["best"].as_u64(), Some(best as u64), "{values:?}");
+}
+
 fn load_err(body: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let p = experiment(tmp.path(), body);
@@ -581,4 +631,143 @@ fn a_real_slurm_runs_a_smoke_sweep_as_a_two_task_array() {
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains(&format!("Slurm jobs: {job}")), "{status}");
     assert!(status.contains("complete 4"), "{status}");
+}
+
+/// The pids whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid == parent {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Alive and not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s[s.rfind(')').unwrap() + 2..].chars().next();
+            state != Some('Z') && state != Some('X')
+        })
+        .unwrap_or(false)
+}
+
+/// Nothing `fer sweep --workers 2` starts outlives it: a TERM, and then
+/// (another sweep) a KILL that runs no handler, to the parent ends both
+/// workers within seconds.
+#[test]
+fn workers_end_with_their_parent_whatever_the_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = repo().join("experiments/smoke.yaml");
+    for (i, sig) in [libc::SIGTERM, libc::SIGKILL].into_iter().enumerate() {
+        let dir = tmp.path().join(format!("s{i}"));
+        let mut parent = fer()
+            .arg("sweep")
+            .arg(&exp)
+            .arg("--sweep-dir")
+            .arg(&dir)
+            .args(["--workers", "2", "--set", "search.n_trials=40"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let workers = loop {
+            let kids = children_of(parent.id());
+            if kids.len() == 2 {
+                break kids;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "workers never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(parent.id() as i32, sig) };
+        parent.wait().unwrap();
+        let t = Instant::now();
+        while workers.iter().any(|&w| running(w)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "signal {sig}: workers {workers:?} outlived their parent"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A sweep is one experiment: `--join` and `--resume` refuse a
+/// `config.yaml` edited after the sweep started, naming the key; a Slurm
+/// launch refused for a bad option writes no folder.
+#[test]
+fn a_sweep_refuses_an_edited_config_and_a_refused_launch_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = repo().join("experiments/smoke.yaml");
+    let dir = tmp.path().join("s");
+    common::run_ok(
+        fer()
+            .arg("sweep")
+            .arg(&exp)
+            .arg("--sweep-dir")
+            .arg(&dir)
+            .args(["--set", "search.n_trials=1"]),
+    );
+    let config = dir.join("config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("seed: 1\n"), "{text}");
+    std::fs::write(&config, text.replace("seed: 1\n", "seed: 7\n")).unwrap();
+    let join = fer().args(["sweep", "--join"]).arg(&dir).output().unwrap();
+    let resume = fer()
+        .arg("sweep")
+        .arg(&exp)
+        .args(["--resume", "--sweep-dir"])
+        .arg(&dir)
+        .args(["--set", "search.n_trials=2"])
+        .output()
+        .unwrap();
+    for (what, o) in [("join", join), ("resume", resume)] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: {err}");
+        assert!(
+            err.contains("was edited after the sweep started"),
+            "{what}: {err}"
+        );
+        assert!(err.contains("seed: 1 recorded, 7 now"), "{what}: {err}");
+    }
+    let trials = rebuild(&read_events(&dir.join("trials.jsonl")).unwrap());
+    assert_eq!(trials.len(), 1, "no trial ran under the edited config");
+
+    // A refused Slurm option: no folder.
+    let slurm = tmp.path().join("slurm");
+    let o = fer()
+        .arg("sweep")
+        .arg(&exp)
+        .arg("--sweep-dir")
+        .arg(&slurm)
+        .args(["--launcher", "slurm", "--partition", "two words"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("--partition \"two words\": expected one word"),
+        "{err}"
+    );
+    assert!(
+        !slurm.exists(),
+        "a refused launch wrote {}",
+        slurm.display()
+    );
 }

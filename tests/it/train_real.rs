@@ -346,6 +346,36 @@ fn bf16_channels_last_run_resumes_exactly_and_saves_fp32() {
     assert!(acc > 722.0 / 2873.0, "val acc {acc}");
 }
 
+/// Webcam corruptions as augmentation, with `val/robust_acc` measured each
+/// epoch: a run killed after its first epoch resumes bit-identical, and
+/// every epoch records a corrupted-validation accuracy below certainty.
+#[test]
+fn corrupted_training_resumes_exactly_and_logs_robust_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = tiny_yaml_with(3, ", robust_val: true").replace(
+        "data: {dir: ",
+        "data: {augment: {corrupt: {\
+           mask: {p: 0.2, range: [0.3, 0.5]}, sunglasses: {p: 0.2, range: [6, 12]},\
+           patch: {p: 0.2, range: [8, 16]}, low_light: {p: 0.3, range: [0.2, 0.8]},\
+           downscale: {p: 0.3, range: [14, 36]}, blur: {p: 0.3, range: [0.3, 2.0]},\
+           motion_blur: {p: 0.3, range: [2, 9]}, noise: {p: 0.3, range: [2, 36]},\
+           shot_noise: {p: 0.3, range: [4, 32]}, jpeg: {p: 0.3, range: [8, 60]}}}, dir: ",
+    );
+    let model = resume_after_kill_matches(tmp.path(), &yaml, 3, 1);
+    let run = model.parent().unwrap();
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    for l in text.lines() {
+        let r: fer::metric::EpochRecord = serde_json::from_str(l).unwrap();
+        let robust = r.val_robust_acc.expect("val/robust_acc every epoch");
+        assert!((0.0..1.0).contains(&robust), "{l}");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(
+        csv.lines().next().unwrap().contains(",val_robust_acc,"),
+        "{csv}"
+    );
+}
+
 /// Trains `yaml` (`epochs` in all) straight through and again with a
 /// `kill -9` once `kill_after` epochs are checkpointed and a resume, in
 /// `tmp`; both must end identical. Returns the resumed run's model file.
@@ -400,13 +430,13 @@ fn resume_after_kill_matches(tmp: &Path, yaml: &str, epochs: usize, kill_after: 
         let d = (x - &tb[k]).abs().max().double_value(&[]);
         assert!(d == 0.0, "{k} differs by {d}");
     }
-    let hist = |d: &Path| -> Vec<(f64, f64, f64)> {
+    let hist = |d: &Path| -> Vec<(f64, f64, f64, Option<f64>)> {
         std::fs::read_to_string(d.join("metrics.jsonl"))
             .unwrap()
             .lines()
             .map(|l| {
                 let r: fer::metric::EpochRecord = serde_json::from_str(l).unwrap();
-                (r.train_loss, r.val_loss, r.val_acc)
+                (r.train_loss, r.val_loss, r.val_acc, r.val_robust_acc)
             })
             .collect()
     };

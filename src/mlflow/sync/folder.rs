@@ -22,10 +22,34 @@ use std::path::{Path, PathBuf};
 /// the typed config would add defaults or refuse old keys. The few fields
 /// read besides (name, model kind, objective) come from the same document.
 pub(super) fn config_doc(path: &Path) -> Value {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_saphyr::from_str::<Value>(&t).ok())
-        .unwrap_or(Value::Null)
+    config_checked(path).0
+}
+
+/// The config document, and what is wrong with the file when it cannot be
+/// read as a YAML mapping (a missing file is no problem: nothing to send).
+fn config_checked(path: &Path) -> (Value, Option<String>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Value::Null, None),
+        Err(e) => return (Value::Null, Some(format!("{}: {e}", path.display()))),
+    };
+    match serde_saphyr::from_str::<Value>(&text) {
+        Ok(v) if v.is_object() => (v, None),
+        Ok(_) => (
+            Value::Null,
+            Some(format!(
+                "{}: not a YAML mapping; the run's params were not sent",
+                path.display()
+            )),
+        ),
+        Err(e) => (
+            Value::Null,
+            Some(format!(
+                "{}: not YAML ({e}); the run's params were not sent",
+                path.display()
+            )),
+        ),
+    }
 }
 
 /// The experiment to log under: the target's, else `MLFLOW_EXPERIMENT_NAME`,
@@ -61,6 +85,29 @@ pub fn flatten(v: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// MLflow params never change once logged, while a resume may change a few
+/// keys (`fer train --resume --set train.epochs=N`, a sweep's `n_trials`).
+/// The rule: a param keeps the value the run started with, and resume `i`
+/// (from 1, in `provenance.json`) logs each key it changed as the param
+/// `resume<i>.<key>` with the new value. Every server then holds the same
+/// params whatever the order of syncs and resumes.
+fn as_started(raw: &mut Vec<(String, String)>, prov: &Provenance) {
+    let mut first: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut added = Vec::new();
+    for (i, r) in prov.resumes.iter().enumerate() {
+        for c in &r.changes {
+            first.entry(c.key.clone()).or_insert_with(|| c.was.clone());
+            flatten(&c.now, &format!("resume{}.{}", i + 1, c.key), &mut added);
+        }
+    }
+    for (key, was) in &first {
+        let inside = format!("{key}.");
+        raw.retain(|(k, _)| k != key && !k.starts_with(&inside));
+        flatten(was, key, raw);
+    }
+    raw.extend(added);
+}
+
 /// Params the server accepts: valid keys, values cut to its limit, each key
 /// once (the last value wins), sorted.
 fn clean_params(raw: Vec<(String, String)>) -> Vec<(String, String)> {
@@ -91,11 +138,28 @@ fn mtime_s(path: &Path) -> f64 {
 /// The metric points of a run folder, in a fixed order: every epoch, then
 /// the final evaluation once it exists.
 pub fn run_points(rd: &RunDir) -> Vec<Point> {
+    run_points_checked(rd).0
+}
+
+/// The points, and what is wrong with `eval.json` when it exists but
+/// cannot be read or holds figures out of range.
+fn run_points_checked(rd: &RunDir) -> (Vec<Point>, Option<String>) {
     let mut pts = epoch_points(&crate::metric::read_history(rd));
-    if let Ok(o) = Outcome::read(rd.path()) {
-        pts.extend(final_points(&o, ms(mtime_s(&rd.eval()))));
+    if !rd.eval().exists() {
+        return (pts, None);
     }
-    pts
+    match Outcome::read(rd.path()) {
+        Ok(o) => {
+            pts.extend(final_points(&o, ms(mtime_s(&rd.eval()))));
+            (pts, None)
+        }
+        Err(e) => (
+            pts,
+            Some(format!(
+                "{e:#}; the run's final metrics and end status were not sent"
+            )),
+        ),
+    }
 }
 
 /// Eight points per epoch, at the epoch's end.
@@ -324,10 +388,16 @@ pub(super) fn run_spec(
     parent: Option<&str>,
     trial: Option<&TrialRecord>,
 ) -> RunSpec {
-    let config = config_doc(&rd.config());
+    let (config, config_problem) = config_checked(&rd.config());
+    let (points, eval_problem) = run_points_checked(rd);
+    let problems: Vec<String> = config_problem
+        .into_iter()
+        .chain(eval_problem.clone())
+        .collect();
     let mut raw = Vec::new();
     flatten(&config, "", &mut raw);
     let (prov, mut tags) = provenance_tags(rd.path(), &rd.config());
+    as_started(&mut raw, &prov);
     let (name, status) = match trial {
         Some(t) => {
             raw.extend(search_params(t));
@@ -336,8 +406,7 @@ pub(super) fn run_spec(
         None => {
             let name = config["name"].as_str().unwrap_or("run").to_string();
             let eval = rd.eval();
-            let status = eval
-                .exists()
+            let status = (eval.exists() && eval_problem.is_none())
                 .then(|| ("FINISHED".to_string(), ms(mtime_s(&eval))));
             (name, status)
         }
@@ -355,11 +424,12 @@ pub(super) fn run_spec(
         .into(),
         params: clean_params(raw),
         tags,
-        points: run_points(rd),
+        points,
         artifacts: run_artifacts(rd),
         status,
         start_ms: start_ms(&rd.config(), &prov),
         prov,
+        problems,
     }
 }
 
@@ -422,7 +492,7 @@ pub(super) fn sweep_folder(
     sd: &SweepDir,
     experiment: Option<&str>,
 ) -> Result<SweepFolder, SyncError> {
-    let config = config_doc(&sd.config());
+    let (config, config_problem) = config_checked(&sd.config());
     let experiment = experiment_name(experiment, &config);
     let events =
         journal::read_events(&sd.journal()).map_err(|e| SyncError::Local(format!("{e:#}")))?;
@@ -443,6 +513,7 @@ pub(super) fn sweep_folder(
         .unwrap_or("objective");
     let maximize = config["search"]["objective"]["direction"] != "minimize";
     let (prov, mut tags) = provenance_tags(sd.path(), &sd.config());
+    as_started(&mut raw, &prov);
     tags.push(("fer.kind".into(), "sweep".into()));
     let parent = RunSpec {
         dir: sd.path().to_path_buf(),
@@ -457,6 +528,7 @@ pub(super) fn sweep_folder(
         status: done.then(|| ("FINISHED".to_string(), ms(mtime_s(&summary)))),
         start_ms: start_ms(&sd.config(), &prov),
         prov,
+        problems: config_problem.into_iter().collect(),
     };
     Ok(SweepFolder {
         experiment,

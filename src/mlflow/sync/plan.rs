@@ -30,6 +30,8 @@ pub(super) struct RunSpec {
     pub start_ms: i64,
     /// The folder's `provenance.json` (empty when it predates provenance).
     pub prov: Provenance,
+    /// Damaged files whose part of the run was not sent, with what is wrong.
+    pub problems: Vec<String>,
 }
 
 /// What an existing run lacks, in the order it is sent.
@@ -42,22 +44,32 @@ pub(super) struct RunPlan<'a> {
     /// The training data as a `runs/log-inputs` dataset, once per run and
     /// only when the provenance knows the data's digest.
     pub dataset: Option<Value>,
-    /// The metric points after those already accepted, in order.
-    pub points: &'a [Point],
+    /// The metric points the server does not hold (by key and step), in order.
+    pub points: Vec<Point>,
     /// The end status and time, when it changed.
     pub status: Option<(&'a str, i64)>,
 }
 
 pub(super) fn run_plan<'a>(spec: &'a RunSpec, s: &ServerState) -> RunPlan<'a> {
-    let params = spec
-        .params
-        .iter()
-        .filter(|(k, v)| s.params.get(k) != Some(v))
-        .cloned()
-        .collect();
+    let mut params = Vec::new();
+    let mut tags: BTreeMap<String, String> = spec.tags.iter().cloned().collect();
+    for (k, v) in &spec.params {
+        match s.params.get(k) {
+            None => params.push((k.clone(), v.clone())),
+            Some(held) if held == v => {}
+            // A param the server holds with another value cannot change
+            // (MLflow refuses it, and the refusal would block the rest of
+            // the run); the value now goes in a tag that may.
+            Some(held) => {
+                tracing::warn!(
+                    "MLflow: param '{k}' is {held} on the server and {v} in the folder; params cannot change, so the new value is the tag fer.changed.{k}"
+                );
+                tags.insert(format!("fer.changed.{k}"), v.clone());
+            }
+        }
+    }
     // The source and the parent are tags too; tags overwrite, so a change
     // is simply sent again.
-    let mut tags: BTreeMap<String, String> = spec.tags.iter().cloned().collect();
     tags.insert("mlflow.source.name".into(), spec.source.clone());
     if let Some(p) = &spec.parent {
         tags.insert("mlflow.parentRunId".into(), p.clone());
@@ -74,7 +86,12 @@ pub(super) fn run_plan<'a>(spec: &'a RunSpec, s: &ServerState) -> RunPlan<'a> {
         } else {
             dataset(&spec.prov)
         },
-        points: spec.points.get(s.metrics_sent..).unwrap_or_default(),
+        points: spec
+            .points
+            .iter()
+            .filter(|p| !s.points.contains(&(p.key.clone(), p.step)))
+            .cloned()
+            .collect(),
         status: spec
             .status
             .as_ref()
@@ -180,6 +197,7 @@ mod tests {
             status: None,
             start_ms: 0,
             prov: Provenance::default(),
+            problems: Vec::new(),
         }
     }
 
@@ -189,24 +207,27 @@ mod tests {
         let p = run_plan(spec, &s);
         s.params.extend(p.params);
         s.tags.extend(p.tags);
-        s.metrics_sent = p.points.len();
+        s.points = p.points.iter().map(|x| (x.key.clone(), x.step)).collect();
         s.inputs_done = p.dataset.is_some();
         s.status = p.status.map(|(st, _)| st.to_string());
         s
     }
 
     #[test]
-    fn only_points_after_those_accepted_are_planned() {
+    fn points_the_server_lacks_are_planned_wherever_they_are() {
         let spec = spec();
         let mut s = ServerState::default();
-        assert_eq!(run_plan(&spec, &s).points, &spec.points[..]);
-        s.metrics_sent = 6;
-        assert_eq!(run_plan(&spec, &s).points, &spec.points[6..]);
-        s.metrics_sent = 10;
-        assert!(run_plan(&spec, &s).points.is_empty());
-        // A folder with fewer points than were sent (a run started over in
-        // the same folder) sends none rather than failing.
-        s.metrics_sent = 12;
+        assert_eq!(run_plan(&spec, &s).points, spec.points);
+        let held = |pts: &[Point]| pts.iter().map(|p| (p.key.clone(), p.step)).collect();
+        s.points = held(&spec.points[..6]);
+        assert_eq!(run_plan(&spec, &s).points, spec.points[6..]);
+        // A point in the middle that never went (a damaged line, repaired
+        // later) is planned although everything after it went.
+        s.points = held(&spec.points);
+        let middle = &spec.points[3];
+        s.points.remove(&(middle.key.clone(), middle.step));
+        assert_eq!(run_plan(&spec, &s).points, std::slice::from_ref(middle));
+        s.points = held(&spec.points);
         assert!(run_plan(&spec, &s).points.is_empty());
     }
 
@@ -216,7 +237,12 @@ mod tests {
         let mut s = ServerState::default();
         s.params.insert("a".into(), "1".into());
         s.params.insert("b".into(), "2".into());
-        assert_eq!(run_plan(&spec, &s).params, kv(&[("b", "3"), ("c", "4")]));
+        // b is held as 2: a param cannot change, so 3 goes as a tag.
+        let plan = run_plan(&spec, &s);
+        assert_eq!(plan.params, kv(&[("c", "4")]));
+        assert!(plan
+            .tags
+            .contains(&("fer.changed.b".to_string(), "3".to_string())));
         assert!(run_plan(&spec, &synced(&spec)).params.is_empty());
     }
 

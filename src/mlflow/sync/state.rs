@@ -20,8 +20,16 @@ pub struct ServerState {
     /// Tags already set (key → value); tags overwrite, so only changes go.
     pub tags: BTreeMap<String, String>,
     pub inputs_done: bool,
-    /// Points of `points()` already accepted, in order.
+    /// Ledgers before points were recorded by key and step counted them;
+    /// such a count is replaced by asking the server (`reconcile_points`).
+    #[serde(skip_serializing_if = "is_zero")]
     pub metrics_sent: usize,
+    /// The (key, step) of every point the server accepted.
+    pub points: std::collections::BTreeSet<(String, i64)>,
+    /// The run existed on the server before this ledger knew it (found by
+    /// its uid, or by name and start time): its points are to be learnt.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub found: bool,
     /// Uploaded artifacts: relative path → (size, mtime ns, blake3).
     pub artifacts: BTreeMap<String, (u64, u128, String)>,
     pub status: Option<String>,
@@ -39,14 +47,34 @@ pub struct State {
     pub servers: BTreeMap<String, ServerState>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl State {
+    /// The folder's ledger. A damaged one is kept aside as
+    /// `mlflow.json.damaged` with a warning and rebuilt: the uid comes from
+    /// the folder itself, so each server's run is found again, not doubled.
     fn load(dir: &Path) -> State {
-        let mut s: State = std::fs::read(dir.join(layout::MLFLOW_STATE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let path = dir.join(layout::MLFLOW_STATE);
+        let mut s: State = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(s) => s,
+                Err(e) => {
+                    let aside = dir.join(format!("{}.damaged", layout::MLFLOW_STATE));
+                    let _ = std::fs::rename(&path, &aside);
+                    tracing::warn!(
+                        "{}: damaged ({e}); kept as {} and rebuilt from the servers",
+                        path.display(),
+                        aside.display()
+                    );
+                    State::default()
+                }
+            },
+            Err(_) => State::default(),
+        };
         if s.uid.is_empty() {
-            s.uid = new_uid();
+            s.uid = folder_uid(dir);
         }
         s
     }
@@ -62,6 +90,23 @@ pub fn server_state(dir: &Path, uri: &str) -> Option<ServerState> {
     let bytes = std::fs::read(dir.join(layout::MLFLOW_STATE)).ok()?;
     let state: State = serde_json::from_slice(&bytes).ok()?;
     state.servers.get(uri).cloned()
+}
+
+/// The folder's own id: a digest of where and when it was started (its
+/// `provenance.json`) and its name, the same every time it is computed;
+/// random for a folder without provenance.
+fn folder_uid(dir: &Path) -> String {
+    match crate::provenance::Provenance::load(dir).filter(|p| p.started > 0.0) {
+        Some(p) => {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let key = format!("{}\n{}\n{}\n{name}", p.host, p.started, p.command);
+            blake3::hash(key.as_bytes()).to_hex()[..32].to_string()
+        }
+        None => new_uid(),
+    }
 }
 
 fn new_uid() -> String {
