@@ -306,8 +306,8 @@ impl std::str::FromStr for TrainMode {
             "auto" => Precision::Auto.resolve(tch::Device::Cpu),
             _ => {
                 return Err(format!(
-                    "unknown mode '{s}'; expected fp32, bf16 or auto, each optionally -nhwc"
-                ))
+                "unknown mode '{s}'; expected fp32, bf16, auto, fp32-nhwc, bf16-nhwc or auto-nhwc"
+            ))
             }
         };
         Ok(TrainMode {

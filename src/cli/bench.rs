@@ -51,7 +51,8 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value = "logistic,mlp,cnn,resnet18,vit")]
     pub families: String,
     /// Arithmetic and layout per measurement, comma-separated: fp32, bf16,
-    /// fp32-nhwc, bf16-nhwc (train.precision and train.channels_last).
+    /// auto (what `train.precision: auto` picks here), each optionally
+    /// -nhwc (train.precision and train.channels_last).
     #[arg(long, default_value = "fp32,bf16-nhwc", value_delimiter = ',')]
     pub modes: Vec<TrainMode>,
     #[arg(long, default_value_t = 64)]

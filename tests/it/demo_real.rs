@@ -8,6 +8,7 @@ use crate::common;
 
 use fer::mlflow::client::Client;
 use serde_json::Value;
+use std::path::Path;
 
 #[test]
 fn demo_sweep_reaches_a_real_mlflow_and_writes_the_report() {
@@ -148,17 +149,7 @@ fn demo_without_the_data_set_fails_before_starting_anything() {
     let missing = tmp.path().join("no-fer2013");
     let server_dir = tmp.path().join("mlflow");
     let sweep = tmp.path().join("sweep");
-    let out = common::fer()
-        .env("VIRTUAL_ENV", common::repo().join(".venv"))
-        .current_dir(common::repo())
-        .args(["demo", "--no-serve", "--data"])
-        .arg(&missing)
-        .arg("--mlflow-dir")
-        .arg(&server_dir)
-        .arg("--sweep-dir")
-        .arg(&sweep)
-        .output()
-        .unwrap();
+    let out = demo_no_serve(&server_dir, &sweep, &["--data", &missing.to_string_lossy()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
@@ -176,15 +167,7 @@ fn demo_names_another_program_on_its_mlflow_port() {
     let port = other.local_addr().unwrap().port();
     let server_dir = tmp.path().join("mlflow");
     let sweep = tmp.path().join("sweep");
-    let out = common::fer()
-        .env("VIRTUAL_ENV", common::repo().join(".venv"))
-        .args(["demo", "--no-serve", "--mlflow-port", &port.to_string()])
-        .arg("--mlflow-dir")
-        .arg(&server_dir)
-        .arg("--sweep-dir")
-        .arg(&sweep)
-        .output()
-        .unwrap();
+    let out = demo_no_serve(&server_dir, &sweep, &["--mlflow-port", &port.to_string()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -194,4 +177,19 @@ fn demo_names_another_program_on_its_mlflow_port() {
     assert!(!stderr.contains("MLflow: http"), "{stderr}");
     assert!(!sweep.exists(), "no sweep was run");
     drop(other);
+}
+
+/// `fer demo --no-serve` with its MLflow and sweep folders and `extra`.
+fn demo_no_serve(server_dir: &Path, sweep: &Path, extra: &[&str]) -> std::process::Output {
+    common::fer()
+        .env("VIRTUAL_ENV", common::repo().join(".venv"))
+        .current_dir(common::repo())
+        .args(["demo", "--no-serve"])
+        .args(extra)
+        .arg("--mlflow-dir")
+        .arg(server_dir)
+        .arg("--sweep-dir")
+        .arg(sweep)
+        .output()
+        .unwrap()
 }
