@@ -303,7 +303,7 @@ impl std::str::FromStr for TrainMode {
             "bf16" => Precision::Bf16,
             // What `train.precision: auto` picks on this machine, measured
             // and named as that mode (the PyTorch side runs the same).
-            "auto" => Precision::Auto.resolve(tch::Device::Cpu),
+            "auto" => crate::autocast::resolve(Precision::Auto, tch::Device::Cpu),
             _ => {
                 return Err(format!(
                 "unknown mode '{s}'; expected fp32, bf16, auto, fp32-nhwc, bf16-nhwc or auto-nhwc"

@@ -156,31 +156,8 @@ pub enum Precision {
     /// Autocast convolutions and matrix products to bfloat16: about twice the
     /// training throughput on CPUs with AVX-512 BF16 (docs/performance.md).
     Bf16,
-    /// The faster of the two on the machine at hand (`Precision::resolve`).
+    /// The faster of the two on the machine at hand (`autocast::resolve`).
     Auto,
-}
-
-impl Precision {
-    /// The mode `auto` means here; fp32 and bf16 mean themselves. As
-    /// measured (docs/performance.md): bf16 on a CUDA device and on CPUs
-    /// with AVX-512 BF16 but no AMX (about 2x the fp32 rate on the AMD EPYC
-    /// kind); fp32 on CPUs without native bfloat16, where oneDNN emulates
-    /// it (about 12x slower on a 2-core AVX2 EPYC), and on AMX CPUs, where
-    /// bf16 trained the zoo CNN at 191 against 255 img/s in fp32.
-    pub fn resolve(self, device: tch::Device) -> Precision {
-        if self != Precision::Auto {
-            return self;
-        }
-        if device != tch::Device::Cpu {
-            return Precision::Bf16;
-        }
-        use crate::provenance::cpu_flags;
-        if cpu_flags(&["avx512_bf16"]) && !cpu_flags(&["amx_bf16"]) {
-            Precision::Bf16
-        } else {
-            Precision::Fp32
-        }
-    }
 }
 
 /// Which validation metric picks the best checkpoint.

@@ -250,8 +250,7 @@ impl<'a> Fit<'a> {
         let (tc, device) = (&self.cfg.train, self.env.device);
         let x = batch.x.to_device(device);
         let y = batch.y.to_device(device);
-        let precision = tc.precision.resolve(device);
-        let logits = forward_train(&self.net, &x, device, precision, tc.channels_last)?;
+        let logits = forward_train(&self.net, &x, device, tc.precision, tc.channels_last)?;
         let loss = logits.cross_entropy_loss(
             &y,
             self.loss_weight.as_ref(),
@@ -356,14 +355,7 @@ impl<'a> Fit<'a> {
             .take(self.steps_per_epoch)
             .map(|b| b.x.to_device(device));
         let bn_batches = swa::recalibrate_bn(&self.vs, batches, |x| {
-            forward_train(
-                &self.net,
-                x,
-                device,
-                tc.precision.resolve(device),
-                tc.channels_last,
-            )
-            .map(drop)
+            forward_train(&self.net, x, device, tc.precision, tc.channels_last).map(drop)
         })?;
         eprintln!(
             "weight average: BatchNorm statistics from {bn_batches} training batches in {:.0} s",
@@ -430,7 +422,7 @@ fn build_network(
     if cfg.train.precision == Precision::Auto {
         eprintln!(
             "train.precision auto: {} on this machine",
-            match cfg.train.precision.resolve(device) {
+            match crate::autocast::resolve(cfg.train.precision, device) {
                 Precision::Bf16 => "bf16",
                 _ => "fp32",
             }

@@ -153,7 +153,8 @@ pub fn forward_train(
     } else {
         x.shallow_clone()
     };
-    Ok(match precision.resolve(device) {
+    // `auto` is resolved here, so every caller trains as the trainer does.
+    Ok(match crate::autocast::resolve(precision, device) {
         Precision::Fp32 => net.module.forward_t(&x, true),
         Precision::Bf16 | Precision::Auto => {
             let _bf16 = crate::autocast::Bf16::enter(device)?;
