@@ -298,10 +298,14 @@ fn holder_state(h: &Holder) -> Option<HolderState> {
     let state = stat
         .rfind(')')
         .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    Some(match state {
-        Some('T') | Some('t') => HolderState::Stopped,
-        _ => HolderState::Running,
-    })
+    match state {
+        // A zombie (killed, not yet reaped by its parent) or a dying
+        // process will never release the lock: it is dead for this purpose,
+        // and its parent may itself be waiting on the lock's next holder.
+        Some('Z') | Some('X') | Some('x') => None,
+        Some('T') | Some('t') => Some(HolderState::Stopped),
+        _ => Some(HolderState::Running),
+    }
 }
 
 impl Drop for FileMutexGuard {
@@ -405,9 +409,10 @@ mod tests {
                 && e.contains(&format!("kill -CONT {}", sleeper.id())),
             "{e}"
         );
+        // Killed but not yet reaped (a zombie, as a sweep worker is until
+        // its parent waits on it): dead, so the lock is broken by age.
         let _ = sleeper.kill();
-        let _ = sleeper.wait();
-        // Gone now: the lock is broken by age.
         drop(m.lock(Duration::from_secs(5)).unwrap());
+        let _ = sleeper.wait();
     }
 }

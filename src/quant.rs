@@ -72,6 +72,9 @@ pub struct Outcome {
     pub out: PathBuf,
     pub int8_layers: usize,
     pub layers: usize,
+    /// How the int8 products ran here (`models::layers::Kernel`): latency
+    /// gains need the native kernel.
+    pub kernel: String,
 }
 
 /// Quantizes the model, measures both sides, and writes the int8 file when
@@ -129,6 +132,7 @@ pub fn quantize(args: &QuantizeOptions) -> Result<Outcome> {
         out: args.out.clone(),
         int8_layers: qmeta.int8_layers(),
         layers: qmeta.layers.len(),
+        kernel: layers::Kernel::current().name().into(),
     })
 }
 
@@ -265,8 +269,8 @@ impl Outcome {
     pub fn render(&self) -> String {
         let o = self;
         let mut s = format!(
-        "{} ({}): {} of {} layers multiply in int8\n\n| | file | val acc | PublicTest acc | weighted F1 | batch 1 | batch 32 |\n|---|---:|---:|---:|---:|---:|---:|\n",
-        o.model, o.family, o.int8_layers, o.layers
+        "{} ({}): {} of {} layers multiply in int8; kernel here: {}\n\n| | file | val acc | PublicTest acc | weighted F1 | batch 1 | batch 32 |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        o.model, o.family, o.int8_layers, o.layers, o.kernel
     );
         for (name, x) in [("fp32", &o.fp32), ("int8", &o.int8)] {
             s += &format!(

@@ -6,7 +6,9 @@
 //! - float: tch's own layers, as in training;
 //! - calibrating: float, and each layer records the largest |input| it sees;
 //! - int8: the layers of a quantized model file (`crate::quant`) multiply in
-//!   int8 with libtorch's `_int_mm` (oneDNN; VNNI where the CPU has it).
+//!   int8 with libtorch's `_int_mm` (oneDNN) where the CPU has VNNI or AMX;
+//!   elsewhere the same int8 values are multiplied in fp32 (see
+//!   [`Kernel`]).
 //!
 //! Int8 arithmetic: weights are symmetric per output channel; a linear layer
 //! quantizes its input per call (dynamic, as PyTorch's `quantize_dynamic`); a
@@ -136,24 +138,86 @@ fn observe(obs: &Option<Arc<Mutex<f64>>>, x: &Tensor) {
     }
 }
 
-/// Symmetric int8 values of `x` with `scale` (saturating). Plain tensor ops:
-/// libtorch's quantized tensor types are deprecated.
-fn to_int8(x: &Tensor, scale: f64) -> Tensor {
-    (x * (1.0 / scale))
-        .round_()
-        .clamp_(-127, 127)
-        .to_kind(Kind::Int8)
+/// How int8 matrix products run on this CPU.
+///
+/// oneDNN's int8 GEMM behind `_int_mm` is fast only with VNNI (AVX-512 VNNI,
+/// AVX-VNNI) or AMX; without them it falls back to a kernel about 50x slower
+/// than fp32 (AMD EPYC, AVX2 only, 2 threads, 1024x576 by 576x128: 55 ms
+/// against 1.1 ms). There the same int8 values are multiplied as fp32
+/// numbers: exact while a dot product stays under 2^24, so the predictions
+/// are those of the int8 model, at float speed. `FER_INT8_KERNEL=native` or
+/// `=fp32` overrides the choice (for benchmarks and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// libtorch's `_int_mm` on int8 tensors.
+    Native,
+    /// fp32 matrix products on int8 values.
+    Fp32,
 }
 
-/// `[M, K] int8 x [K, N] int8 -> [M, N]` float, rescaled per column.
-fn int_matmul(xq: &Tensor, w: &Tensor, x_scale: f64, w_scale: &Tensor) -> Tensor {
-    xq.internal_int_mm(w).to_kind(Kind::Float) * (w_scale * x_scale)
+impl Kernel {
+    /// The kernel this process uses (read once).
+    pub fn current() -> Kernel {
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| match std::env::var("FER_INT8_KERNEL").as_deref() {
+            Ok("native") => Kernel::Native,
+            Ok("fp32") => Kernel::Fp32,
+            _ => Kernel::for_cpu(),
+        })
+    }
+
+    /// What the CPU's flags call for.
+    pub fn for_cpu() -> Kernel {
+        use crate::provenance::cpu_flags;
+        let vnni = ["avx512_vnni", "avx_vnni", "amx_int8"];
+        if vnni.iter().any(|f| cpu_flags(&[f])) {
+            Kernel::Native
+        } else {
+            Kernel::Fp32
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Native => "int8 (_int_mm)",
+            Kernel::Fp32 => "int8 values in fp32 (no VNNI)",
+        }
+    }
+
+    /// Symmetric int8 values of `x` with `scale` (saturating), in the
+    /// kernel's element type. Plain tensor ops: libtorch's quantized tensor
+    /// types are deprecated.
+    fn quantize(self, x: &Tensor, scale: f64) -> Tensor {
+        let v = (x * (1.0 / scale)).round_().clamp_(-127, 127);
+        match self {
+            Kernel::Native => v.to_kind(Kind::Int8),
+            Kernel::Fp32 => v,
+        }
+    }
+
+    /// A stored int8 weight matrix in the kernel's element type.
+    fn weights(self, w: Tensor) -> Tensor {
+        match self {
+            Kernel::Native => w,
+            Kernel::Fp32 => w.to_kind(Kind::Float),
+        }
+    }
+
+    /// `[M, K] x [K, N] -> [M, N]` float, rescaled per column.
+    fn matmul(self, xq: &Tensor, w: &Tensor, x_scale: f64, w_scale: &Tensor) -> Tensor {
+        let acc = match self {
+            Kernel::Native => xq.internal_int_mm(w).to_kind(Kind::Float),
+            Kernel::Fp32 => xq.mm(w),
+        };
+        acc * (w_scale * x_scale)
+    }
 }
 
 #[derive(Debug)]
 struct Int8Linear {
-    /// `[in, out]` int8.
+    /// `[in, out]` int8 values (see [`Kernel::weights`]).
     w: Tensor,
+    kernel: Kernel,
     scale: Tensor,
 }
 
@@ -172,9 +236,13 @@ pub fn linear(p: nn::Path, inputs: i64, outputs: i64) -> Linear {
     // check (`weights::copy_into`) then refuses the file.
     let int8 = q
         .filter(|q| q.exec == Exec::Int8 && q.values.size() == [outputs, inputs])
-        .map(|q| Int8Linear {
-            w: q.values.tr().contiguous(),
-            scale: q.scale,
+        .map(|q| {
+            let kernel = Kernel::current();
+            Int8Linear {
+                w: kernel.weights(q.values.tr().contiguous()),
+                kernel,
+                scale: q.scale,
+            }
         });
     Linear { fp, int8, observer }
 }
@@ -189,7 +257,9 @@ impl nn::Module for Linear {
                 let x2 = x.reshape([-1, k]);
                 // Dynamic: the scale of this very input.
                 let s = (x2.abs().max().double_value(&[]) / 127.0).max(f64::MIN_POSITIVE);
-                let mut y = int_matmul(&to_int8(&x2, s), &q.w, s, &q.scale);
+                let mut y = q
+                    .kernel
+                    .matmul(&q.kernel.quantize(&x2, s), &q.w, s, &q.scale);
                 if let Some(b) = &self.fp.bs {
                     y += b;
                 }
@@ -203,8 +273,11 @@ impl nn::Module for Linear {
 
 #[derive(Debug)]
 struct Int8Conv {
-    /// `[k*k*in, out]` int8, rows in (dy, dx, channel) order.
+    /// Native: `[k*k*in, out]` int8, rows in (dy, dx, channel) order (the
+    /// im2col product). Fp32: the int8 values as float in the weight's own
+    /// `[out, in, k, k]` shape, for libtorch's float convolution.
     w: Tensor,
+    kernel: Kernel,
     scale: Tensor,
     input_scale: f64,
 }
@@ -230,14 +303,13 @@ pub fn conv2d(p: nn::Path, inputs: i64, outputs: i64, k: i64, cfg: nn::ConvConfi
     // As in `linear`; an int8 convolution also needs its input scale.
     let int8 = q.and_then(|q| match q.input_scale {
         Some(input_scale) if q.exec == Exec::Int8 && q.values.size() == [outputs, inputs, k, k] => {
-            Some(Int8Conv {
-                w: q.values
-                    .permute([2, 3, 1, 0])
-                    .reshape([k * k * inputs, outputs])
-                    .contiguous(),
-                scale: q.scale,
+            Some(Int8Conv::new(
+                q.values,
+                q.scale,
                 input_scale,
-            })
+                k,
+                Kernel::current(),
+            ))
         }
         _ => None,
     });
@@ -251,14 +323,46 @@ pub fn conv2d(p: nn::Path, inputs: i64, outputs: i64, k: i64, cfg: nn::ConvConfi
     }
 }
 
+impl Int8Conv {
+    fn new(values: Tensor, scale: Tensor, input_scale: f64, k: i64, kernel: Kernel) -> Self {
+        let (outputs, inputs) = (values.size()[0], values.size()[1]);
+        let w = match kernel {
+            Kernel::Native => values
+                .permute([2, 3, 1, 0])
+                .reshape([k * k * inputs, outputs])
+                .contiguous(),
+            Kernel::Fp32 => kernel.weights(values),
+        };
+        Int8Conv {
+            w,
+            kernel,
+            scale,
+            input_scale,
+        }
+    }
+}
+
 impl Conv2d {
     fn forward_int8(&self, x: &Tensor, q: &Int8Conv) -> Tensor {
+        if q.kernel == Kernel::Fp32 {
+            // The same sums as the im2col product below, by the float
+            // convolution (faster than any im2col of ours).
+            let xq = q.kernel.quantize(x, q.input_scale);
+            let s = [self.stride, self.stride];
+            let p = [self.padding, self.padding];
+            let y = xq.conv2d(&q.w, None::<Tensor>, s, p, [1, 1], 1);
+            let mut y = y * (&q.scale * q.input_scale).view([1, -1, 1, 1]);
+            if let Some(bias) = &self.fp.bs {
+                y += bias.view([1, -1, 1, 1]);
+            }
+            return y;
+        }
         let (b, c, h, w) = x.size4().expect("convolution input is [B, C, H, W]");
         let (k, s, p) = (self.k, self.stride, self.padding);
         let ho = (h + 2 * p - k) / s + 1;
         let wo = (w + 2 * p - k) / s + 1;
         // Channels-last int8, zero-padded (zero is exact in symmetric int8).
-        let xq = to_int8(x, q.input_scale).permute([0, 2, 3, 1]);
+        let xq = q.kernel.quantize(x, q.input_scale).permute([0, 2, 3, 1]);
         let xq = if p > 0 {
             xq.constant_pad_nd([0, 0, p, p, p, p])
         } else {
@@ -276,7 +380,7 @@ impl Conv2d {
             }
         }
         let cols = Tensor::cat(&views, 3).reshape([b * ho * wo, k * k * c]);
-        let mut y = int_matmul(&cols, &q.w, q.input_scale, &q.scale);
+        let mut y = q.kernel.matmul(&cols, &q.w, q.input_scale, &q.scale);
         if let Some(bias) = &self.fp.bs {
             y += bias;
         }
@@ -372,5 +476,52 @@ mod tests {
         let xg = x.set_requires_grad(true);
         let diff = (xg.apply(&q) - xg.apply(&fp)).abs().max().double_value(&[]);
         assert!(diff < 1e-6, "float path under grad: {diff}");
+    }
+
+    #[test]
+    fn both_int8_kernels_compute_the_same_products() {
+        tch::manual_seed(1);
+        let x = Tensor::randn([37, 288], (Kind::Float, Device::Cpu));
+        let w = Tensor::randint_low(-127, 128, [288, 20], (Kind::Int8, Device::Cpu));
+        let w_scale = Tensor::rand([20], (Kind::Float, Device::Cpu)) * 0.01;
+        let s = x.abs().max().double_value(&[]) / 127.0;
+        let [native, fp32] = [Kernel::Native, Kernel::Fp32].map(|k| {
+            let xq = k.quantize(&x, s);
+            k.matmul(&xq, &k.weights(w.shallow_clone()), s, &w_scale)
+        });
+        assert_eq!(native.size(), vec![37, 20]);
+        // Integer sums this small are exact in fp32: only the final rescale
+        // may round differently.
+        let diff = (&native - &fp32).abs().max().double_value(&[]);
+        let range = native.abs().max().double_value(&[]);
+        assert!(range > 0.0 && diff <= 1e-6 * range, "{diff} of {range}");
+    }
+
+    #[test]
+    fn both_int8_kernels_convolve_alike() {
+        tch::manual_seed(2);
+        for (k, stride, padding, cin) in [(3, 1, 1, 32), (3, 2, 1, 16), (1, 1, 0, 24)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = nn::ConvConfig {
+                stride,
+                padding,
+                ..Default::default()
+            };
+            let conv = conv2d(vs.root() / "c", cin, 10, k, cfg);
+            let x = Tensor::randn([2, cin, 11, 11], (Kind::Float, Device::Cpu)).relu();
+            let (values, scale) = quantize(&conv.fp.ws);
+            let s = x.abs().max().double_value(&[]) / 127.0;
+            let [native, fp32] = [Kernel::Native, Kernel::Fp32].map(|kernel| {
+                let q = Int8Conv::new(values.shallow_clone(), scale.shallow_clone(), s, k, kernel);
+                tch::no_grad(|| conv.forward_int8(&x, &q))
+            });
+            assert_eq!(native.size(), fp32.size(), "k {k} stride {stride}");
+            let diff = (&native - &fp32).abs().max().double_value(&[]);
+            let range = native.abs().max().double_value(&[]);
+            assert!(
+                range > 0.0 && diff <= 1e-5 * range,
+                "k {k}: {diff} of {range}"
+            );
+        }
     }
 }

@@ -1216,18 +1216,19 @@ fn classical_baseline_beats_the_majority_and_its_file_evaluates() {
 /// `fer serve` with the same answer.
 #[test]
 fn shipped_zoo_models_evaluate_at_their_targets() {
-    // (family, PublicTest target, with ten-crop TTA): the issue allows TTA
-    // where the family's config evaluates with it; the CNN reaches its
-    // target only so (69.99% int8 with TTA, 68.35% without). The ViT
-    // missed its 55% target within its 3-hour budget (53.80% with TTA,
-    // docs/zoo.md): its threshold is what it reached, so that a regression
-    // still fails.
+    // (family, PublicTest threshold, with ten-crop TTA). The CNN reaches
+    // its 69% target only with TTA (69.99% int8 with TTA, 68.38% without),
+    // so it is evaluated so. ResNet18 and the ViT are held at what they
+    // score with a single crop (65.67% and 52.58%; with TTA 67.85% and
+    // 53.80%, docs/zoo.md), which catches a regression as surely at a
+    // tenth of the cost: ten-crop TTA of three networks was five minutes
+    // of this test on a 2-core CPU without VNNI.
     let targets = [
         ("classical", 0.42, false),
         ("mlp", 0.47, false),
         ("cnn", 0.69, true),
-        ("resnet18", 0.65, true),
-        ("vit", 0.535, true),
+        ("resnet18", 0.65, false),
+        ("vit", 0.52, false),
     ];
     // docs/report-zoo describes the runs the shipped files were quantized
     // from: each family's row has the file's own parameter and MAC counts
