@@ -13,6 +13,9 @@ CARGO_ENV += OPENCV_LINK_LIBS=opencv_core,opencv_imgproc,opencv_objdetect \
 	OPENCV_INCLUDE_PATHS=/usr/include/opencv4,/usr/include/$(shell uname -m)-linux-gnu/opencv4
 endif
 CARGO := $(CARGO_ENV) cargo
+# Optional cargo features, e.g. `make build FEATURES=tls` (https tracking servers).
+FEATURES ?=
+CARGO_FEATURES := $(if $(FEATURES),--features $(FEATURES))
 FER := ./target/release/fer
 
 .PHONY: setup build demo demo-sweep test lint bench clean-cache mlflow-up mlflow-down
@@ -22,7 +25,7 @@ setup:
 
 build: setup
 	@[ -x $(FER) ] || echo "build: compiling fer in release mode for the first time (about 6 minutes on 2 cores; later runs take seconds)"
-	$(CARGO) build --release
+	$(CARGO) build --release $(CARGO_FEATURES)
 
 # The whole harness in about 3 minutes: a local MLflow server, the demo sweep
 # (experiments/demo.yaml) logged to it, its report in reports/demo/, then the
@@ -36,7 +39,7 @@ demo-sweep: build
 	$(FER) sweep experiments/quick.yaml --data "$(FER2013_DIR)"
 
 test: build
-	$(CARGO) test --release -- --test-threads=1
+	$(CARGO) test --release $(CARGO_FEATURES) -- --test-threads=1
 
 lint: setup
 	$(CARGO) fmt --check

@@ -16,6 +16,9 @@ pub const METRICS_JSONL: &str = "metrics.jsonl";
 pub const METRICS_CSV: &str = "metrics.csv";
 /// The finished run's outcome: validation and test reports, timings.
 pub const EVAL: &str = "eval.json";
+/// One row per test image of the final evaluation: true and predicted
+/// class and every probability (`eval::write_predictions`).
+pub const PREDICTIONS: &str = "predictions.csv";
 /// The shipped weights with their metadata (`artifact::ModelMeta`).
 pub const MODEL: &str = "model.safetensors";
 /// Where the run came from (`provenance::Provenance`).
@@ -382,6 +385,9 @@ impl RunDir {
     }
     pub fn eval(&self) -> PathBuf {
         self.0.join(EVAL)
+    }
+    pub fn predictions(&self) -> PathBuf {
+        self.0.join(PREDICTIONS)
     }
     pub fn plots(&self) -> PathBuf {
         self.0.join(PLOTS)

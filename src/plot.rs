@@ -780,12 +780,28 @@ pub fn tradeoff(
     })
 }
 
+/// One horizontal bar: label, value, and an optional (low, high) interval.
+pub type Bar = (String, f64, Option<(f64, f64)>);
+
 /// Horizontal bars, one per label, longest first as given (e.g. the
-/// importance of each hyperparameter), values as percentages.
-pub fn hbars(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]) -> Result<()> {
+/// importance of each hyperparameter), values as percentages, each with an
+/// optional interval drawn as a whisker; `note`, when given, is written
+/// across the chart (e.g. that the ranking is not to be read as one).
+pub fn hbars(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    bars: &[Bar],
+    note: Option<&str>,
+) -> Result<()> {
     let n = bars.len().max(1);
     let h = (140 + 34 * n).max(240) as u32;
-    let xmax = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
+    let xmax = bars
+        .iter()
+        .map(|b| b.2.map_or(b.1, |(_, hi)| hi.max(b.1)))
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.15;
     render(path, (900u32, h), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
@@ -811,17 +827,47 @@ pub fn hbars(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]) ->
             .x_desc(x_label)
             .label_style(("sans-serif", 14))
             .draw()?;
-        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        // Bars are pale when the note says not to read them as a ranking.
+        let fill = if note.is_some() {
+            PALETTE[0].mix(0.35).filled()
+        } else {
+            PALETTE[0].filled()
+        };
+        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v, _))| {
             let top = n as f64 - i as f64 - 0.15;
-            Rectangle::new([(0.0, top - 0.7), (*v, top)], PALETTE[0].filled())
+            Rectangle::new([(0.0, top - 0.7), (*v, top)], fill)
         }))?;
-        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        for (i, (_, _, iv)) in bars.iter().enumerate() {
+            if let Some((lo, hi)) = iv {
+                let y = n as f64 - i as f64 - 0.5;
+                let style = BLACK.stroke_width(2);
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(*lo, y), (*hi, y)],
+                    style,
+                )))?;
+                for x in [*lo, *hi] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x, y - 0.15), (x, y + 0.15)],
+                        style,
+                    )))?;
+                }
+            }
+        }
+        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v, iv))| {
+            let x = iv.map_or(*v, |(_, hi)| hi.max(*v));
             Text::new(
                 format!("{v:.1}%"),
-                (*v + xmax * 0.01, n as f64 - i as f64 - 0.65),
+                (x + xmax * 0.01, n as f64 - i as f64 - 0.65),
                 ("sans-serif", 13).into_font(),
             )
         }))?;
+        if let Some(note) = note {
+            root.draw(&Text::new(
+                note.to_string(),
+                (270, 46),
+                ("sans-serif", 16).into_font().color(&RED),
+            ))?;
+        }
         Ok(())
     })
 }

@@ -28,11 +28,23 @@ pub struct EvalArgs {
     /// images, and report the mean corruption error relative to it.
     #[arg(long, value_name = "FILE", requires = "robustness")]
     pub baseline: Option<PathBuf>,
+    /// Write one CSV row per image: file, test half, true and predicted
+    /// class, and every class probability (for paired tests elsewhere).
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
+    /// Overwrite an existing --predictions file.
+    #[arg(long, requires = "predictions")]
+    pub replace: bool,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
+    if let Some(out) = &args.predictions {
+        // Checked before minutes of evaluation, not after.
+        let model = crate::layout::model_file_of(&args.model);
+        crate::layout::check_out_file(out, &[&model], "--predictions", args.replace)?;
+    }
     let clf = crate::artifact::Classifier::load(&args.model, tch::Device::Cpu)?;
     let purpose = if args.split == "val" {
         crate::artifact::DataUse::Validation
@@ -66,7 +78,11 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             args.split
         );
     }
-    let report = crate::eval::evaluate(&clf, &set, &args.split, args.tta)?;
+    let (report, probs) = crate::eval::evaluate_keeping(&clf, &set, &args.split, args.tta)?;
+    if let Some(out) = &args.predictions {
+        crate::eval::write_predictions(out, &set, &probs, &clf.meta.classes)?;
+        eprintln!("fer eval: {} predictions in {}", set.len(), out.display());
+    }
     let robustness = match args.robustness {
         true => {
             let r = crate::eval::robust::run(&clf, &set, args.limit, 0)?;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod calibrate;
+mod compare;
 mod data;
 mod demo;
 mod ensemble;
@@ -52,6 +53,9 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Fit a post-hoc logit adjustment on validation into a copy of a model file.
     Calibrate(calibrate::CalibrateArgs),
+    /// Models scored on the same test images: intervals, and paired tests
+    /// (McNemar, paired bootstrap, Holm) against the most accurate.
+    Compare(compare::CompareArgs),
     /// Average trained models (files or run folders) into one ensemble file.
     Ensemble(ensemble::EnsembleArgs),
     /// Benchmarks, compared side by side with PyTorch/torchvision in one run.
@@ -153,6 +157,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Quantize(a) => quantize::run(a),
         Command::Ensemble(a) => ensemble::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -136,6 +136,14 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     crate::serve::run(args.options(), |addr, model| {
         eprintln!("fer serve: model {model} on http://{addr}/ (Ctrl-C stops)");
+        if !addr.ip().is_loopback() {
+            // No authentication and no TLS: say what is now reachable.
+            eprintln!(
+                "fer serve: warning: {addr} is not loopback: anyone who reaches this machine can use the page, \
+                 POST /api/predict, /metrics and /api/drift, over plain HTTP; browsers give the webcam \
+                 only to localhost or HTTPS (see docs/guides/deploy-webcam.md)"
+            );
+        }
         // Tests and scripts read the bound address from stdout.
         println!("http://{addr}/");
     })?;

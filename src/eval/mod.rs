@@ -3,10 +3,12 @@
 //! PrivateTest) plus their union.
 
 pub mod adjust;
+pub mod compare;
 pub mod gradcam;
 pub mod latency;
 pub mod metrics;
 pub mod robust;
+pub mod stats;
 
 use crate::artifact::Classifier;
 use crate::data::{ImageSet, Origin};
@@ -24,15 +26,36 @@ pub struct EvalReport {
     pub overall: Metrics,
     /// Per origin, when the split holds more than one (test halves).
     pub by_origin: BTreeMap<String, Metrics>,
+    /// 95% bootstrap intervals of the headline figures: `all`, then each
+    /// origin of `by_origin`. Absent from files written before they existed.
+    #[serde(default)]
+    pub intervals: BTreeMap<String, stats::Intervals>,
     pub seconds: f64,
     pub img_per_s: f64,
 }
 
 /// Evaluates `clf` on `set`; an error when its outputs are not finite.
 pub fn evaluate(clf: &Classifier, set: &ImageSet, split: &str, tta: bool) -> Result<EvalReport> {
+    Ok(evaluate_keeping(clf, set, split, tta)?.0)
+}
+
+/// As [`evaluate`], also returning the probabilities (`n x K`, row per
+/// image of `set`) for per-image output and paired comparisons.
+pub fn evaluate_keeping(
+    clf: &Classifier,
+    set: &ImageSet,
+    split: &str,
+    tta: bool,
+) -> Result<(EvalReport, Vec<f32>)> {
     let t = Instant::now();
     let probs = clf.predict_set(set, tta, 256)?;
-    Ok(report(&probs, set, split, tta, t.elapsed().as_secs_f64()))
+    let r = report(&probs, set, split, tta, t.elapsed().as_secs_f64());
+    Ok((r, probs))
+}
+
+/// The predicted class of each row of `probs` (`n x k`).
+pub fn predicted(probs: &[f32], k: usize) -> Vec<u8> {
+    probs.chunks(k).map(|r| metrics::argmax(r) as u8).collect()
 }
 
 /// Metrics of precomputed probabilities (`n x K`) over `set`.
@@ -44,6 +67,11 @@ pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f6
         probs.len() / set.len()
     };
     let overall = metrics::compute(probs, &set.labels, k);
+    let pred = predicted(probs, k);
+    let mut intervals = BTreeMap::new();
+    if !set.is_empty() {
+        intervals.insert("all".to_string(), stats::headline(&set.labels, &pred, k));
+    }
     let mut by_origin = BTreeMap::new();
     let origins = set.origins_present();
     if origins
@@ -57,6 +85,8 @@ pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f6
                 .flat_map(|&i| probs[i * k..(i + 1) * k].iter().copied())
                 .collect();
             let l: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
+            let lp: Vec<u8> = idx.iter().map(|&i| pred[i]).collect();
+            intervals.insert(o.name().to_string(), stats::headline(&l, &lp, k));
             by_origin.insert(o.name().to_string(), metrics::compute(&p, &l, k));
         }
     }
@@ -65,9 +95,50 @@ pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f6
         tta,
         overall,
         by_origin,
+        intervals,
         seconds,
         img_per_s: set.len() as f64 / seconds.max(1e-9),
     }
+}
+
+/// Per-image predictions as CSV: `image` (the file, or `file.csv:LINE`),
+/// `origin` (the test half, or Training for validation images), `true`,
+/// `predicted`, `correct`, then one probability column per class (`p_<class>`),
+/// in the order of `set`. Written whole or not at all.
+pub fn write_predictions(
+    path: &std::path::Path,
+    set: &ImageSet,
+    probs: &[f32],
+    classes: &[String],
+) -> Result<()> {
+    let k = classes.len();
+    anyhow::ensure!(
+        probs.len() == set.len() * k,
+        "{} probabilities for {} images of {k} classes",
+        probs.len(),
+        set.len()
+    );
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["image".to_string(), "origin".into(), "true".into()];
+    header.extend(["predicted".into(), "correct".into()]);
+    header.extend(classes.iter().map(|c| format!("p_{c}")));
+    w.write_record(&header)?;
+    for i in 0..set.len() {
+        let row = &probs[i * k..(i + 1) * k];
+        let p = metrics::argmax(row);
+        let t = set.labels[i] as usize;
+        let mut rec = vec![
+            set.sources.get(i).cloned().unwrap_or_default(),
+            set.origins[i].name().to_string(),
+            classes[t].clone(),
+            classes[p].clone(),
+            u8::from(p == t).to_string(),
+        ];
+        rec.extend(row.iter().map(|v| format!("{v:.6}")));
+        w.write_record(&rec)?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::layout::write_atomic(path, &bytes)
 }
 
 impl EvalReport {
@@ -88,6 +159,21 @@ impl EvalReport {
         s += &row("all", &self.overall);
         for (o, m) in &self.by_origin {
             s += &row(o, m);
+        }
+        if !self.intervals.is_empty() {
+            let r = self.intervals.values().next().map_or(0, |i| i.resamples);
+            s += &format!("  95% intervals (class-stratified bootstrap, {r} resamples):\n");
+            let order = std::iter::once("all").chain(self.by_origin.keys().map(|k| k.as_str()));
+            for o in order {
+                if let Some(i) = self.intervals.get(o) {
+                    s += &format!(
+                        "  {o:<12} acc {}  F1 weighted {}  macro {}\n",
+                        i.accuracy.percent(),
+                        i.weighted_f1.plain(),
+                        i.macro_f1.plain()
+                    );
+                }
+            }
         }
         s += "  per class:   ";
         for (c, m) in classes.iter().zip(&self.overall.per_class) {

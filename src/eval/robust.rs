@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// The plan's target: perturbed accuracy at least 80% of clean accuracy.
+/// The target: perturbed accuracy at least 80% of clean accuracy.
 pub const TARGET_RETENTION: f64 = 0.8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

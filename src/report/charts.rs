@@ -247,11 +247,21 @@ pub fn sweep(d: &ReportData, out: &Path) -> Result<()> {
 pub fn importance(d: &ReportData, out: &Path) -> Result<()> {
     for s in &d.importance {
         for r in &s.rankings {
-            let bars: Vec<(String, f64)> = r
+            let bars: Vec<crate::plot::Bar> = r
                 .importance
                 .iter()
-                .map(|p| (p.name.clone(), p.importance * 100.0))
+                .map(|p| {
+                    let iv = p.lo.zip(p.hi).map(|(lo, hi)| (lo * 100.0, hi * 100.0));
+                    (p.name.clone(), p.importance * 100.0, iv)
+                })
                 .collect();
+            let note = r.too_few().then(|| {
+                format!(
+                    "too few trials to rank ({} < {})",
+                    r.trials,
+                    crate::sweep::importance::MIN_TRIALS
+                )
+            });
             crate::plot::hbars(
                 &out.join(super::importance_png(&s.name, r.family.as_deref())),
                 &format!(
@@ -262,8 +272,9 @@ pub fn importance(d: &ReportData, out: &Path) -> Result<()> {
                         .map_or(String::new(), |f| format!(" ({f})")),
                     r.trials
                 ),
-                "share of the explained objective (%)",
+                "share of the explained objective (%), with 90% bootstrap intervals",
                 &bars,
+                note.as_deref(),
             )?;
         }
     }

@@ -50,6 +50,12 @@ pub struct ReportData {
     pub importance: Vec<crate::sweep::importance::SweepRankings>,
     /// The `--notes` file's Markdown.
     pub notes: Option<String>,
+    /// Every model on the same test images (single crop): intervals and
+    /// paired tests against the most accurate; None for a single run.
+    pub paired: Option<Paired>,
+    /// The `fer report` command that regenerates this report, every
+    /// section-bearing option included.
+    pub command: String,
 }
 
 /// A finished run folder: what it wrote, and what the report measured of it
@@ -81,6 +87,39 @@ impl Run {
             .filter(|x| !x.rows.is_empty())
             .map(|x| x.rows.iter().map(|row| row.retention).sum::<f64>() / x.rows.len() as f64)
     }
+}
+
+/// The paired comparison of the report's runs on its test images.
+pub struct Paired {
+    pub images: usize,
+    /// Per run, in `runs` order.
+    pub intervals: Vec<crate::eval::stats::Intervals>,
+    pub best: usize,
+    pub versus: Vec<crate::eval::compare::Versus>,
+}
+
+/// Scores each run's single-crop predictions with intervals and compares
+/// each with the most accurate (Holm over the comparisons, alpha 0.05).
+fn paired(runs: &[Run], probs: &[Vec<f32>], labels: &[u8]) -> Option<Paired> {
+    if runs.len() < 2 || labels.is_empty() {
+        return None;
+    }
+    let k = NUM_CLASSES;
+    let preds: Vec<Vec<u8>> = probs.iter().map(|p| crate::eval::predicted(p, k)).collect();
+    let intervals: Vec<_> = preds
+        .iter()
+        .map(|p| crate::eval::stats::headline(labels, p, k))
+        .collect();
+    let accuracy: Vec<f64> = intervals.iter().map(|i| i.accuracy.value).collect();
+    let names: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+    let (best, versus) =
+        crate::eval::compare::versus_best(labels, &preds, &accuracy, &names, k, 0.05);
+    Some(Paired {
+        images: labels.len(),
+        intervals,
+        best,
+        versus,
+    })
 }
 
 /// One ensemble member, read from its own folder.
@@ -381,6 +420,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
             std::fs::read_to_string(p).with_context(|| format!("reading --notes {}", p.display()))
         })
         .transpose()?;
+    let paired = paired(&runs, &probs, &test.labels);
     let errors = best_on_val(&runs).map(|b| ErrorGallery {
         run: b,
         rows: error_rows(&probs[b], &test),
@@ -401,6 +441,8 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         threads,
         importance,
         notes,
+        paired,
+        command: a.command(out),
     })
 }
 

@@ -33,6 +33,29 @@ pub struct ReportOptions {
     pub notes: Option<PathBuf>,
 }
 
+impl ReportOptions {
+    /// The command that writes this report again to `out`: the options
+    /// that add sections (`--importance`, `--notes`) and a non-default
+    /// robustness sample are kept, so that running it loses nothing.
+    pub fn command(&self, out: &Path) -> String {
+        let mut cmd = format!(
+            "fer report {} --out {}",
+            self.input.display(),
+            out.display()
+        );
+        if self.robustness_images != 1000 {
+            cmd += &format!(" --robustness-images {}", self.robustness_images);
+        }
+        for sweep in &self.importance {
+            cmd += &format!(" --importance {}", sweep.display());
+        }
+        if let Some(notes) = &self.notes {
+            cmd += &format!(" --notes {}", notes.display());
+        }
+        cmd
+    }
+}
+
 /// Writes the report; returns the README path.
 pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     let inputs = collect::discover(&a.input)?;

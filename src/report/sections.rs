@@ -135,6 +135,50 @@ pub fn comparison(d: &ReportData) -> String {
         d.threads,
         crate::layout::LATENCY
     );
+    md += &paired(d);
+    md
+}
+
+/// Section 2, continued: every model on the same test images (single
+/// crop), with intervals and paired tests against the most accurate.
+fn paired(d: &ReportData) -> String {
+    use crate::eval::compare::p_text;
+    let Some(p) = &d.paired else {
+        return String::new();
+    };
+    let mut md = format!(
+        "### Which differences are real\n\nEvery model above on the same {} test images, single crop (so accuracies can differ from the table's, which uses each run's own evaluation). Intervals are 95% class-stratified bootstrap intervals ({} resamples); each model is compared with the most accurate, **{}**, by McNemar's exact test on the images only one of the two gets right, with Holm's correction over the {} comparisons. A model *beats* another only where the adjusted p is below 0.05.\n\n| model | test acc [95% CI] | weighted F1 [95% CI] | difference to {} (points) [95% CI] | only it / only best right | p (Holm) | verdict |\n|---|---:|---:|---:|---:|---:|---|\n",
+        p.images,
+        p.intervals.first().map_or(0, |i| i.resamples),
+        d.runs[p.best].label,
+        p.versus.len(),
+        d.runs[p.best].label,
+    );
+    for (i, r) in d.runs.iter().enumerate() {
+        let iv = &p.intervals[i];
+        let row = match p.versus.iter().find(|v| v.model == i) {
+            Some(v) => format!(
+                "{:+.2} [{:+.2}, {:+.2}] | {} / {} | {} | {} |",
+                v.accuracy.value * 100.0,
+                v.accuracy.lo * 100.0,
+                v.accuracy.hi * 100.0,
+                v.only_this,
+                v.only_best,
+                p_text(v.p_holm),
+                v.verdict
+            ),
+            None => "best | - | - | - |".to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {}",
+            r.label,
+            iv.accuracy.percent(),
+            iv.weighted_f1.plain(),
+            row
+        );
+    }
+    md.push('\n');
     md
 }
 
@@ -457,7 +501,7 @@ pub fn robustness(d: &ReportData) -> String {
     let _ = writeln!(md, "## 4. Robustness suite\n");
     let _ = writeln!(
         md,
-        "Accuracy under perturbations of {} test images (a seeded sample; `fer eval MODEL --robustness --limit {}` prints the same table). Retention is perturbed over clean accuracy; the plan's target is {:.0}%. Baselines without a network are left out: they ignore the image.\n",
+        "Accuracy under perturbations of {} test images (a seeded sample; `fer eval MODEL --robustness --limit {}` prints the same table). Retention is perturbed over clean accuracy; the target is {:.0}%. Baselines without a network are left out: they ignore the image.\n",
         d.robustness_images.min(d.test_images),
         d.robustness_images,
         robust::TARGET_RETENTION * 100.0
@@ -585,7 +629,9 @@ fn importance(d: &ReportData) -> String {
     }
     let _ = writeln!(
         md,
-        "### Hyperparameter importance\n\nPer sweep, each parameter's share of what explains the objective: the permutation importance of a random forest fitted to the trials (`fer sweep --importance`). With ASHA most trials are pruned, so the value explained is the objective at the first rung, which every trial reached.\n"
+        "### Hyperparameter importance\n\nPer sweep, each parameter's share of what explains the objective: the permutation importance of a random forest fitted to the trials (`fer sweep --importance`), with a 90% interval from {} refits on bootstrap resamples of the trials. With ASHA most trials are pruned, so the value explained is the objective at the first rung, which every trial reached. With fewer than {} trials a ranking is marked too few to rank.\n",
+        crate::sweep::importance::REFITS,
+        crate::sweep::importance::MIN_TRIALS
     );
     for s in &d.importance {
         let target = s.target.describe();
@@ -595,15 +641,29 @@ fn importance(d: &ReportData) -> String {
                 .importance
                 .iter()
                 .take(3)
-                .map(|p| format!("`{}` {:.0}%", p.name, p.importance * 100.0))
+                .map(|p| match (p.lo, p.hi) {
+                    (Some(lo), Some(hi)) => format!(
+                        "`{}` {:.0}% [{:.0}, {:.0}]",
+                        p.name,
+                        p.importance * 100.0,
+                        lo * 100.0,
+                        hi * 100.0
+                    ),
+                    _ => format!("`{}` {:.0}%", p.name, p.importance * 100.0),
+                })
                 .collect();
+            let verdict = if r.too_few() {
+                r.too_few_note()
+            } else {
+                format!("highest: {}", top.join(", "))
+            };
             let _ = writeln!(
                 md,
                 "**{}** ({group}, {} trials, {target}, `{}`): {}.\n\n![importance {}]({})\n",
                 s.name,
                 r.trials,
                 s.dir.display(),
-                top.join(", "),
+                verdict,
                 s.name,
                 super::importance_png(&s.name, r.family.as_deref())
             );
@@ -679,12 +739,7 @@ fn sweep_body(s: &SweepData) -> String {
 pub fn reproducibility(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 7. Reproducibility\n");
-    let _ = writeln!(
-        md,
-        "Regenerate this report: `fer report {} --out {}`.\n",
-        d.input.display(),
-        d.out.display()
-    );
+    let _ = writeln!(md, "Regenerate this report: `{}`.\n", d.command);
     let _ = writeln!(md, "| run | command | git commit | data digest | config hash | hardware |\n|---|---|---|---|---|---|");
     for r in &d.runs {
         let p = r.prov.as_ref();

@@ -2,7 +2,7 @@
 //! comparison table's values, for scripts and for checking a report
 //! against the model files it describes.
 
-use super::collect::{ReportData, Run};
+use super::collect::ReportData;
 use crate::data::CLASSES;
 use serde::Serialize;
 
@@ -44,6 +44,33 @@ pub struct Row {
     pub int8_latency_ms: Option<f64>,
     /// Mean retention over the robustness suite's cases, when measured.
     pub robustness_retention: Option<f64>,
+    /// The run's own test figures with 95% bootstrap intervals, when its
+    /// evaluation recorded them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_intervals: Option<crate::eval::stats::Intervals>,
+    /// The report's paired comparison (single crop, the same images for
+    /// every model), when it has two models or more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedRow>,
+}
+
+/// One model in the report's paired comparison.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PairedRow {
+    /// Single-crop test figures with their intervals.
+    pub single_crop: crate::eval::stats::Intervals,
+    /// Against the most accurate (None for the most accurate itself).
+    pub versus_best: Option<VersusBest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VersusBest {
+    pub best: String,
+    /// This model's accuracy minus the best's, with its paired interval.
+    pub accuracy_difference: crate::eval::stats::Interval,
+    pub p_mcnemar: f64,
+    pub p_holm: f64,
+    pub verdict: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -65,8 +92,19 @@ pub(super) fn class_f1(o: &crate::train::Outcome, class: &str) -> Option<f64> {
         .map(|m| m.f1)
 }
 
-fn row(r: &Run) -> Row {
+fn row(d: &ReportData, i: usize) -> Row {
+    let r = &d.runs[i];
     let o = &r.out;
+    let paired = d.paired.as_ref().map(|p| PairedRow {
+        single_crop: p.intervals[i].clone(),
+        versus_best: p.versus.iter().find(|v| v.model == i).map(|v| VersusBest {
+            best: d.runs[p.best].label.clone(),
+            accuracy_difference: v.accuracy,
+            p_mcnemar: v.p_mcnemar,
+            p_holm: v.p_holm,
+            verdict: v.verdict.clone(),
+        }),
+    });
     Row {
         label: r.label.clone(),
         family: o.family.clone(),
@@ -90,6 +128,8 @@ fn row(r: &Run) -> Row {
         latency_ms: r.latency.as_ref().map(|l| l.batch1_ms_median),
         int8_latency_ms: r.latency.as_ref().and_then(|l| l.int8_batch1_ms_median),
         robustness_retention: r.mean_retention(),
+        test_intervals: o.test.intervals.get("all").cloned(),
+        paired,
     }
 }
 
@@ -100,6 +140,6 @@ pub fn summary(d: &ReportData) -> Summary {
         cpu: d.cpu.clone(),
         threads: d.threads,
         data_digest: d.digest.clone(),
-        models: d.runs.iter().map(row).collect(),
+        models: (0..d.runs.len()).map(|i| row(d, i)).collect(),
     }
 }

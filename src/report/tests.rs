@@ -54,6 +54,7 @@ fn split(name: &str, m: Metrics) -> EvalReport {
         tta: false,
         overall: m,
         by_origin: BTreeMap::new(),
+        intervals: BTreeMap::new(),
         seconds: 1.0,
         img_per_s: 100.0,
     }
@@ -154,6 +155,8 @@ fn data(runs: Vec<Run>) -> ReportData {
         threads: 4,
         importance: Vec::new(),
         notes: None,
+        paired: None,
+        command: "fer report runs/zoo --out reports/zoo".into(),
     }
 }
 
@@ -304,7 +307,7 @@ fn robustness_section_says_which_cases_fall_below_target() {
     };
     d.runs[0].robustness = Some(rob(Vec::new()));
     let md = sections::robustness(&d);
-    assert!(md.contains("Accuracy under perturbations of 300 test images (a seeded sample; `fer eval MODEL --robustness --limit 500` prints the same table). Retention is perturbed over clean accuracy; the plan's target is 80%."), "{md}");
+    assert!(md.contains("Accuracy under perturbations of 300 test images (a seeded sample; `fer eval MODEL --robustness --limit 500` prints the same table). Retention is perturbed over clean accuracy; the target is 80%."), "{md}");
     assert!(md.contains("### cnn\n\n"));
     assert!(md.contains("![robustness](cnn-robustness.png)\n\nEvery case keeps at least 80% of clean accuracy.\n\n"), "{md}");
     assert!(!md.contains("### mlp"), "no measurement, no subsection");
@@ -489,4 +492,21 @@ fn reproducibility_has_a_row_per_run() {
     assert!(md.ends_with(
         "Runs that predate `provenance.json` do not record their commit or hardware.\n"
     ));
+}
+
+#[test]
+fn the_regenerate_command_keeps_every_section_option() {
+    let o = crate::report::ReportOptions {
+        input: PathBuf::from("runs/zoo"),
+        out: None,
+        data: None,
+        robustness_images: 500,
+        importance: vec![PathBuf::from("runs/zoo-cnn"), PathBuf::from("runs/zoo-vit")],
+        notes: Some(PathBuf::from("docs/zoo-notes.md")),
+    };
+    assert_eq!(
+        o.command(std::path::Path::new("docs/report-zoo")),
+        "fer report runs/zoo --out docs/report-zoo --robustness-images 500 \
+         --importance runs/zoo-cnn --importance runs/zoo-vit --notes docs/zoo-notes.md"
+    );
 }

@@ -6,6 +6,12 @@
 //! Importances are clipped at zero (a shuffle that helps is noise) and
 //! normalised to sum to one, as Optuna's evaluators report them.
 //!
+//! Its uncertainty: the whole estimate is refitted on bootstrap resamples
+//! of the trials, and each importance gets the 5th and 95th percentiles of
+//! its refits. Below [`MIN_TRIALS`] trials a ranking is marked too few to
+//! rank: a forest on a dozen points hands all importance to one parameter
+//! by chance, and a chart of 100% and 0% would read as a finding.
+//!
 //! Pruned trials have no final value; with ASHA most trials are pruned, so
 //! the values compared are those every trial reached: the objective at a
 //! given epoch (the first rung), or the final value of complete trials.
@@ -27,7 +33,16 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 pub struct ParamImportance {
     pub name: String,
     pub importance: f64,
+    /// 5th and 95th percentiles of the importance over bootstrap refits
+    /// (a 90% interval), when they were computed.
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
 }
+
+/// Fewer finished trials than this are "too few to rank".
+pub const MIN_TRIALS: usize = 30;
+/// Bootstrap refits behind each interval.
+pub const REFITS: usize = 20;
 
 /// Which value of each trial is explained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -113,10 +128,52 @@ pub fn permutation_importance(
         .map(|(name, r)| ParamImportance {
             name: name.clone(),
             importance: if total > 0.0 { r / total } else { 0.0 },
+            lo: None,
+            hi: None,
         })
         .collect();
     out.sort_by(|a, b| b.importance.total_cmp(&a.importance));
     Ok(out)
+}
+
+/// [`permutation_importance`] with 90% intervals from [`REFITS`] refits on
+/// bootstrap resamples of the trials (each refit normalised on its own).
+pub fn importance_with_intervals(
+    x: &[Vec<f64>],
+    y: &[f64],
+    names: &[String],
+    seed: u64,
+) -> Result<Vec<ParamImportance>> {
+    let mut point = permutation_importance(x, y, names, seed)?;
+    let n = x.len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xB007);
+    let mut draws: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for r in 0..REFITS {
+        let idx: Vec<usize> = (0..n)
+            .map(|_| rand::Rng::random_range(&mut rng, 0..n))
+            .collect();
+        let bx: Vec<Vec<f64>> = idx.iter().map(|&i| x[i].clone()).collect();
+        let by: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+        // A resample can be degenerate (too few distinct trials): skip it.
+        let Ok(imp) = permutation_importance(&bx, &by, names, seed + 1 + r as u64) else {
+            continue;
+        };
+        for p in imp {
+            let j = names.iter().position(|m| *m == p.name).expect("same names");
+            draws[j].push(p.importance);
+        }
+    }
+    for p in &mut point {
+        let j = names.iter().position(|m| *m == p.name).expect("same names");
+        let d = &mut draws[j];
+        if d.len() >= REFITS / 2 {
+            d.sort_by(f64::total_cmp);
+            let q = |f: f64| d[((d.len() - 1) as f64 * f).round() as usize];
+            p.lo = Some(q(0.05));
+            p.hi = Some(q(0.95));
+        }
+    }
+    Ok(point)
 }
 
 impl Target {
@@ -173,7 +230,7 @@ pub fn sweep_importance(
     }
     let names: Vec<String> = dists.into_iter().map(|(n, _)| n).collect();
     let n = x.len();
-    Ok((permutation_importance(&x, &y, &names, 0)?, n))
+    Ok((importance_with_intervals(&x, &y, &names, 0)?, n))
 }
 
 /// One group's ranking: all trials (`family` None), or one family's.
@@ -186,6 +243,21 @@ pub struct Ranking {
 }
 
 impl Ranking {
+    /// Fewer trials than [`MIN_TRIALS`]: the ranking is not a finding.
+    pub fn too_few(&self) -> bool {
+        self.trials < MIN_TRIALS
+    }
+
+    /// What a reader is told in place of a ranking, when it is too few.
+    pub fn too_few_note(&self) -> String {
+        format!(
+            "too few trials to rank ({} < {MIN_TRIALS}): with this many, a forest gives most of the importance to one parameter by chance; the 90% intervals below show how little is known",
+            self.trials
+        )
+    }
+}
+
+impl Ranking {
     /// The ranking as text, a bar per parameter.
     pub fn render(&self) -> String {
         let mut s = format!(
@@ -194,9 +266,16 @@ impl Ranking {
             self.trials,
             self.target.describe()
         );
+        if self.too_few() {
+            s += &format!("  {}\n", self.too_few_note());
+        }
         for p in &self.importance {
+            let iv = match (p.lo, p.hi) {
+                (Some(lo), Some(hi)) => format!("[{:>5.1}, {:>5.1}]", 100.0 * lo, 100.0 * hi),
+                _ => String::new(),
+            };
             s += &format!(
-                "  {:<32} {:>5.1}%  {}\n",
+                "  {:<32} {:>5.1}% {iv:<16} {}\n",
                 p.name,
                 100.0 * p.importance,
                 "#".repeat((p.importance * 40.0).round() as usize)
@@ -294,6 +373,48 @@ mod tests {
         assert!((sum - 1.0).abs() < 1e-9);
         // Too few trials is an error, not a ranking.
         assert!(permutation_importance(&x[..3], &y[..3], &names, 0).is_err());
+    }
+
+    /// Twelve parameters, one of which matters (plus noise): at 12 trials
+    /// the ranking is too few to read and its intervals are wide; at 200
+    /// the parameter that matters is first, its interval above every other.
+    #[test]
+    fn intervals_are_wide_at_twelve_trials_and_rank_at_two_hundred() {
+        let names: Vec<String> = (0..12).map(|j| format!("p{j}")).collect();
+        let sample = |n: usize| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                let row: Vec<f64> = (0..12).map(|_| rng.random_range(0.0..1.0)).collect();
+                let noise: f64 = rng.random_range(-0.02..0.02);
+                y.push(0.6 - 0.3 * (row[4] - 0.3).powi(2) + noise);
+                x.push(row);
+            }
+            (x, y)
+        };
+        let (x, y) = sample(12);
+        let few = importance_with_intervals(&x, &y, &names, 0).unwrap();
+        let widest = few
+            .iter()
+            .filter_map(|p| Some(p.hi? - p.lo?))
+            .fold(0.0f64, f64::max);
+        assert!(widest > 0.3, "12 trials: intervals {few:?}");
+        let r = Ranking {
+            family: None,
+            target: Target::Final,
+            trials: 12,
+            importance: few,
+        };
+        assert!(r.too_few() && r.render().contains("too few trials to rank"));
+
+        let (x, y) = sample(200);
+        let many = importance_with_intervals(&x, &y, &names, 0).unwrap();
+        assert_eq!(many[0].name, "p4", "{many:?}");
+        let lo = many[0].lo.unwrap();
+        assert!(
+            many[1..].iter().all(|p| p.hi.unwrap() < lo),
+            "200 trials: p4's interval clears the rest: {many:?}"
+        );
     }
 
     #[test]

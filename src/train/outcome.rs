@@ -140,7 +140,17 @@ pub(super) fn finish(
             None,
         ),
     };
-    let test = eval::evaluate(&clf, &splits.test, "test", cfg.eval.tta)?;
+    let (test, test_probs) = eval::evaluate_keeping(&clf, &splits.test, "test", cfg.eval.tta)?;
+    // Per-image predictions for paired tests, before eval.json (which marks
+    // the run finished).
+    if !splits.test.is_empty() {
+        eval::write_predictions(
+            &rd.predictions(),
+            &splits.test,
+            &test_probs,
+            &clf.meta.classes,
+        )?;
+    }
     let out = Outcome {
         name: cfg.name.clone(),
         family: clf.meta.model.family().to_string(),

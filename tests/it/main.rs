@@ -6,9 +6,11 @@
 mod common;
 
 mod cli;
+mod compare_real;
 mod data_bad_input;
 mod data_real;
 mod demo_real;
+mod docs_check;
 mod mlflow_real;
 mod model_file_bad;
 mod predict_real;

@@ -308,6 +308,7 @@ fn assert_server_matches_local(c: &Client, experiment: &str, sweep: &Path) -> Va
             "config.yaml",
             "metrics.csv",
             "eval.json",
+            "predictions.csv",
             "model.safetensors",
             "plots/confusion-test.png",
             "plots/curves.png",

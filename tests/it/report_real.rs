@@ -95,6 +95,14 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
     }
     assert!(md.contains("Below the 80% target") || md.contains("Every case keeps"));
     assert!(md.contains("Most confused pairs"));
+    // The paired tests: every model on the same images, with an interval,
+    // and a verdict for each against the most accurate.
+    assert!(md.contains("### Which differences are real"), "{md}");
+    let verdicts = md
+        .lines()
+        .filter(|l| l.contains(" beats ") || l.contains("no significant difference (p "))
+        .count();
+    assert_eq!(verdicts, 2, "one verdict per model but the best:\n{md}");
     // The trade-offs: every network placed against the front, the floor not.
     assert!(md.contains("### Accuracy against cost"), "{md}");
     assert!(md.contains("**on the front**"), "{md}");
@@ -137,6 +145,30 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let rows = summary["models"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
+    let bests = rows
+        .iter()
+        .filter(|r| r["paired"]["versus_best"].is_null())
+        .count();
+    assert_eq!(bests, 1, "one model is the reference of the paired tests");
+    for row in rows {
+        let iv = &row["paired"]["single_crop"]["accuracy"];
+        let (lo, v, hi) = (
+            iv["lo"].as_f64().unwrap(),
+            iv["value"].as_f64().unwrap(),
+            iv["hi"].as_f64().unwrap(),
+        );
+        assert!(lo <= v && v <= hi, "{iv}");
+        // Class-stratified resamples keep the class counts, so the majority
+        // baseline's accuracy (one class's share) has no spread; a network's has.
+        if row["family"] != "majority" {
+            assert!(hi - lo > 0.001, "{row}");
+        }
+        // The run's own evaluation now carries its intervals too.
+        assert!(
+            row["test_intervals"]["accuracy"]["lo"].as_f64().is_some(),
+            "{row}"
+        );
+    }
     for row in rows {
         let file = std::path::PathBuf::from(row["model_file"].as_str().unwrap());
         let clf = fer::artifact::Classifier::load(&file, tch::Device::Cpu).unwrap();
@@ -253,6 +285,8 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         "{smd}"
     );
     assert!(smd.contains("Best configurations"));
+    // Four trials are not a ranking, and the report says so.
+    assert!(smd.contains("too few trials to rank (4 < 30)"), "{smd}");
     assert!(smd.contains("4 trials with the random sampler"));
     let simages = check_images(&sout, &smd);
     assert!(simages.contains("sweep-history.png") && simages.contains("sweep-params.png"));

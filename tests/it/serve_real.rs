@@ -306,22 +306,7 @@ fn page_draws_labels_from_a_fake_webcam_in_headless_chromium() {
             .arg(&video),
     );
     let b = Browser::start(&video);
-    b.cmd("url", json!({"url": s.url}));
-    let t = Instant::now();
-    let state = loop {
-        let st = b.cmd(
-            "execute/sync",
-            json!({"script": "return window.ferState || null", "args": []}),
-        );
-        if st["labelsDrawn"].as_u64().unwrap_or(0) >= 3 {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "no labels drawn after 90 s: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let state = labels_drawn(&b, &s.url, 3);
     assert!(state["frames"].as_u64().unwrap() >= 3, "{state}");
     assert!(state["lastError"].is_null(), "{state}");
     let labels: Vec<String> = serde_json::from_value(state["lastLabels"].clone()).unwrap();
@@ -344,6 +329,84 @@ fn page_draws_labels_from_a_fake_webcam_in_headless_chromium() {
         .text()
         .unwrap();
     assert!(m.contains("fer_requests_total{endpoint=\"ws\"} 1"), "{m}");
+}
+
+/// Opens the page and waits (up to 90 s) until it has drawn `n` labels;
+/// returns the page's state then.
+fn labels_drawn(b: &Browser, url: &str, n: u64) -> Value {
+    b.cmd("url", json!({ "url": url }));
+    let t = Instant::now();
+    loop {
+        let st = b.cmd(
+            "execute/sync",
+            json!({"script": "return window.ferState || null", "args": []}),
+        );
+        if st["labelsDrawn"].as_u64().unwrap_or(0) >= n {
+            return st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "no labels drawn after 90 s: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The mean of the Y plane of a Y4M file's first frame.
+fn first_frame_luma(y4m: &Path) -> f64 {
+    let bytes = std::fs::read(y4m).unwrap();
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let header = std::str::from_utf8(&bytes[..header_end]).unwrap();
+    let dim = |tag: char| -> usize {
+        header
+            .split(' ')
+            .find_map(|f| f.strip_prefix(tag))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (w, h) = (dim('W'), dim('H'));
+    let frame = header_end + 1 + "FRAME\n".len();
+    let y = &bytes[frame..frame + w * h];
+    y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64
+}
+
+/// The camera in a dim room: the face photo darkened to under half its
+/// light, at lower contrast, with sensor noise that changes every frame,
+/// as 20 frames Chromium loops. The release model still labels the face.
+#[test]
+fn page_still_labels_the_face_from_a_dim_noisy_webcam() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_release(tmp.path(), &[], &[]);
+    let frame = "scale=-2:480,pad=640:480:(ow-iw)/2:0,setsar=1";
+    let camera = |name: &str, dim: &str| {
+        let video = tmp.path().join(name);
+        common::run_ok(
+            Command::new("ffmpeg")
+                .args(["-loglevel", "error", "-y", "-loop", "1", "-i"])
+                .arg(astronaut())
+                .args(["-frames:v", "20", "-r", "10", "-vf"])
+                .arg(format!("{frame}{dim}"))
+                .args(["-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"])
+                .arg(&video),
+        );
+        video
+    };
+    let clean = camera("clean.y4m", "");
+    let dim = camera(
+        "dim.y4m",
+        ",eq=brightness=-0.3:contrast=0.5,noise=alls=25:allf=t+u",
+    );
+    let (bright, dark) = (first_frame_luma(&clean), first_frame_luma(&dim));
+    assert!(
+        dark < 0.5 * bright,
+        "the dim camera is dim: {dark:.1} against {bright:.1}"
+    );
+    let b = Browser::start(&dim);
+    let state = labels_drawn(&b, &s.url, 5);
+    assert!(state["lastError"].is_null(), "{state}");
+    let labels: Vec<String> = serde_json::from_value(state["lastLabels"].clone()).unwrap();
+    assert_eq!(labels.len(), 1, "one face in the dim camera: {state}");
 }
 
 // ---- hostile input (issue 22, point 6) ------------------------------------

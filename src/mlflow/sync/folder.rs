@@ -208,6 +208,21 @@ pub(super) fn final_points(o: &Outcome, t: i64) -> Vec<Point> {
         ] {
             push(format!("final/{split}/{k}"), v);
         }
+        // 95% bootstrap intervals, where the evaluation recorded them.
+        for (origin, iv) in &r.intervals {
+            let at = match origin.as_str() {
+                "all" => format!("final/{split}"),
+                o => format!("final/{split}/{o}"),
+            };
+            for (k, x) in [
+                ("acc", iv.accuracy),
+                ("f1_weighted", iv.weighted_f1),
+                ("f1_macro", iv.macro_f1),
+            ] {
+                push(format!("{at}/{k}_ci_lo"), x.lo);
+                push(format!("{at}/{k}_ci_hi"), x.hi);
+            }
+        }
         if split == "test" {
             for (c, name) in m.per_class.iter().zip(crate::data::CLASSES) {
                 push(format!("final/test/f1/{name}"), c.f1);
@@ -282,6 +297,7 @@ fn run_artifacts(rd: &RunDir) -> Vec<(PathBuf, String)> {
             layout::METRICS_CSV,
             layout::METRICS_JSONL,
             layout::EVAL,
+            layout::PREDICTIONS,
             layout::MODEL,
         ],
     );
@@ -589,6 +605,7 @@ mod tests {
             tta: false,
             overall: m,
             by_origin,
+            intervals: BTreeMap::new(),
             seconds: 1.0,
             img_per_s: 2.0,
         }
