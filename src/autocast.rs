@@ -72,8 +72,8 @@ pub fn resolve(precision: Precision, device: Device) -> Precision {
         return Precision::Bf16;
     }
     let bf16 = *CPU_PICKS_BF16.get_or_init(|| {
-        use crate::provenance::cpu_flags;
-        cpu_flags(&["avx512_bf16"]) && !cpu_flags(&["amx_bf16"])
+        use crate::cpu::flags;
+        flags(&["avx512_bf16"]) && !flags(&["amx_bf16"])
     });
     if bf16 {
         Precision::Bf16
@@ -85,8 +85,8 @@ pub fn resolve(precision: Precision, device: Device) -> Precision {
 /// Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX),
 /// where bf16 autocast pays; elsewhere oneDNN emulates it and it is slower.
 pub fn cpu_has_bf16() -> bool {
-    use crate::provenance::cpu_flags;
-    cpu_flags(&["avx512_bf16"]) || cpu_flags(&["amx_bf16"])
+    use crate::cpu::flags;
+    flags(&["avx512_bf16"]) || flags(&["amx_bf16"])
 }
 
 #[cfg(test)]

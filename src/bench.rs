@@ -568,11 +568,10 @@ pub struct InferRow {
 /// fp32 peak of this machine: threads x clock x 32 FLOP per cycle with AVX2
 /// and FMA (two 8-wide fused multiply-adds per cycle), 16 without FMA.
 pub fn peak_gflops(threads: usize) -> (f64, String) {
-    use crate::provenance::cpuinfo;
-    let mhz = cpuinfo("cpu MHz")
+    let mhz = crate::cpu::info("cpu MHz")
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    let fma = crate::provenance::cpu_flags(&["fma", "avx2"]);
+    let fma = crate::cpu::flags(&["fma", "avx2"]);
     let per_cycle = if fma { 32.0 } else { 16.0 };
     let peak = threads as f64 * mhz / 1000.0 * per_cycle;
     (

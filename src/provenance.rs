@@ -69,7 +69,7 @@ impl Provenance {
             fer_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: GIT_COMMIT.into(),
             host: hostname(),
-            cpu: cpu_model(),
+            cpu: crate::cpu::model(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             user: user(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -107,27 +107,4 @@ pub fn user() -> String {
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "unknown".into())
-}
-
-pub fn cpu_model() -> String {
-    cpuinfo("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
-/// Whether the CPU lists every one of `names` among its `/proc/cpuinfo`
-/// flags (false where there is no such file).
-pub fn cpu_flags(names: &[&str]) -> bool {
-    cpuinfo("flags").is_some_and(|f| {
-        let flags: Vec<&str> = f.split_whitespace().collect();
-        names.iter().all(|n| flags.contains(n))
-    })
-}
-
-/// The first `field` of `/proc/cpuinfo` (Linux only; None elsewhere).
-pub fn cpuinfo(field: &str) -> Option<String> {
-    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
-        t.lines()
-            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == field))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    })
 }

@@ -27,7 +27,9 @@ pub struct EvalReport {
     /// Per origin, when the split holds more than one (test halves).
     pub by_origin: BTreeMap<String, Metrics>,
     /// 95% bootstrap intervals of the headline figures: `all`, then each
-    /// origin of `by_origin`. Absent from files written before they existed.
+    /// origin of `by_origin`. Set by [`EvalReport::with_intervals`] for the
+    /// evaluations a user reads (not per epoch); absent from files written
+    /// before they existed.
     #[serde(default)]
     pub intervals: BTreeMap<String, stats::Intervals>,
     pub seconds: f64,
@@ -50,7 +52,7 @@ pub fn evaluate_keeping(
     let t = Instant::now();
     let probs = clf.predict_set(set, tta, 256)?;
     let r = report(&probs, set, split, tta, t.elapsed().as_secs_f64());
-    Ok((r, probs))
+    Ok((r.with_intervals(&probs, set), probs))
 }
 
 /// The predicted class of each row of `probs` (`n x k`).
@@ -67,11 +69,6 @@ pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f6
         probs.len() / set.len()
     };
     let overall = metrics::compute(probs, &set.labels, k);
-    let pred = predicted(probs, k);
-    let mut intervals = BTreeMap::new();
-    if !set.is_empty() {
-        intervals.insert("all".to_string(), stats::headline(&set.labels, &pred, k));
-    }
     let mut by_origin = BTreeMap::new();
     let origins = set.origins_present();
     if origins
@@ -85,8 +82,6 @@ pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f6
                 .flat_map(|&i| probs[i * k..(i + 1) * k].iter().copied())
                 .collect();
             let l: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
-            let lp: Vec<u8> = idx.iter().map(|&i| pred[i]).collect();
-            intervals.insert(o.name().to_string(), stats::headline(&l, &lp, k));
             by_origin.insert(o.name().to_string(), metrics::compute(&p, &l, k));
         }
     }
@@ -95,7 +90,7 @@ pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f6
         tta,
         overall,
         by_origin,
-        intervals,
+        intervals: BTreeMap::new(),
         seconds,
         img_per_s: set.len() as f64 / seconds.max(1e-9),
     }
@@ -142,6 +137,29 @@ pub fn write_predictions(
 }
 
 impl EvalReport {
+    /// This report with the bootstrap intervals of `probs` (as passed to
+    /// [`report`]): over all of `set`, and over each origin the report
+    /// breaks out. Resampling costs tens of milliseconds, so only the
+    /// evaluations a user reads carry them, not every epoch's validation.
+    pub fn with_intervals(mut self, probs: &[f32], set: &ImageSet) -> EvalReport {
+        if set.is_empty() {
+            return self;
+        }
+        let k = probs.len() / set.len();
+        let pred = predicted(probs, k);
+        self.intervals
+            .insert("all".to_string(), stats::headline(&set.labels, &pred, k));
+        for o in self.by_origin.keys() {
+            let idx: Vec<usize> = (0..set.len())
+                .filter(|&i| set.origins[i].name() == o.as_str())
+                .collect();
+            let l: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
+            let p: Vec<u8> = idx.iter().map(|&i| pred[i]).collect();
+            self.intervals.insert(o.clone(), stats::headline(&l, &p, k));
+        }
+        self
+    }
+
     /// A short table: overall, then each half.
     pub fn render(&self, classes: &[String]) -> String {
         let mut s = format!(

@@ -168,9 +168,9 @@ impl Kernel {
 
     /// What the CPU's flags call for.
     pub fn for_cpu() -> Kernel {
-        use crate::provenance::cpu_flags;
+        use crate::cpu::flags;
         let vnni = ["avx512_vnni", "avx_vnni", "amx_int8"];
-        if vnni.iter().any(|f| cpu_flags(&[f])) {
+        if vnni.iter().any(|f| flags(&[f])) {
             Kernel::Native
         } else {
             Kernel::Fp32

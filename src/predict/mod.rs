@@ -305,7 +305,7 @@ pub fn run(o: &PredictOptions) -> Result<Summary> {
         out: o.out.clone(),
         table,
         model: parts.clf.meta.name.clone(),
-        cpu: crate::serve::bench::cpu_name(),
+        cpu: crate::cpu::model(),
         images,
         videos,
         skipped,

@@ -385,7 +385,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         r.has_net = clf.net.is_some();
         clfs.push(clf);
     }
-    let (cpu, threads) = (crate::provenance::cpu_model(), tch::get_num_threads());
+    let (cpu, threads) = (crate::cpu::model(), tch::get_num_threads());
     let deep = deep_runs(&runs, sweep.is_some());
     for &i in &deep {
         let r = &mut runs[i];
@@ -543,7 +543,7 @@ fn latency(dir: &RunDir, clf: &Classifier, calib: &ImageSet) -> Option<Latency> 
         batch1_ms_median: fp_median,
         batch1_ms_p95: fp_p95,
         threads: tch::get_num_threads() as usize,
-        cpu: crate::provenance::cpu_model(),
+        cpu: crate::cpu::model(),
         int8_batch1_ms_median: int8,
         int8_measured: true,
     };

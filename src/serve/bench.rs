@@ -114,19 +114,6 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-/// The CPU's model name (Linux), to print beside every figure.
-pub fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|n| n.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
     let photo = a.image.clone().unwrap_or_else(|| {
         let venv =
@@ -163,7 +150,7 @@ pub fn run(a: &ServeBenchOptions) -> Result<ServeBench> {
         detect_width: args.detect_width,
         track_every: every,
         min_face: args.min_face,
-        cpu: cpu_name(),
+        cpu: crate::cpu::model(),
         paths: out,
     })
 }

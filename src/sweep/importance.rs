@@ -255,9 +255,7 @@ impl Ranking {
             self.trials
         )
     }
-}
 
-impl Ranking {
     /// The ranking as text, a bar per parameter.
     pub fn render(&self) -> String {
         let mut s = format!(

@@ -132,11 +132,12 @@ pub(super) fn finish(
                 a.apply(&mut probs);
             }
             let secs = t.elapsed().as_secs_f64();
-            let val = eval::report(&probs, &splits.val, "val", cfg.eval.tta, secs);
+            let val = eval::report(&probs, &splits.val, "val", cfg.eval.tta, secs)
+                .with_intervals(&probs, &splits.val);
             (val, Some(rec))
         }
         _ => (
-            eval::evaluate(&clf, &splits.val, "val", cfg.eval.tta)?,
+            eval::evaluate_keeping(&clf, &splits.val, "val", cfg.eval.tta)?.0,
             None,
         ),
     };
