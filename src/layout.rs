@@ -37,6 +37,8 @@ pub const REPORT_README: &str = "README.md";
 pub const REPORT_TITLE: &str = "# Report: ";
 /// The one-writer lock of a run or trial folder (see `lock`).
 pub const LOCK: &str = ".lock";
+/// A repeated run's seeds and each figure's spread across them.
+pub const SEEDS: &str = "seeds.json";
 pub const LATENCY: &str = "latency.json";
 pub const ROBUSTNESS: &str = "robustness.json";
 const CHECKPOINTS: &str = "checkpoints";
@@ -310,7 +312,9 @@ pub fn kind_of(dir: &Path) -> Option<Kind> {
     if dir.join(TRIALS).exists() {
         Some(Kind::Sweep)
     } else if dir.join(CONFIG).exists()
-        && (dir.join(METRICS_JSONL).exists() || dir.join(CHECKPOINTS).is_dir())
+        && (dir.join(METRICS_JSONL).exists()
+            || dir.join(CHECKPOINTS).is_dir()
+            || dir.join(SEEDS).exists())
     {
         Some(Kind::Run)
     } else {
@@ -407,10 +411,23 @@ impl RunDir {
     pub fn member(&self, tag: &str) -> RunDir {
         RunDir(self.0.join(tag))
     }
+    /// A repeated run's `seeds.json`.
+    pub fn seeds(&self) -> PathBuf {
+        self.0.join(SEEDS)
+    }
+    /// The training of `seed` in a repeated run.
+    pub fn seed_run(&self, seed: u64) -> RunDir {
+        RunDir(self.0.join(seed_name(seed)))
+    }
     /// Finished: its outcome is written (the last file a run writes).
     pub fn is_finished(&self) -> bool {
         self.eval().exists() && self.config().exists()
     }
+}
+
+/// The folder name of one seed's training in a repeated run.
+pub fn seed_name(seed: u64) -> String {
+    format!("seed-{seed}")
 }
 
 /// The folder name of an ensemble member.

@@ -871,3 +871,45 @@ pub fn hbars(
         Ok(())
     })
 }
+
+/// One learning curve across seeds: its label and, per epoch, the mean with
+/// the band's lower and upper edge.
+pub type Band = (String, Vec<(f64, f64, f64, f64)>);
+
+/// Learning curves across seeds: each series' mean as a line over a shaded
+/// band (the reader's "mean ± one standard deviation").
+pub fn bands(path: &Path, title: &str, y_label: &str, series: &[Band]) -> Result<()> {
+    render(path, (900u32, 480u32), |root| {
+        let pts = series.iter().flat_map(|(_, v)| v.iter());
+        let xmax = pts.clone().map(|p| p.0).fold(1.0f64, f64::max);
+        let (y0, y1) = padded(pts.flat_map(|p| [p.2, p.3]), 0.05);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(0.5f64..xmax + 0.5, y0..y1)?;
+        axes(&mut chart, "epoch", y_label, 14)?;
+        for (s, (label, v)) in series.iter().enumerate() {
+            let color = PALETTE[s % PALETTE.len()];
+            let outline: Vec<(f64, f64)> = v
+                .iter()
+                .map(|p| (p.0, p.3))
+                .chain(v.iter().rev().map(|p| (p.0, p.2)))
+                .collect();
+            chart.draw_series(std::iter::once(Polygon::new(
+                outline,
+                color.mix(0.2).filled(),
+            )))?;
+            chart
+                .draw_series(LineSeries::new(
+                    v.iter().map(|p| (p.0, p.1)),
+                    color.stroke_width(2),
+                ))?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
+        Ok(())
+    })
+}

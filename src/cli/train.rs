@@ -37,24 +37,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             (cfg, run.clone(), true, Some(lock))
         }
         None => {
-            let path = args.config.as_ref().expect("clap requires a config");
-            let mut cfg = crate::config::RunConfig::load(path, &args.overrides)?;
-            if let Some(d) = &args.data {
-                cfg.data.dir = d.clone();
-            }
-            let dir = args
-                .run_dir
-                .clone()
-                .unwrap_or_else(|| crate::layout::new_run_dir(&cfg.name));
-            // An ensemble's folder may be trained again: finished members
-            // with the same recipe are reused and others refused (see
-            // train::ensemble). Any other existing run is left alone.
-            let saved = crate::layout::RunDir(dir.clone()).config();
-            let same_kind = cfg.ensemble.is_some()
-                && crate::config::RunConfig::load(&saved, &[]).is_ok_and(|c| c.ensemble.is_some());
-            if !same_kind {
-                crate::layout::check_new(&dir, crate::layout::Kind::Run, "--run-dir")?;
-            }
+            let (cfg, dir) = new_run(&args)?;
             (cfg, dir, false, None)
         }
     };
@@ -68,32 +51,94 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         tracker: &*tracker,
         dir: &dir,
     };
-    let result = crate::train::run_with(&cfg, &dir, resume, &mut [&mut track], None);
+    let repeated = !cfg.repeat_seeds()?.is_empty();
+    let result = if repeated {
+        crate::train::repeat::run(&cfg, &dir, resume, &mut [&mut track]).map(Trained::Seeds)
+    } else {
+        crate::train::run_with(&cfg, &dir, resume, &mut [&mut track], None)
+            .map(|o| Trained::One(Box::new(o)))
+    };
     tracker.changed(&dir);
     let report = tracker.finish();
     if let Some(m) = &report.message {
         eprintln!("{m}");
     }
-    let out = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        let classes = crate::artifact::class_names();
-        println!(
-            "{} ({}): {} params, {} MACs, {:.0} s training at {:.0} img/s{}",
-            out.name,
-            out.family,
-            out.params,
-            crate::models::human(out.macs),
-            out.train_seconds,
-            out.train_img_per_s,
-            out.weights_clause()
-        );
-        if out.val.overall.n > 0 {
-            print!("{}", out.val.render(&classes));
+    match result? {
+        Trained::Seeds(file) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&file)?)
         }
-        print!("{}", out.test.render(&classes));
-        println!("run folder: {}", dir.display());
+        Trained::Seeds(file) => print_seeds(&file, &dir),
+        Trained::One(out) if args.json => println!("{}", serde_json::to_string_pretty(&out)?),
+        Trained::One(out) => print_outcome(&out, &dir),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `fer train` made: one model, or one per seed.
+enum Trained {
+    One(Box<crate::train::Outcome>),
+    Seeds(crate::train::repeat::SeedsFile),
+}
+
+/// The config of a new run (with `--set` and `--data`) and its folder,
+/// checked to be new. An ensemble's or a repeated run's folder may be
+/// trained again: finished members or seeds with the same recipe are
+/// reused and others refused (train::ensemble, train::repeat). Any other
+/// existing run is left alone.
+fn new_run(args: &TrainArgs) -> Result<(crate::config::RunConfig, PathBuf)> {
+    let path = args.config.as_ref().expect("clap requires a config");
+    let mut cfg = crate::config::RunConfig::load(path, &args.overrides)?;
+    if let Some(d) = &args.data {
+        cfg.data.dir = d.clone();
+    }
+    let dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| crate::layout::new_run_dir(&cfg.name));
+    let saved = crate::layout::RunDir(dir.clone()).config();
+    let repeated = |c: &crate::config::RunConfig| !c.seeds.is_empty() || c.repeat.is_some();
+    let same_kind = (cfg.ensemble.is_some() || repeated(&cfg))
+        && crate::config::RunConfig::load(&saved, &[]).is_ok_and(|c| {
+            c.ensemble.is_some() == cfg.ensemble.is_some() && repeated(&c) == repeated(&cfg)
+        });
+    if !same_kind {
+        crate::layout::check_new(&dir, crate::layout::Kind::Run, "--run-dir")?;
+    }
+    Ok((cfg, dir))
+}
+
+/// The figures across seeds: mean ± sd [interval], then each seed's.
+fn print_seeds(file: &crate::train::repeat::SeedsFile, dir: &std::path::Path) {
+    let seeds: Vec<String> = file.runs.iter().map(|r| r.seed.to_string()).collect();
+    println!(
+        "{} over {} seeds ({}): mean ± standard deviation [95% t interval of the mean]\n",
+        file.name,
+        file.runs.len(),
+        seeds.join(", ")
+    );
+    print!("{}", file.table());
+    println!(
+        "run folder: {} (one folder per seed; seeds.json)",
+        dir.display()
+    );
+}
+
+/// One run's sizes, speed, and validation and test figures.
+fn print_outcome(out: &crate::train::Outcome, dir: &std::path::Path) {
+    let classes = crate::artifact::class_names();
+    println!(
+        "{} ({}): {} params, {} MACs, {:.0} s training at {:.0} img/s{}",
+        out.name,
+        out.family,
+        out.params,
+        crate::models::human(out.macs),
+        out.train_seconds,
+        out.train_img_per_s,
+        out.weights_clause()
+    );
+    if out.val.overall.n > 0 {
+        print!("{}", out.val.render(&classes));
+    }
+    print!("{}", out.test.render(&classes));
+    println!("run folder: {}", dir.display());
 }

@@ -51,6 +51,14 @@ pub struct RunConfig {
     /// Train this config once per seed and ship the members' average.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleRunConfig>,
+    /// Train this config once per seed, each into `seed-<s>/` of the run
+    /// folder, and give every figure's mean, spread and interval across
+    /// them (what one seed cannot tell: how much of a result is luck).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
+    /// `repeat: n`: as `seeds`, with seeds `seed`, `seed + 1`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<usize>,
 }
 
 /// An ensemble: `fer train` trains each member into its own folder of the
@@ -243,6 +251,7 @@ impl RunConfig {
                 )));
             }
         }
+        self.repeat_seeds()?;
         if self.ensemble.is_some() {
             if !self.model.is_network() || matches!(self.model, ModelConfig::Ensemble(_)) {
                 return Err(fail(format!(
@@ -253,6 +262,52 @@ impl RunConfig {
             self.members()?;
         }
         Ok(())
+    }
+
+    /// The seeds of a repeated config (`seeds`, or `repeat` counted from
+    /// `seed`), checked; empty for a single training.
+    pub fn repeat_seeds(&self) -> Result<Vec<u64>> {
+        let fail = |m: String| anyhow!("invalid config: {m}");
+        let seeds: Vec<u64> = match (self.seeds.is_empty(), self.repeat) {
+            (true, None) => return Ok(vec![]),
+            (false, Some(_)) => {
+                return Err(fail(
+                    "give either seeds (a list) or repeat (a count), not both".into(),
+                ))
+            }
+            (false, None) => self.seeds.clone(),
+            (true, Some(n)) => (0..n as u64).map(|i| self.seed.wrapping_add(i)).collect(),
+        };
+        let mut distinct = seeds.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < 2 || distinct.len() != seeds.len() {
+            return Err(fail(format!(
+                "{} must name at least 2 different seeds, got {seeds:?}",
+                if self.seeds.is_empty() {
+                    "repeat"
+                } else {
+                    "seeds"
+                }
+            )));
+        }
+        if self.ensemble.is_some() {
+            return Err(fail(
+                "seeds/repeat and ensemble cannot be combined: an ensemble already trains one member per seed".into(),
+            ));
+        }
+        Ok(seeds)
+    }
+
+    /// One training of a repeated config: this config with `seed` and
+    /// without the repetition.
+    pub fn with_seed(&self, seed: u64) -> RunConfig {
+        RunConfig {
+            seed,
+            seeds: vec![],
+            repeat: None,
+            ..self.clone()
+        }
     }
 
     /// Loads a run config file, applies `--set key=value` overrides, and
@@ -497,6 +552,36 @@ mod tests {
         assert!(e.contains("at least 2 members"), "{e}");
         let e = err("  seeds: [1, 2]\n  weights: f8\n");
         assert!(e.contains("e.yaml:") && e.contains("f16"), "{e}");
+    }
+
+    #[test]
+    fn repeated_configs_name_their_seeds_or_say_what_is_wrong() {
+        let cfg = |extra: &str| -> Result<RunConfig> {
+            let c: RunConfig = parse_yaml(
+                Path::new("r.yaml"),
+                &format!("name: r\nseed: 5\nmodel: {{kind: mlp}}\n{extra}"),
+            )?;
+            c.validate()?;
+            Ok(c)
+        };
+        assert_eq!(
+            cfg("repeat: 3\n").unwrap().repeat_seeds().unwrap(),
+            [5, 6, 7]
+        );
+        assert_eq!(
+            cfg("seeds: [9, 1]\n").unwrap().repeat_seeds().unwrap(),
+            [9, 1]
+        );
+        assert!(cfg("").unwrap().repeat_seeds().unwrap().is_empty());
+        let one = cfg("repeat: 3\n").unwrap().with_seed(6);
+        assert_eq!((one.seed, one.repeat, one.seeds.len()), (6, None, 0));
+        let err = |extra: &str| format!("{:#}", cfg(extra).unwrap_err());
+        assert!(err("repeat: 1\n").contains("repeat must name at least 2 different seeds"));
+        assert!(err("seeds: [1, 1]\n").contains("seeds must name at least 2 different"));
+        assert!(err("seeds: [1, 2]\nrepeat: 2\n").contains("not both"));
+        assert!(err("repeat: 2\nensemble: {seeds: [1, 2]}\n").contains("cannot be combined"));
+        let e = err("repeat: three\n");
+        assert!(e.contains("r.yaml:") && e.contains("repeat"), "{e}");
     }
 
     #[test]

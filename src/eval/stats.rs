@@ -5,6 +5,8 @@
 //! Everything works on label vectors (true and predicted class per image),
 //! so the same code serves `fer eval`, `fer compare` and reports. Resampling
 //! is seeded (ChaCha8), so a figure and its interval are reproducible.
+//! Across seeds (a few trainings of one recipe) the spread is a mean with
+//! its sample standard deviation and Student's t interval.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -334,9 +336,85 @@ pub fn holm(p: &[f64]) -> Vec<f64> {
     adjusted
 }
 
+/// One figure over several trainings of a recipe (one per seed): the mean,
+/// the sample standard deviation (n - 1) and the 95% interval of the mean
+/// from Student's t with n - 1 degrees of freedom (SciPy's
+/// `stats.t.interval(0.95, n - 1, mean, sem)`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub n: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `69.84% ± 0.31 [69.07, 70.61]` for a fraction shown in percent.
+    pub fn percent(&self) -> String {
+        format!(
+            "{:.2}% ± {:.2} [{:.2}, {:.2}]",
+            self.mean * 100.0,
+            self.std * 100.0,
+            self.lo * 100.0,
+            self.hi * 100.0
+        )
+    }
+
+    /// `0.698 ± 0.004 [0.689, 0.707]`.
+    pub fn plain(&self) -> String {
+        format!(
+            "{:.3} ± {:.3} [{:.3}, {:.3}]",
+            self.mean, self.std, self.lo, self.hi
+        )
+    }
+}
+
+/// The spread of `values` (one per seed); None below two values, where
+/// neither a deviation nor an interval exists, or when one is not finite.
+pub fn spread(values: &[f64]) -> Option<Spread> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let n = values.len();
+    if n < 2 || values.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let std = var.sqrt();
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .ok()?
+        .inverse_cdf(0.975);
+    let half = t * std / (n as f64).sqrt();
+    Some(Spread {
+        n,
+        mean,
+        std,
+        lo: mean - half,
+        hi: mean + half,
+        min: values.iter().cloned().fold(f64::INFINITY, f64::min),
+        max: values.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_matches_scipy_t_interval() {
+        // scipy.stats.t.interval(0.95, 2, loc=mean, scale=sem) for
+        // [0.70, 0.68, 0.71]: mean 0.69667, sd 0.015275, (0.658721, 0.734612).
+        let s = spread(&[0.70, 0.68, 0.71]).unwrap();
+        assert!((s.mean - 0.696_666_7).abs() < 1e-6, "{s:?}");
+        assert!((s.std - 0.015_275_25).abs() < 1e-6, "{s:?}");
+        assert!((s.lo - 0.658_720_8).abs() < 1e-5, "{s:?}");
+        assert!((s.hi - 0.734_612_5).abs() < 1e-5, "{s:?}");
+        assert_eq!((s.min, s.max), (0.68, 0.71));
+        assert!(spread(&[0.7]).is_none());
+        assert!(spread(&[0.7, f64::NAN]).is_none());
+    }
 
     #[test]
     fn mcnemar_matches_the_binomial_by_hand() {

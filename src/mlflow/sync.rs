@@ -148,9 +148,16 @@ impl Syncer {
             Some(layout::Kind::Run) => {
                 let rd = RunDir::new(dir);
                 let spec = folder::run_spec(&rd, self.target.experiment.as_deref(), None, None);
-                let (mut c, _) = self.sync_run(spec)?;
+                let experiment = spec.experiment.clone();
+                let (mut c, id) = self.sync_run(spec)?;
                 if rd.eval().exists() && rd.model().exists() {
                     c += self.log_model(dir, &rd.model(), None)?;
+                }
+                // A repeated run's seeds: its child runs, one per seed.
+                for (seed, child) in folder::seed_runs(&rd) {
+                    let mut spec = folder::run_spec(&child, Some(&experiment), Some(&id), None);
+                    spec.name = format!("{} seed {seed}", spec.name);
+                    c += self.sync_run(spec)?.0;
                 }
                 Ok(c)
             }

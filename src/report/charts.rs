@@ -280,3 +280,30 @@ pub fn importance(d: &ReportData, out: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// `seeds.png`: each seed set's validation accuracy per epoch, its mean
+/// over a band of one standard deviation.
+pub fn seeds(d: &ReportData, out: &Path) -> Result<()> {
+    let series: Vec<crate::plot::Band> = d
+        .seed_sets
+        .iter()
+        .filter(|s| !s.band.is_empty())
+        .map(|s| {
+            let pts = s
+                .band
+                .iter()
+                .map(|b| (b.epoch as f64, b.mean, b.mean - b.std, b.mean + b.std))
+                .collect();
+            (format!("{} ({} seeds)", s.label, s.heads.len()), pts)
+        })
+        .collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    crate::plot::bands(
+        &out.join("seeds.png"),
+        "Validation accuracy across seeds",
+        "val accuracy",
+        &series,
+    )
+}

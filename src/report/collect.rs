@@ -56,6 +56,9 @@ pub struct ReportData {
     /// The `fer report` command that regenerates this report, every
     /// section-bearing option included.
     pub command: String,
+    /// Recipes trained under several seeds: a repeated run's, or a sweep's
+    /// re-run best trials.
+    pub seed_sets: Vec<SeedSet>,
 }
 
 /// A finished run folder: what it wrote, and what the report measured of it
@@ -146,6 +149,72 @@ pub struct SweepData {
     pub sampler: &'static str,
     /// With several objectives: all of them (the first is `objective`).
     pub objectives: Vec<crate::sweep::config::ObjectiveSpec>,
+}
+
+/// One recipe under several seeds, as the report shows it.
+#[derive(Clone, Debug)]
+pub struct SeedSet {
+    /// A repeated run's name, or `trial N` of a sweep.
+    pub label: String,
+    /// The column heads, one per seed (`seed 0`, `trial 7`).
+    pub heads: Vec<String>,
+    /// Per figure: its name, its spread and each seed's value (None where
+    /// that seed has none).
+    pub rows: Vec<(String, crate::eval::stats::Spread, Vec<Option<f64>>)>,
+    /// Validation accuracy per epoch across the seeds.
+    pub band: Vec<crate::train::repeat::BandPoint>,
+}
+
+/// The repeated runs among `runs` (their `seeds.json`) and a sweep's seed
+/// groups, as the report shows them.
+fn seed_sets(runs: &[Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedSet> {
+    use crate::metric::MetricKey;
+    use crate::train::repeat::{curve_band, curve_band_of, SeedsFile};
+    let mut parents: Vec<PathBuf> = runs
+        .iter()
+        .filter_map(|r| r.dir.path().parent().map(Path::to_path_buf))
+        .filter(|p| RunDir::new(p.clone()).seeds().exists())
+        .collect();
+    parents.dedup();
+    let mut sets = Vec::new();
+    for p in parents {
+        let rd = RunDir::new(p);
+        let Ok(f) = SeedsFile::read(&rd.seeds()) else {
+            continue;
+        };
+        let rows = f
+            .headline()
+            .into_iter()
+            .map(|(k, sp)| {
+                let each = f.runs.iter().map(|r| r.figures.get(k).copied()).collect();
+                (k.to_string(), *sp, each)
+            })
+            .collect();
+        sets.push(SeedSet {
+            label: f.name.clone(),
+            heads: f.runs.iter().map(|r| format!("seed {}", r.seed)).collect(),
+            rows,
+            band: curve_band(&rd, &f.seeds, MetricKey::ValAcc),
+        });
+    }
+    if let Some(s) = sweep {
+        let sd = SweepDir::new(input);
+        for g in crate::sweep::seed_groups(&s.trials) {
+            let Some(sp) = g.spread else { continue };
+            let dirs: Vec<RunDir> = g.values.iter().map(|(n, _)| sd.trial(*n)).collect();
+            sets.push(SeedSet {
+                label: format!("trial {}", g.trial),
+                heads: g.values.iter().map(|(n, _)| format!("trial {n}")).collect(),
+                rows: vec![(
+                    s.metric().to_string(),
+                    sp,
+                    g.values.iter().map(|(_, v)| Some(*v)).collect(),
+                )],
+                band: curve_band_of(&dirs, MetricKey::ValAcc),
+            });
+        }
+    }
+    sets
 }
 
 /// (x, y) points of a chart.
@@ -327,9 +396,25 @@ pub fn discover(input: &Path) -> Result<Inputs> {
     }
     let runs = dirs
         .iter()
-        .map(|d| load_run(d, None))
+        .map(|d| load_run(d, seed_label(d)?))
         .collect::<Result<Vec<_>>>()?;
     Ok(Inputs { runs, sweep: None })
+}
+
+/// `<name> seed <s>` for one seed's training in a repeated run (its
+/// siblings share its name), else None: the run's own name.
+fn seed_label(d: &RunDir) -> Result<Option<String>> {
+    let parent = d.path().parent().map(RunDir::new);
+    let Some(seed) = d
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str()?.strip_prefix("seed-"))
+        .filter(|_| parent.as_ref().is_some_and(|p| p.seeds().exists()))
+    else {
+        return Ok(None);
+    };
+    let cfg: RunConfig = crate::config::load_yaml(&d.config())?;
+    Ok(Some(format!("{} seed {seed}", cfg.name)))
 }
 
 /// A sweep's journal, its resolved experiment and its finished trials.
@@ -425,6 +510,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         run: b,
         rows: error_rows(&probs[b], &test),
     });
+    let seed_sets = seed_sets(&runs, sweep.as_ref(), &a.input);
     Ok(ReportData {
         name,
         input: a.input.clone(),
@@ -443,6 +529,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         notes,
         paired,
         command: a.command(out),
+        seed_sets,
     })
 }
 

@@ -81,11 +81,13 @@ pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     charts::interpretability(&d, &out)?;
     charts::tradeoffs(&d, &out)?;
     charts::sweep(&d, &out)?;
+    charts::seeds(&d, &out)?;
 
     let md: String = [
         sections::header,
         sections::data_set,
         sections::comparison,
+        sections::seeds,
         sections::tradeoffs,
         sections::notes,
         sections::per_model,

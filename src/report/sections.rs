@@ -82,6 +82,51 @@ pub fn data_set(d: &ReportData) -> String {
 }
 
 /// Section 2: one row per run, the chart, a commentary and how latency was measured.
+/// Recipes trained under several seeds: each figure's mean, standard
+/// deviation and 95% t interval with every seed's value, and the
+/// validation curves with their seed bands (`seeds.png`).
+pub fn seeds(d: &ReportData) -> String {
+    let mut md = String::new();
+    if d.seed_sets.is_empty() {
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "### Across seeds\n\nThe same recipe trained under several seeds (initialisation, data order, augmentation and dropout move; the validation split does not). Each figure is the mean ± the standard deviation across seeds, with the 95% Student-t interval of the mean; with three seeds that interval is wide, and a difference between two recipes smaller than their spread is not a finding.\n"
+    );
+    for set in &d.seed_sets {
+        let _ = writeln!(
+            md,
+            "**{}** ({} seeds)\n\n| figure | mean ± sd [95% interval] | {} |\n|---|---:|{}",
+            set.label,
+            set.heads.len(),
+            set.heads.join(" | "),
+            "---:|".repeat(set.heads.len())
+        );
+        for (k, sp, each) in &set.rows {
+            let fraction = !k.contains("loss");
+            let show = |v: f64| {
+                if fraction {
+                    format!("{:.2}", v * 100.0)
+                } else {
+                    format!("{v:.4}")
+                }
+            };
+            let cells: Vec<String> = each.iter().map(|v| v.map_or("-".into(), show)).collect();
+            let spread = if fraction { sp.percent() } else { sp.plain() };
+            let _ = writeln!(md, "| {k} | {spread} | {} |", cells.join(" | "));
+        }
+        md.push('\n');
+    }
+    if d.seed_sets.iter().any(|s| !s.band.is_empty()) {
+        let _ = writeln!(
+            md,
+            "![Validation accuracy across seeds](seeds.png)\n\n*Validation accuracy per epoch: the mean across seeds, shaded ± one standard deviation.*\n"
+        );
+    }
+    md
+}
+
 pub fn comparison(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 2. Baselines comparison\n");

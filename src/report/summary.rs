@@ -81,6 +81,9 @@ pub struct Summary {
     pub threads: i32,
     pub data_digest: String,
     pub models: Vec<Row>,
+    /// Recipes trained under several seeds, when the report has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<SeedSetRow>,
 }
 
 /// Test F1 of `class`, if the outcome has it.
@@ -141,5 +144,39 @@ pub fn summary(d: &ReportData) -> Summary {
         threads: d.threads,
         data_digest: d.digest.clone(),
         models: (0..d.runs.len()).map(|i| row(d, i)).collect(),
+        seeds: d
+            .seed_sets
+            .iter()
+            .map(|set| SeedSetRow {
+                label: set.label.clone(),
+                seeds: set.heads.clone(),
+                figures: set
+                    .rows
+                    .iter()
+                    .map(|(k, sp, each)| SeedFigure {
+                        figure: k.clone(),
+                        spread: *sp,
+                        each: each.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
+}
+
+/// A recipe trained under several seeds (the report's "Across seeds").
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedSetRow {
+    pub label: String,
+    /// One head per seed (`seed 0`, or a sweep's `trial 7`).
+    pub seeds: Vec<String>,
+    pub figures: Vec<SeedFigure>,
+}
+
+/// One figure across seeds: its spread and each seed's value.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedFigure {
+    pub figure: String,
+    pub spread: crate::eval::stats::Spread,
+    pub each: Vec<Option<f64>>,
 }

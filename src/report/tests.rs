@@ -157,6 +157,7 @@ fn data(runs: Vec<Run>) -> ReportData {
         notes: None,
         paired: None,
         command: "fer report runs/zoo --out reports/zoo".into(),
+        seed_sets: Vec::new(),
     }
 }
 

@@ -159,11 +159,28 @@ pub struct SearchConfig {
     /// replaces `objective`): the sweep finds their Pareto front.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objectives: Vec<ObjectiveSpec>,
+    /// At the end, train the best configurations again under other seeds
+    /// and name as best the one with the best mean (one seed's luck is not
+    /// a winner).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reseed: Option<Reseed>,
     /// A running trial's worker writes a heartbeat this often (seconds).
     pub heartbeat_seconds: f64,
     /// A running trial whose heartbeat is older than this (seconds) is
     /// marked stale and taken over by the next free worker.
     pub stale_after_seconds: f64,
+}
+
+/// `search.reseed`: once the search's trials have ended, the `top` best
+/// complete trials are each trained again until every one has `seeds`
+/// trainings (its own counts), each a trial of its own with a new seed,
+/// never pruned, and started even past `max_minutes`. The best is then the
+/// configuration with the best mean objective over its seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reseed {
+    pub top: usize,
+    pub seeds: usize,
 }
 
 impl SearchConfig {
@@ -198,6 +215,7 @@ impl Default for SearchConfig {
             max_epochs: None,
             objective: Objective::default(),
             objectives: Vec::new(),
+            reseed: None,
             heartbeat_seconds: 5.0,
             stale_after_seconds: 60.0,
         }
@@ -391,6 +409,18 @@ impl Experiment {
                 bail!("search.pruner: pruning needs a single objective; with search.objectives use `pruner: {{kind: none}}`");
             }
         }
+        if let Some(r) = &self.search.reseed {
+            if r.top == 0 || r.seeds < 2 {
+                bail!(
+                    "search.reseed: top must be at least 1 and seeds at least 2 (trainings per configuration, the first included), got top {} and seeds {}",
+                    r.top,
+                    r.seeds
+                );
+            }
+            if self.search.is_multi() {
+                bail!("search.reseed: re-running the best trials needs a single objective (search.objective)");
+            }
+        }
         let (beat, stale) = (
             self.search.heartbeat_seconds,
             self.search.stale_after_seconds,
@@ -497,6 +527,8 @@ impl Experiment {
             // The sweep's tracker logs the trials; a trial has none of its own.
             tracking: None,
             ensemble: None,
+            seeds: vec![],
+            repeat: None,
         };
         let mut values: Vec<(String, serde_json::Value)> = self.set.clone().into_iter().collect();
         values.extend(

@@ -83,6 +83,10 @@ pub enum Event {
         time: f64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         worker: Option<Worker>,
+        /// A seed repeat of this trial (`search.reseed`): its parameters
+        /// under another seed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repeat_of: Option<usize>,
     },
     /// A running trial's worker was found gone (`by` found it): no heartbeat
     /// for `stale_after` seconds and its folder no longer locked.
@@ -152,6 +156,9 @@ pub struct TrialRecord {
     /// Every objective's value, with several objectives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<f64>>,
+    /// The trial this one repeats under another seed (`search.reseed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_of: Option<usize>,
 }
 
 impl TrialRecord {
@@ -177,6 +184,7 @@ impl TrialRecord {
             since: 0.0,
             takeovers: 0,
             values: None,
+            repeat_of: None,
         }
     }
 }
@@ -290,6 +298,7 @@ pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
                 seed,
                 time,
                 worker,
+                repeat_of,
             } => {
                 if trials.iter().all(|t| t.number != *trial) {
                     trials.push(TrialRecord {
@@ -307,6 +316,7 @@ pub fn rebuild(events: &[Event]) -> Vec<TrialRecord> {
                         since: *time,
                         takeovers: 0,
                         values: None,
+                        repeat_of: *repeat_of,
                     });
                 }
             }
@@ -387,6 +397,7 @@ mod tests {
             seed: 5,
             time: 0.0,
             worker: None,
+            repeat_of: None,
         })
         .unwrap();
         j.append(&Event::Intermediate {
@@ -412,6 +423,7 @@ mod tests {
             seed: 6,
             time: 0.0,
             worker: None,
+            repeat_of: None,
         })
         .unwrap();
         j.append(&Event::Intermediate {
@@ -541,6 +553,7 @@ mod tests {
                 seed,
                 time: 0.0,
                 worker: None,
+                repeat_of: None,
             }),
             (trial.clone(), 0usize..5, -999i32..999).prop_map(|(trial, epoch, value)| {
                 Event::Intermediate {

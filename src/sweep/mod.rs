@@ -47,6 +47,9 @@ pub struct Summary {
     pub pareto: Vec<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_rule: Option<String>,
+    /// With `search.reseed`: each re-run configuration and its spread.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seed_groups: Vec<SeedGroup>,
 }
 
 fn family_of(exp: &Experiment, params: &Params) -> String {
@@ -114,10 +117,11 @@ pub fn work(
             }
             let spent: f64 = trials.iter().map(|t| t.seconds).sum();
             let over_budget = search.max_minutes.is_some_and(|m| spent >= m * 60.0);
-            let running = trials
-                .iter()
-                .any(|t| matches!(t.state, TrialState::Running | TrialState::Stale));
-            if trials.len() >= search.n_trials || over_budget {
+            let running = trials.iter().any(is_active);
+            let searched = trials.iter().filter(|t| t.repeat_of.is_none()).count();
+            let search_over = searched >= search.n_trials || over_budget;
+            let repeat = repeat_due(search, &trials, search_over);
+            if search_over && repeat.is_none() {
                 if over_budget && !running {
                     eprintln!(
                         "sweep: wall-time budget of {} min of trials reached after {} trials",
@@ -133,22 +137,35 @@ pub fn work(
                 // A process that has not written its start yet: look again.
                 return Ok((vec![], Next::Wait));
             };
-            // Running trials count as bad (a constant liar): parallel
-            // workers are steered away from points already being tried.
-            let obs = if search.is_multi() {
-                let dirs: Vec<_> = search.objectives.iter().map(|o| o.direction).collect();
-                sampler::observations_multi(&trials, &dirs)
-            } else {
-                observations(&trials, |v| objective.direction.loss(v))
+            let params = match repeat {
+                Some(src) => trials
+                    .iter()
+                    .find(|t| t.number == src)
+                    .map(|t| t.params.clone())
+                    .unwrap_or_default(),
+                None => {
+                    // Running trials count as bad (a constant liar): parallel
+                    // workers are steered away from points already being tried.
+                    let obs = if search.is_multi() {
+                        let dirs: Vec<_> = search.objectives.iter().map(|o| o.direction).collect();
+                        sampler::observations_multi(&trials, &dirs)
+                    } else {
+                        observations(&trials, |v| objective.direction.loss(v))
+                    };
+                    search.sampler.ask(&space, &obs, exp.seed, n)
+                }
             };
-            let params = search.sampler.ask(&space, &obs, exp.seed, n);
             let seed = crate::data::augment::image_seed(exp.seed, 0x7121, n as u64);
+            if let Some(src) = repeat {
+                eprintln!("sweep: trial {n} repeats trial {src} under seed {seed}");
+            }
             let start = Event::TrialStarted {
                 trial: n,
                 params: params.clone(),
                 seed,
                 time: crate::layout::unix_now(),
                 worker: Some(me.clone()),
+                repeat_of: repeat,
             };
             let next = Next::Run {
                 number: n,
@@ -261,13 +278,14 @@ fn run_trial(
         trial: n,
         last_epoch: cfg.train.epochs,
     };
-    let result = crate::train::run_with(
-        &cfg,
-        &rd.0,
-        resume,
-        &mut [&mut track, &mut writer],
-        Some(&mut pruner),
-    );
+    // A seed repeat confirms a finished ranking: it always runs to its end.
+    let repeat = journal
+        .trials()?
+        .iter()
+        .any(|t| t.number == n && t.repeat_of.is_some());
+    let control: Option<&mut dyn Control> = if repeat { None } else { Some(&mut pruner) };
+    let result =
+        crate::train::run_with(&cfg, &rd.0, resume, &mut [&mut track, &mut writer], control);
     match result {
         // Without its journal the sweep cannot go on: the error is the sweep's.
         Err(e) if writer.failed => Err(e),
@@ -451,6 +469,98 @@ impl Control for Pruning<'_> {
     }
 }
 
+/// The `top` best complete trials of the search (seed repeats left out),
+/// best first; ties go to the earlier trial.
+pub fn top_trials(top: usize, trials: &[TrialRecord], dir: Direction) -> Vec<usize> {
+    let mut done: Vec<(&TrialRecord, f64)> = trials
+        .iter()
+        .filter(|t| t.repeat_of.is_none() && t.state == TrialState::Complete)
+        .filter_map(|t| t.value.filter(|v| v.is_finite()).map(|v| (t, v)))
+        .collect();
+    done.sort_by(|a, b| {
+        dir.loss(a.1)
+            .total_cmp(&dir.loss(b.1))
+            .then(a.0.number.cmp(&b.0.number))
+    });
+    done.into_iter().take(top).map(|(t, _)| t.number).collect()
+}
+
+fn is_active(t: &TrialRecord) -> bool {
+    matches!(t.state, TrialState::Running | TrialState::Stale)
+}
+
+/// The trial to repeat under a new seed now (`search.reseed`): only once
+/// the search is over and every searched trial has ended, so that the
+/// ranking the repeats follow is final.
+fn repeat_due(
+    search: &config::SearchConfig,
+    trials: &[TrialRecord],
+    search_over: bool,
+) -> Option<usize> {
+    let r = search.reseed.as_ref()?;
+    let searching = trials.iter().any(|t| t.repeat_of.is_none() && is_active(t));
+    if !search_over || searching {
+        return None;
+    }
+    next_repeat(r, trials, search.objective.direction)
+}
+
+/// The trial whose next seed repeat is due, best first; None once every
+/// one of the top trials has its seeds started.
+pub fn next_repeat(r: &config::Reseed, trials: &[TrialRecord], dir: Direction) -> Option<usize> {
+    top_trials(r.top, trials, dir).into_iter().find(|&src| {
+        let started = trials.iter().filter(|t| t.repeat_of == Some(src)).count();
+        started + 1 < r.seeds
+    })
+}
+
+/// A configuration trained under several seeds: the searched trial and its
+/// repeats, with the objective's spread across those that completed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedGroup {
+    /// The searched trial.
+    pub trial: usize,
+    /// Its trials in all (itself first, then its repeats).
+    pub members: Vec<usize>,
+    /// The objective of each complete member, in `members` order.
+    pub values: Vec<(usize, f64)>,
+    /// Across the complete members (from two on).
+    pub spread: Option<crate::eval::stats::Spread>,
+}
+
+/// The seed groups of the trials: one per searched trial that has repeats.
+pub fn seed_groups(trials: &[TrialRecord]) -> Vec<SeedGroup> {
+    let mut sources: Vec<usize> = trials.iter().filter_map(|t| t.repeat_of).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    sources
+        .into_iter()
+        .map(|src| {
+            let members: Vec<usize> = std::iter::once(src)
+                .chain(
+                    trials
+                        .iter()
+                        .filter(|t| t.repeat_of == Some(src))
+                        .map(|t| t.number),
+                )
+                .collect();
+            let values: Vec<(usize, f64)> = members
+                .iter()
+                .filter_map(|&m| trials.iter().find(|t| t.number == m))
+                .filter(|t| t.state == TrialState::Complete)
+                .filter_map(|t| t.value.map(|v| (t.number, v)))
+                .collect();
+            let v: Vec<f64> = values.iter().map(|x| x.1).collect();
+            SeedGroup {
+                trial: src,
+                members,
+                values,
+                spread: crate::eval::stats::spread(&v),
+            }
+        })
+        .collect()
+}
+
 /// The summary of the sweep in `dir`, from its journal (written to its files).
 pub fn summary(exp: &Experiment, dir: &Path) -> Result<Summary> {
     summarise(exp, &SweepDir::new(dir), Journal::open(dir)?.trials()?)
@@ -481,6 +591,29 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
         pareto = front;
         best = chosen;
         best_rule = Some(rule);
+    }
+    let groups = seed_groups(&trials);
+    if exp.search.reseed.is_some() {
+        // The configuration with the best mean over its seeds; its model is
+        // the seed that did best on the objective (validation, never test).
+        let winner = groups
+            .iter()
+            .filter_map(|g| g.spread.map(|s| (g, s)))
+            .reduce(|a, b| if dir.better(b.1.mean, a.1.mean) { b } else { a });
+        if let Some((g, sp)) = winner {
+            let (pick, _) = g
+                .values
+                .iter()
+                .copied()
+                .reduce(|a, b| if dir.better(b.1, a.1) { b } else { a })
+                .expect("a spread has values");
+            let name = exp.search.objective.metric.name();
+            best = Some(pick);
+            best_rule = Some(format!(
+                "the configuration with the best mean {name} over its seeds: trial {} and its repeats ({} seeds, {name} {:.4} ± {:.4}); its model is its best seed's, trial {pick}",
+                g.trial, sp.n, sp.mean, sp.std
+            ));
+        }
     }
     let mut fams: Vec<String> = complete.iter().filter_map(|t| t.family.clone()).collect();
     fams.sort();
@@ -521,6 +654,7 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
         },
         pareto,
         best_rule,
+        seed_groups: groups,
     };
     crate::layout::write_atomic(&sd.summary_json(), &serde_json::to_vec_pretty(&s)?)?;
     crate::layout::write_atomic(&sd.summary_md(), s.render().as_bytes())?;
@@ -693,6 +827,28 @@ pub fn front_table(
     s
 }
 
+/// The Markdown table of the seed groups (the sweep summary's and the
+/// report's): one row per configuration, best mean first.
+pub fn seed_table(groups: &[SeedGroup]) -> String {
+    let mut s = String::from(
+        "| trial | seeds (trials) | mean ± sd [95% interval] | each |\n|---:|---|---|---|\n",
+    );
+    for g in groups {
+        let each: Vec<String> = g.values.iter().map(|(_, v)| format!("{v:.4}")).collect();
+        let members: Vec<String> = g.members.iter().map(|m| m.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} ({}) | {} | {} |",
+            g.trial,
+            g.values.len(),
+            members.join(", "),
+            g.spread.map_or("-".into(), |sp| sp.plain()),
+            each.join(", ")
+        );
+    }
+    s
+}
+
 impl Summary {
     pub fn render(&self) -> String {
         let mut s = format!(
@@ -734,6 +890,17 @@ impl Summary {
                 front_table(&self.objectives, &self.trials, &self.pareto)
             );
             if let Some(r) = &self.best_rule {
+                let _ = writeln!(s, "\nBest: {r}.");
+            }
+        }
+        if !self.seed_groups.is_empty() {
+            let _ = write!(
+                s,
+                "\nAcross seeds ({} mean ± standard deviation [95% t interval of the mean]):\n\n{}",
+                self.objective,
+                seed_table(&self.seed_groups)
+            );
+            if let (Some(r), true) = (&self.best_rule, self.objectives.is_empty()) {
                 let _ = writeln!(s, "\nBest: {r}.");
             }
         }

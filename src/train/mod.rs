@@ -14,6 +14,7 @@ mod fit;
 pub mod optim;
 mod outcome;
 pub mod policy;
+pub mod repeat;
 pub mod resume;
 pub mod schedule;
 pub mod swa;
@@ -201,6 +202,12 @@ pub fn run_with(
 ) -> Result<Outcome> {
     // One writer: a second process on this folder is refused here.
     let _lock = crate::lock::acquire(dir)?;
+    if !cfg.repeat_seeds()?.is_empty() {
+        anyhow::bail!(
+            "{}: a config with seeds or repeat is trained by `fer train` (train::repeat), one seed at a time",
+            cfg.name
+        );
+    }
     if cfg.ensemble.is_some() {
         return ensemble::run(cfg, dir, resume, listeners, control);
     }

@@ -1100,3 +1100,138 @@ fn sync_follows_repairs_resumes_and_damage_of_a_run_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A repeated run (`repeat: 2`): each seed trains into its own folder,
+/// `seeds.json` holds each figure's spread, the server gets one parent run
+/// with the figures across seeds and each seed as its child, training the
+/// same folder again reuses the finished seeds, and the report shows the
+/// table and the seed bands.
+#[test]
+fn a_repeated_run_trains_each_seed_and_logs_them_under_one_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("mlflow"), free_port(), &[], &[]);
+    let c = Client::with_auth(&server.uri, None).unwrap();
+    let cfg = tmp.path().join("rep.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: rep\nseed: 1\nrepeat: 2\ndata: {{dir: {}}}\n\
+             model: {{kind: cnn, widths: [8, 16], convs: 1}}\n\
+             train: {{epochs: 2, batch_size: 32, subset: 0.02, max_batches: 4}}\n",
+            common::fer_dir().display()
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let train = || {
+        common::run_ok(
+            fer()
+                .arg("train")
+                .arg(&cfg)
+                .arg("--run-dir")
+                .arg(&run)
+                .args(["--tracking-uri", &server.uri]),
+        )
+    };
+    let out = train();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("rep over 2 seeds (1, 2)"), "{said}");
+    assert!(said.contains("| test/acc |"), "{said}");
+
+    let f: fer::train::repeat::SeedsFile =
+        serde_json::from_slice(&std::fs::read(run.join("seeds.json")).unwrap()).unwrap();
+    assert!(f.complete);
+    assert_eq!(f.runs.iter().map(|r| r.seed).collect::<Vec<_>>(), [1, 2]);
+    let accs: Vec<f64> = ["seed-1", "seed-2"]
+        .iter()
+        .map(|s| {
+            fer::train::Outcome::read(&run.join(s))
+                .unwrap()
+                .test
+                .overall
+                .accuracy
+        })
+        .collect();
+    let sp = f.spread["test/acc"];
+    assert_eq!(sp.n, 2);
+    assert!(
+        (sp.mean - (accs[0] + accs[1]) / 2.0).abs() < 1e-12,
+        "{sp:?} {accs:?}"
+    );
+    assert!(sp.lo <= sp.min && sp.hi >= sp.max, "{sp:?}");
+
+    // One parent with the spread, two children under it, all finished.
+    let exp = c.experiment("rep").unwrap();
+    let runs = c.search_runs(&exp, "").unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let parent_id = state(&run, &server.uri)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parent = c.get("runs/get", &[("run_id", &parent_id)]).unwrap()["run"].clone();
+    assert_eq!(parent["info"]["status"], "FINISHED");
+    let metric = |r: &Value, k: &str| -> Option<f64> {
+        r["data"]["metrics"]
+            .as_array()?
+            .iter()
+            .find(|m| m["key"] == k)
+            .and_then(|m| m["value"].as_f64())
+    };
+    common::assert_same_fraction(
+        metric(&parent, "seeds/test/acc_mean").unwrap(),
+        sp.mean,
+        "the mean across seeds on the server",
+    );
+    assert!(metric(&parent, "seeds/val/acc_std").is_some(), "{parent}");
+    let mut children: Vec<String> = runs
+        .iter()
+        .filter(|r| tag(r, "mlflow.parentRunId") == Some(parent_id.as_str()))
+        .map(|r| r["info"]["run_name"].as_str().unwrap().to_string())
+        .collect();
+    children.sort();
+    assert_eq!(children, ["rep seed 1", "rep seed 2"]);
+
+    // Trained again: nothing is retrained, nothing is logged twice.
+    let again = train();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("seed 2/2 (2): finished in"), "{err}");
+    assert_eq!(c.search_runs(&exp, "").unwrap().len(), 3);
+
+    // The report: each seed as a model, the spread table and its bands.
+    let rep = tmp.path().join("report");
+    common::run_ok(
+        fer()
+            .arg("report")
+            .arg(&run)
+            .arg("--out")
+            .arg(&rep)
+            .args(["--robustness-images", "40"]),
+    );
+    let md = std::fs::read_to_string(rep.join("README.md")).unwrap();
+    assert!(
+        md.contains("| rep seed 1 |") && md.contains("| rep seed 2 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("### Across seeds") && md.contains("**rep** (2 seeds)"),
+        "{md}"
+    );
+    let row = format!("| test/acc | {} |", sp.percent());
+    assert!(md.contains(&row), "{row} in {md}");
+    assert!(std::fs::metadata(rep.join("seeds.png")).unwrap().len() > 5_000);
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(rep.join("summary.json")).unwrap()).unwrap();
+    let acc = summary["seeds"][0]["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["figure"] == "test/acc")
+        .unwrap()
+        .clone();
+    common::assert_same_fraction(
+        acc["spread"]["mean"].as_f64().unwrap(),
+        sp.mean,
+        "summary.json",
+    );
+    assert_eq!(acc["each"].as_array().unwrap().len(), 2);
+}

@@ -247,6 +247,108 @@ fn a_smoke_sweep_optimises_robust_validation_accuracy() {
     assert_eq!(summary["best"].as_u64(), Some(best as u64), "{values:?}");
 }
 
+/// `search.reseed`: once the three searched trials end, the best two
+/// complete ones are each trained again under two more seeds (never
+/// pruned, though the search has a pruner), and the winner
+/// is the configuration with the best mean over its three seeds, shipped
+/// as its best seed's model.
+#[test]
+fn a_sweep_reruns_its_best_trials_over_seeds_before_naming_a_winner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = experiment(
+        tmp.path(),
+        "name: reseed\nseed: 4\ndata: fer2013\nmodel: {kind: cnn, widths: [8, 16], convs: 1}\n\
+         train: smoke\nset: {train.epochs: 2, train.max_batches: 4}\n\
+         search: {sampler: {kind: random}, n_trials: 3, reseed: {top: 2, seeds: 3},\
+           pruner: {kind: median, n_startup_trials: 1, n_warmup_epochs: 1},\
+           objective: {metric: val/acc, direction: maximize}}\n\
+         space:\n  train.optimizer.lr: {float: [0.001, 0.2], log: true}\n",
+    );
+    let dir = tmp.path().join("s");
+    let out = common::run_ok(fer().args(["sweep"]).arg(&p).arg("--sweep-dir").arg(&dir));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let trials = rebuild(&read_events(&dir.join("trials.jsonl")).unwrap());
+    let searched: Vec<_> = trials.iter().filter(|t| t.repeat_of.is_none()).collect();
+    assert_eq!(searched.len(), 3);
+    // The median pruner may stop searched trials (the first never); only
+    // complete ones are ranked and repeated.
+    let complete = searched
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .count();
+    let groups = complete.min(2);
+    assert_eq!(trials.len(), 3 + 2 * groups, "{trials:?}");
+    // The two best searched trials (ties to the earlier), each repeated twice.
+    let mut ranked: Vec<(usize, f64)> = searched
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .map(|t| (t.number, t.value.unwrap()))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: Vec<usize> = ranked.iter().take(2).map(|x| x.0).collect();
+    for t in trials.iter().filter(|t| t.repeat_of.is_some()) {
+        let src = trials
+            .iter()
+            .find(|s| Some(s.number) == t.repeat_of)
+            .unwrap();
+        assert!(
+            top.contains(&src.number),
+            "{t:?} repeats a trial outside the top 2"
+        );
+        assert_eq!(
+            t.params, src.params,
+            "a repeat keeps its trial's parameters"
+        );
+        assert_ne!(t.seed, src.seed, "a repeat has a seed of its own");
+        assert_eq!(
+            t.state,
+            TrialState::Complete,
+            "repeats are never pruned: {t:?}"
+        );
+        assert!(t.number >= 3, "repeats start after the search: {t:?}");
+        assert!(
+            err.contains(&format!("trial {} repeats trial {}", t.number, src.number)),
+            "{err}"
+        );
+    }
+    let summary: fer::sweep::Summary =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.seed_groups.len(), groups, "{summary:?}");
+    let best_group = summary
+        .seed_groups
+        .iter()
+        .max_by(|a, b| a.spread.unwrap().mean.total_cmp(&b.spread.unwrap().mean))
+        .unwrap();
+    for g in &summary.seed_groups {
+        let sp = g.spread.unwrap();
+        assert_eq!((g.members.len(), sp.n), (3, 3), "{g:?}");
+        let mean = g.values.iter().map(|v| v.1).sum::<f64>() / 3.0;
+        assert!((sp.mean - mean).abs() < 1e-12, "{g:?}");
+    }
+    // The winner: the best mean; its model is its best seed's.
+    let best = summary.best.unwrap();
+    assert!(best_group.members.contains(&best), "{summary:?}");
+    let best_value = best_group
+        .values
+        .iter()
+        .map(|v| v.1)
+        .fold(f64::MIN, f64::max);
+    assert_eq!(
+        best_group.values.iter().find(|v| v.0 == best).unwrap().1,
+        best_value
+    );
+    assert!(
+        summary
+            .best_rule
+            .as_deref()
+            .unwrap()
+            .contains("best mean val/acc over its seeds"),
+        "{summary:?}"
+    );
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("Across seeds (val/acc mean"), "{md}");
+}
+
 fn load_err(body: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let p = experiment(tmp.path(), body);

@@ -11,6 +11,7 @@ use crate::metric::EpochRecord;
 use crate::mlflow::client::{self, Point};
 use crate::provenance::Provenance;
 use crate::sweep::journal::{self, TrialRecord, TrialState};
+use crate::train::repeat::SeedsFile;
 use crate::train::Outcome;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -145,6 +146,15 @@ pub fn run_points(rd: &RunDir) -> Vec<Point> {
 /// cannot be read or holds figures out of range.
 fn run_points_checked(rd: &RunDir) -> (Vec<Point>, Option<String>) {
     let mut pts = epoch_points(&crate::metric::read_history(rd));
+    if rd.seeds().exists() {
+        return match SeedsFile::read(&rd.seeds()) {
+            Ok(f) => (seed_points(rd, &f, ms(mtime_s(&rd.seeds()))), None),
+            Err(e) => (
+                pts,
+                Some(format!("{e:#}; the figures across seeds were not sent")),
+            ),
+        };
+    }
     if !rd.eval().exists() {
         return (pts, None);
     }
@@ -250,6 +260,46 @@ pub(super) fn final_points(o: &Outcome, t: i64) -> Vec<Point> {
     pts
 }
 
+/// A repeated run's points: each figure's mean, standard deviation and 95%
+/// interval across seeds (`seeds/test/acc_mean`, `_std`, `_ci_lo`,
+/// `_ci_hi`), and the validation curves' mean and standard deviation per
+/// epoch (`seeds/val/acc_mean`, `seeds/val/acc_std`, `seeds/val/loss_...`).
+pub(super) fn seed_points(rd: &RunDir, f: &SeedsFile, t: i64) -> Vec<Point> {
+    let mut pts = Vec::new();
+    for (k, sp) in &f.spread {
+        for (suffix, v) in [
+            ("mean", sp.mean),
+            ("std", sp.std),
+            ("ci_lo", sp.lo),
+            ("ci_hi", sp.hi),
+        ] {
+            pts.push(point(format!("seeds/{k}_{suffix}"), v, t, 0));
+        }
+    }
+    use crate::metric::MetricKey as K;
+    for key in [K::ValAcc, K::ValLoss] {
+        for b in crate::train::repeat::curve_band(rd, &f.seeds, key) {
+            let step = b.epoch as i64;
+            pts.push(point(format!("seeds/{}_mean", key.name()), b.mean, t, step));
+            pts.push(point(format!("seeds/{}_std", key.name()), b.std, t, step));
+        }
+    }
+    pts
+}
+
+/// The seeds' folders of a repeated run that hold a training, as
+/// `(seed, folder)`: the run's children on the server.
+pub(super) fn seed_runs(rd: &RunDir) -> Vec<(u64, RunDir)> {
+    let Ok(f) = SeedsFile::read(&rd.seeds()) else {
+        return vec![];
+    };
+    f.seeds
+        .iter()
+        .map(|&s| (s, rd.seed_run(s)))
+        .filter(|(_, r)| r.config().exists())
+        .collect()
+}
+
 /// The sweep's points, one step per finished trial: its objective value and
 /// the best so far.
 pub(super) fn sweep_points(
@@ -299,6 +349,7 @@ fn run_artifacts(rd: &RunDir) -> Vec<(PathBuf, String)> {
             layout::EVAL,
             layout::PREDICTIONS,
             layout::MODEL,
+            layout::SEEDS,
         ],
     );
     extra_artifacts(rd.path(), &mut out);
@@ -422,8 +473,13 @@ pub(super) fn run_spec(
         None => {
             let name = config["name"].as_str().unwrap_or("run").to_string();
             let eval = rd.eval();
-            let status = (eval.exists() && eval_problem.is_none())
-                .then(|| ("FINISHED".to_string(), ms(mtime_s(&eval))));
+            let repeated_done = SeedsFile::read(&rd.seeds()).is_ok_and(|f| f.complete);
+            let status = if repeated_done {
+                Some(("FINISHED".to_string(), ms(mtime_s(&rd.seeds()))))
+            } else {
+                (eval.exists() && eval_problem.is_none())
+                    .then(|| ("FINISHED".to_string(), ms(mtime_s(&eval))))
+            };
             (name, status)
         }
     };

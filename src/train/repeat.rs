@@ -1,0 +1,351 @@
+//! A repeated run (`seeds:` or `repeat:` in the config): the same recipe
+//! trained once per seed, each into `seed-<s>/` of the run folder (trained,
+//! resumed from its checkpoint, or reused once finished), and every figure's
+//! mean, standard deviation and Student-t interval across the seeds in
+//! `seeds.json`, rewritten after each seed. The seed moves initialisation,
+//! data order, augmentation and dropout; the validation split stays the
+//! same, so every seed selects its epoch on the same images.
+
+use super::{run_with, Listener, Outcome};
+use crate::config::RunConfig;
+use crate::eval::stats::{spread, Spread};
+use crate::layout::{write_atomic, RunDir};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// `seeds.json`: the seeds, each finished training's figures, and each
+/// figure's spread across them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedsFile {
+    pub name: String,
+    pub seeds: Vec<u64>,
+    /// Finished trainings, in the order of `seeds`.
+    pub runs: Vec<SeedRun>,
+    /// Each figure across the finished trainings (from two on).
+    pub spread: BTreeMap<String, Spread>,
+    /// Every seed is trained.
+    pub complete: bool,
+}
+
+/// One seed's training and its figures (`val/acc`, `test/acc`,
+/// `test/f1_weighted`, `test/f1_macro`, `test/<half>/acc`, `test/f1/<class>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedRun {
+    pub seed: u64,
+    /// Its folder, relative to the repeated run's.
+    pub dir: String,
+    pub best_epoch: Option<usize>,
+    pub epochs_run: usize,
+    pub train_seconds: f64,
+    pub figures: BTreeMap<String, f64>,
+}
+
+/// The figures that go across seeds, in the order they are shown.
+pub fn figures_of(o: &Outcome) -> BTreeMap<String, f64> {
+    let mut f = BTreeMap::new();
+    if o.val.overall.n > 0 {
+        f.insert("val/acc".into(), o.val.overall.accuracy);
+        f.insert("val/f1_macro".into(), o.val.overall.macro_f1);
+    }
+    let t = &o.test.overall;
+    f.insert("test/acc".into(), t.accuracy);
+    f.insert("test/f1_weighted".into(), t.weighted_f1);
+    f.insert("test/f1_macro".into(), t.macro_f1);
+    for (origin, m) in &o.test.by_origin {
+        f.insert(format!("test/{}/acc", origin.to_lowercase()), m.accuracy);
+    }
+    for (name, c) in crate::artifact::class_names().iter().zip(&t.per_class) {
+        f.insert(format!("test/f1/{name}"), c.f1);
+    }
+    f
+}
+
+impl SeedsFile {
+    fn new(cfg: &RunConfig, seeds: Vec<u64>) -> SeedsFile {
+        SeedsFile {
+            name: cfg.name.clone(),
+            seeds,
+            runs: vec![],
+            spread: BTreeMap::new(),
+            complete: false,
+        }
+    }
+
+    /// Adds a finished training and recomputes the spreads.
+    fn push(&mut self, run: SeedRun) {
+        self.runs.retain(|r| r.seed != run.seed);
+        self.runs.push(run);
+        let order = |s: u64| self.seeds.iter().position(|&x| x == s);
+        self.runs.sort_by_key(|r| order(r.seed));
+        let keys: Vec<String> = self
+            .runs
+            .iter()
+            .flat_map(|r| r.figures.keys().cloned())
+            .collect();
+        self.spread = keys
+            .into_iter()
+            .filter_map(|k| {
+                let v: Option<Vec<f64>> = self
+                    .runs
+                    .iter()
+                    .map(|r| r.figures.get(&k).copied())
+                    .collect();
+                Some((k.clone(), spread(&v?)?))
+            })
+            .collect();
+        self.complete = self.runs.len() == self.seeds.len();
+    }
+
+    pub fn read(path: &Path) -> Result<SeedsFile> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a seeds.json written by fer", path.display()))
+    }
+
+    fn write(&self, rd: &RunDir) -> Result<()> {
+        write_atomic(&rd.seeds(), &serde_json::to_vec_pretty(self)?)
+    }
+
+    /// The headline figures, a row each: mean ± standard deviation with the
+    /// 95% interval of the mean, then every seed's value (percent).
+    pub fn table(&self) -> String {
+        let heads: Vec<String> = self
+            .runs
+            .iter()
+            .map(|r| format!("seed {}", r.seed))
+            .collect();
+        let mut s = format!(
+            "| figure | mean ± sd [95% interval] | {} |\n|---|---:|{}\n",
+            heads.join(" | "),
+            "---:|".repeat(heads.len())
+        );
+        for (k, sp) in self.headline() {
+            let each: Vec<String> = self
+                .runs
+                .iter()
+                .map(|r| {
+                    r.figures
+                        .get(k)
+                        .map_or("-".into(), |v| format!("{:.2}", v * 100.0))
+                })
+                .collect();
+            let _ = writeln!(s, "| {k} | {} | {} |", sp.percent(), each.join(" | "));
+        }
+        s
+    }
+
+    /// The figures of the table: every one but per-class F1.
+    pub fn headline(&self) -> Vec<(&str, &Spread)> {
+        let mut rows: Vec<(&str, &Spread)> = self
+            .spread
+            .iter()
+            .filter(|(k, _)| !k.starts_with("test/f1/"))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        // val first, then test; within each, accuracy first.
+        rows.sort_by_key(|(k, _)| (!k.starts_with("val/"), !k.ends_with("/acc"), k.to_string()));
+        rows
+    }
+}
+
+/// Trains (or resumes, or reuses) every seed of the repeated config `cfg`
+/// in `dir`, telling `listeners` every epoch, and writes `seeds.json`.
+pub fn run(
+    cfg: &RunConfig,
+    dir: &Path,
+    resume: bool,
+    listeners: &mut [&mut dyn Listener],
+) -> Result<SeedsFile> {
+    let seeds = cfg.repeat_seeds()?;
+    if seeds.is_empty() {
+        bail!("{}: not a repeated config (no seeds or repeat)", cfg.name);
+    }
+    let _lock = crate::lock::acquire(dir)?;
+    let rd = RunDir(dir.to_path_buf());
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !resume {
+        write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
+    }
+    if !dir.join(crate::provenance::FILE).exists() {
+        let mut prov = crate::provenance::Provenance::here();
+        prov.config = Some(serde_json::to_value(cfg)?);
+        prov.save(dir)?;
+    }
+    let mut file = SeedsFile::new(cfg, seeds.clone());
+    // Written first: it marks the folder as a (repeated) run.
+    file.write(&rd)?;
+    let n = seeds.len();
+    for (k, &seed) in seeds.iter().enumerate() {
+        let mrd = rd.seed_run(seed);
+        let mcfg = cfg.with_seed(seed);
+        let out = if mrd.is_finished() {
+            check_same(&mcfg, &mrd, seed)?;
+            eprintln!(
+                "seed {}/{n} ({seed}): finished in {}, reused",
+                k + 1,
+                mrd.path().display()
+            );
+            Outcome::read(mrd.path())?
+        } else {
+            let started = mrd.last().exists();
+            if started && resume {
+                // `fer train --resume` has judged and recorded any change
+                // to the recipe (train::resume): an unfinished seed follows.
+                follow(&mcfg, &mrd)?;
+            } else if started {
+                check_same(&mcfg, &mrd, seed)?;
+            }
+            eprintln!("seed {}/{n} ({seed}) in {}", k + 1, mrd.path().display());
+            run_with(&mcfg, mrd.path(), started, listeners, None)?
+        };
+        file.push(SeedRun {
+            seed,
+            dir: crate::layout::seed_name(seed),
+            best_epoch: out.best_epoch,
+            epochs_run: out.epochs_run,
+            train_seconds: out.train_seconds,
+            figures: figures_of(&out),
+        });
+        file.write(&rd)?;
+    }
+    Ok(file)
+}
+
+/// Writes the recipe a resumed repeated run now has into an unfinished
+/// seed's folder, saying so when it changed.
+fn follow(want: &RunConfig, mrd: &RunDir) -> Result<()> {
+    if differs(want, mrd)? {
+        eprintln!(
+            "{}: resumed with the run's accepted changes",
+            mrd.path().display()
+        );
+        write_atomic(&mrd.config(), want.to_yaml()?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Refuses a seed's folder trained (or started) with another recipe than
+/// this seed's: its figures would not belong in the spread.
+fn check_same(want: &RunConfig, mrd: &RunDir, seed: u64) -> Result<()> {
+    if differs(want, mrd)? {
+        bail!(
+            "{}: this training differs from seed {seed} of {}; move it away or start a new run folder",
+            mrd.config().display(),
+            want.name
+        );
+    }
+    Ok(())
+}
+
+/// Whether the recipe in a seed's folder differs from `want`, apart from
+/// where the data sat and where runs were logged.
+fn differs(want: &RunConfig, mrd: &RunDir) -> Result<bool> {
+    let mut found = RunConfig::load(&mrd.config(), &[])?;
+    found.data.dir.clone_from(&want.data.dir);
+    found.tracking.clone_from(&want.tracking);
+    Ok(&found != want)
+}
+
+/// One epoch of a learning curve across seeds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BandPoint {
+    pub epoch: usize,
+    pub mean: f64,
+    /// Sample standard deviation across the seeds (0 with one seed).
+    pub std: f64,
+    /// Seeds that reached this epoch.
+    pub n: usize,
+}
+
+/// The mean and standard deviation of `key` at each epoch over the seeds of
+/// the repeated run in `rd` that reached it (read from their
+/// `metrics.jsonl`, so a run still training shows its epochs so far).
+pub fn curve_band(rd: &RunDir, seeds: &[u64], key: crate::metric::MetricKey) -> Vec<BandPoint> {
+    let dirs: Vec<RunDir> = seeds.iter().map(|&s| rd.seed_run(s)).collect();
+    curve_band_of(&dirs, key)
+}
+
+/// As [`curve_band`], over any run folders of one recipe (a sweep's trial
+/// and its seed repeats).
+pub fn curve_band_of(dirs: &[RunDir], key: crate::metric::MetricKey) -> Vec<BandPoint> {
+    let histories: Vec<Vec<super::EpochRecord>> =
+        dirs.iter().map(crate::metric::read_history).collect();
+    let last = histories.iter().map(|h| h.len()).max().unwrap_or(0);
+    (1..=last)
+        .filter_map(|epoch| {
+            let v: Vec<f64> = histories
+                .iter()
+                .filter_map(|h| h.iter().find(|r| r.epoch == epoch))
+                .filter_map(|r| key.get(r))
+                .filter(|v| v.is_finite())
+                .collect();
+            if v.is_empty() {
+                return None;
+            }
+            let n = v.len();
+            let mean = v.iter().sum::<f64>() / n as f64;
+            let std = spread(&v).map_or(0.0, |s| s.std);
+            Some(BandPoint {
+                epoch,
+                mean,
+                std,
+                n,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seed: u64, acc: f64) -> SeedRun {
+        SeedRun {
+            seed,
+            dir: crate::layout::seed_name(seed),
+            best_epoch: Some(1),
+            epochs_run: 1,
+            train_seconds: 1.0,
+            figures: [
+                ("val/acc".to_string(), acc),
+                ("test/acc".to_string(), acc - 0.01),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn the_spread_follows_the_finished_seeds() {
+        let cfg: RunConfig = crate::config::parse_yaml(
+            Path::new("r.yaml"),
+            "name: r\nrepeat: 3\nmodel: {kind: majority}\n",
+        )
+        .unwrap();
+        let mut f = SeedsFile::new(&cfg, cfg.repeat_seeds().unwrap());
+        assert_eq!(f.seeds, vec![0, 1, 2]);
+        f.push(run(1, 0.60));
+        assert!(f.spread.is_empty() && !f.complete, "one seed has no spread");
+        f.push(run(0, 0.70));
+        f.push(run(2, 0.68));
+        assert!(f.complete);
+        assert_eq!(f.runs.iter().map(|r| r.seed).collect::<Vec<_>>(), [0, 1, 2]);
+        let s = f.spread["val/acc"];
+        assert_eq!(s.n, 3);
+        assert!((s.mean - 0.66).abs() < 1e-12, "{s:?}");
+        assert!(
+            s.lo < 0.60 && s.hi > 0.70,
+            "3 seeds give a wide interval: {s:?}"
+        );
+        let table = f.table();
+        assert!(table.starts_with("| figure |"), "{table}");
+        // val before test, each row with every seed's value.
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert!(rows[0].starts_with("| val/acc | 66.00% ± 5.29"), "{table}");
+        assert!(rows[0].ends_with("| 70.00 | 60.00 | 68.00 |"), "{table}");
+        assert!(rows[1].starts_with("| test/acc |"), "{table}");
+    }
+}
