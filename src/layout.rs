@@ -314,7 +314,8 @@ pub fn kind_of(dir: &Path) -> Option<Kind> {
     } else if dir.join(CONFIG).exists()
         && (dir.join(METRICS_JSONL).exists()
             || dir.join(CHECKPOINTS).is_dir()
-            || dir.join(SEEDS).exists())
+            || dir.join(SEEDS).exists()
+            || !child_runs(dir).is_empty())
     {
         Some(Kind::Run)
     } else {
@@ -423,6 +424,26 @@ impl RunDir {
     pub fn is_finished(&self) -> bool {
         self.eval().exists() && self.config().exists()
     }
+}
+
+/// The trainings inside a run folder, as `(name, folder)`: a repeated
+/// run's `seed-<s>/` and an ensemble's `member-<tag>/` that hold a run
+/// config, sorted by name.
+pub fn child_runs(dir: &Path) -> Vec<(String, RunDir)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut out: Vec<(String, RunDir)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let child = (name.starts_with("seed-") || name.starts_with("member-"))
+                && e.path().join(CONFIG).exists();
+            child.then(|| (name, RunDir(e.path())))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// The folder name of one seed's training in a repeated run.

@@ -153,10 +153,11 @@ impl Syncer {
                 if rd.eval().exists() && rd.model().exists() {
                     c += self.log_model(dir, &rd.model(), None)?;
                 }
-                // A repeated run's seeds: its child runs, one per seed.
-                for (seed, child) in folder::seed_runs(&rd) {
+                // A repeated run's seeds and an ensemble's members: its
+                // child runs, one per training.
+                for (label, child) in folder::child_runs(&rd) {
                     let mut spec = folder::run_spec(&child, Some(&experiment), Some(&id), None);
-                    spec.name = format!("{} seed {seed}", spec.name);
+                    spec.name = format!("{} {label}", spec.name);
                     c += self.sync_run(spec)?.0;
                 }
                 Ok(c)

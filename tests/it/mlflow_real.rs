@@ -1105,7 +1105,8 @@ fn sync_follows_repairs_resumes_and_damage_of_a_run_folder() {
 /// `seeds.json` holds each figure's spread, the server gets one parent run
 /// with the figures across seeds and each seed as its child, training the
 /// same folder again reuses the finished seeds, and the report shows the
-/// table and the seed bands.
+/// table and the seed bands. A seed ensemble is logged alike: the parent
+/// with the ensemble's figures, each member as its child.
 #[test]
 fn a_repeated_run_trains_each_seed_and_logs_them_under_one_parent() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1234,4 +1235,44 @@ fn a_repeated_run_trains_each_seed_and_logs_them_under_one_parent() {
         "summary.json",
     );
     assert_eq!(acc["each"].as_array().unwrap().len(), 2);
+
+    // An ensemble is logged the same way: its own figures on the parent,
+    // each member as a child.
+    let ens_cfg = tmp.path().join("ens.yaml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name: rep", "name: ens")
+        .replace("repeat: 2", "ensemble: {seeds: [3, 4]}");
+    std::fs::write(&ens_cfg, text).unwrap();
+    let ens = tmp.path().join("ens");
+    common::run_ok(
+        fer()
+            .arg("train")
+            .arg(&ens_cfg)
+            .arg("--run-dir")
+            .arg(&ens)
+            .args(["--tracking-uri", &server.uri]),
+    );
+    let exp = c.experiment("ens").unwrap();
+    let runs = c.search_runs(&exp, "").unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let parent_id = state(&ens, &server.uri)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parent = c.get("runs/get", &[("run_id", &parent_id)]).unwrap()["run"].clone();
+    assert_eq!(parent["info"]["status"], "FINISHED");
+    let local = fer::train::Outcome::read(&ens).unwrap();
+    common::assert_same_fraction(
+        metric(&parent, "final/test/acc").unwrap(),
+        local.test.overall.accuracy,
+        "the ensemble's test accuracy on the server",
+    );
+    let mut children: Vec<String> = runs
+        .iter()
+        .filter(|r| tag(r, "mlflow.parentRunId") == Some(parent_id.as_str()))
+        .map(|r| r["info"]["run_name"].as_str().unwrap().to_string())
+        .collect();
+    children.sort();
+    assert_eq!(children, ["ens member-3", "ens member-4"]);
 }

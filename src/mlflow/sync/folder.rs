@@ -287,16 +287,19 @@ pub(super) fn seed_points(rd: &RunDir, f: &SeedsFile, t: i64) -> Vec<Point> {
     pts
 }
 
-/// The seeds' folders of a repeated run that hold a training, as
-/// `(seed, folder)`: the run's children on the server.
-pub(super) fn seed_runs(rd: &RunDir) -> Vec<(u64, RunDir)> {
-    let Ok(f) = SeedsFile::read(&rd.seeds()) else {
-        return vec![];
-    };
-    f.seeds
-        .iter()
-        .map(|&s| (s, rd.seed_run(s)))
-        .filter(|(_, r)| r.config().exists())
+/// The trainings inside a run folder, as `(run name suffix, folder)`: a
+/// repeated run's seeds and an ensemble's members, the run's children on
+/// the server.
+pub(super) fn child_runs(rd: &RunDir) -> Vec<(String, RunDir)> {
+    layout::child_runs(rd.path())
+        .into_iter()
+        .map(|(name, child)| {
+            let label = match name.strip_prefix("seed-") {
+                Some(s) => format!("seed {s}"),
+                None => name,
+            };
+            (label, child)
+        })
         .collect()
 }
 
