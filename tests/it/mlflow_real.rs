@@ -1162,15 +1162,7 @@ fn a_repeated_run_trains_each_seed_and_logs_them_under_one_parent() {
     assert!(sp.lo <= sp.min && sp.hi >= sp.max, "{sp:?}");
 
     // One parent with the spread, two children under it, all finished.
-    let exp = c.experiment("rep").unwrap();
-    let runs = c.search_runs(&exp, "").unwrap();
-    assert_eq!(runs.len(), 3, "{runs:?}");
-    let parent_id = state(&run, &server.uri)["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let parent = c.get("runs/get", &[("run_id", &parent_id)]).unwrap()["run"].clone();
-    assert_eq!(parent["info"]["status"], "FINISHED");
+    let (parent, children) = family(&c, "rep", &run, &server.uri);
     let metric = |r: &Value, k: &str| -> Option<f64> {
         r["data"]["metrics"]
             .as_array()?
@@ -1184,18 +1176,13 @@ fn a_repeated_run_trains_each_seed_and_logs_them_under_one_parent() {
         "the mean across seeds on the server",
     );
     assert!(metric(&parent, "seeds/val/acc_std").is_some(), "{parent}");
-    let mut children: Vec<String> = runs
-        .iter()
-        .filter(|r| tag(r, "mlflow.parentRunId") == Some(parent_id.as_str()))
-        .map(|r| r["info"]["run_name"].as_str().unwrap().to_string())
-        .collect();
-    children.sort();
     assert_eq!(children, ["rep seed 1", "rep seed 2"]);
 
     // Trained again: nothing is retrained, nothing is logged twice.
     let again = train();
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("seed 2/2 (2): finished in"), "{err}");
+    let exp = c.experiment("rep").unwrap();
     assert_eq!(c.search_runs(&exp, "").unwrap().len(), 3);
 
     // The report: each seed as a model, the spread table and its bands.
@@ -1253,26 +1240,31 @@ fn a_repeated_run_trains_each_seed_and_logs_them_under_one_parent() {
             .arg(&ens)
             .args(["--tracking-uri", &server.uri]),
     );
-    let exp = c.experiment("ens").unwrap();
-    let runs = c.search_runs(&exp, "").unwrap();
-    assert_eq!(runs.len(), 3, "{runs:?}");
-    let parent_id = state(&ens, &server.uri)["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let parent = c.get("runs/get", &[("run_id", &parent_id)]).unwrap()["run"].clone();
-    assert_eq!(parent["info"]["status"], "FINISHED");
+    let (parent, children) = family(&c, "ens", &ens, &server.uri);
     let local = fer::train::Outcome::read(&ens).unwrap();
     common::assert_same_fraction(
         metric(&parent, "final/test/acc").unwrap(),
         local.test.overall.accuracy,
         "the ensemble's test accuracy on the server",
     );
+    assert_eq!(children, ["ens member-3", "ens member-4"]);
+}
+
+/// The run folder `dir` on the server, in experiment `experiment`, which
+/// must hold it and its two children only: the parent run (checked
+/// FINISHED) and the children's names, sorted.
+fn family(c: &Client, experiment: &str, dir: &Path, uri: &str) -> (Value, Vec<String>) {
+    let exp = c.experiment(experiment).unwrap();
+    let runs = c.search_runs(&exp, "").unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let parent_id = state(dir, uri)["run_id"].as_str().unwrap().to_string();
+    let parent = c.get("runs/get", &[("run_id", &parent_id)]).unwrap()["run"].clone();
+    assert_eq!(parent["info"]["status"], "FINISHED");
     let mut children: Vec<String> = runs
         .iter()
         .filter(|r| tag(r, "mlflow.parentRunId") == Some(parent_id.as_str()))
         .map(|r| r["info"]["run_name"].as_str().unwrap().to_string())
         .collect();
     children.sort();
-    assert_eq!(children, ["ens member-3", "ens member-4"]);
+    (parent, children)
 }
