@@ -51,8 +51,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         tracker: &*tracker,
         dir: &dir,
     };
-    let repeated = !cfg.repeat_seeds()?.is_empty();
-    let result = if repeated {
+    let result = if cfg.is_repeated() {
         crate::train::repeat::run(&cfg, &dir, resume, &mut [&mut track]).map(Trained::Seeds)
     } else {
         crate::train::run_with(&cfg, &dir, resume, &mut [&mut track], None)
@@ -96,10 +95,9 @@ fn new_run(args: &TrainArgs) -> Result<(crate::config::RunConfig, PathBuf)> {
         .clone()
         .unwrap_or_else(|| crate::layout::new_run_dir(&cfg.name));
     let saved = crate::layout::RunDir(dir.clone()).config();
-    let repeated = |c: &crate::config::RunConfig| !c.seeds.is_empty() || c.repeat.is_some();
-    let same_kind = (cfg.ensemble.is_some() || repeated(&cfg))
+    let same_kind = (cfg.ensemble.is_some() || cfg.is_repeated())
         && crate::config::RunConfig::load(&saved, &[]).is_ok_and(|c| {
-            c.ensemble.is_some() == cfg.ensemble.is_some() && repeated(&c) == repeated(&cfg)
+            c.ensemble.is_some() == cfg.ensemble.is_some() && c.is_repeated() == cfg.is_repeated()
         });
     if !same_kind {
         crate::layout::check_new(&dir, crate::layout::Kind::Run, "--run-dir")?;

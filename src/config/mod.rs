@@ -299,6 +299,11 @@ impl RunConfig {
         Ok(seeds)
     }
 
+    /// Whether the config asks for several seeds (`seeds` or `repeat`).
+    pub fn is_repeated(&self) -> bool {
+        !self.seeds.is_empty() || self.repeat.is_some()
+    }
+
     /// One training of a repeated config: this config with `seed` and
     /// without the repetition.
     pub fn with_seed(&self, seed: u64) -> RunConfig {

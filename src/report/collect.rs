@@ -158,9 +158,8 @@ pub struct SeedSet {
     pub label: String,
     /// The column heads, one per seed (`seed 0`, `trial 7`).
     pub heads: Vec<String>,
-    /// Per figure: its name, its spread and each seed's value (None where
-    /// that seed has none).
-    pub rows: Vec<(String, crate::eval::stats::Spread, Vec<Option<f64>>)>,
+    /// Per figure: its name, its spread and each seed's value.
+    pub rows: Vec<crate::train::repeat::SpreadRow>,
     /// Validation accuracy per epoch across the seeds.
     pub band: Vec<crate::train::repeat::BandPoint>,
 }
@@ -182,18 +181,10 @@ fn seed_sets(runs: &[Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedS
         let Ok(f) = SeedsFile::read(&rd.seeds()) else {
             continue;
         };
-        let rows = f
-            .headline()
-            .into_iter()
-            .map(|(k, sp)| {
-                let each = f.runs.iter().map(|r| r.figures.get(k).copied()).collect();
-                (k.to_string(), *sp, each)
-            })
-            .collect();
         sets.push(SeedSet {
             label: f.name.clone(),
-            heads: f.runs.iter().map(|r| format!("seed {}", r.seed)).collect(),
-            rows,
+            heads: f.heads(),
+            rows: f.rows(),
             band: curve_band(&rd, &f.seeds, MetricKey::ValAcc),
         });
     }

@@ -81,7 +81,6 @@ pub fn data_set(d: &ReportData) -> String {
     md
 }
 
-/// Section 2: one row per run, the chart, a commentary and how latency was measured.
 /// Recipes trained under several seeds: each figure's mean, standard
 /// deviation and 95% t interval with every seed's value, and the
 /// validation curves with their seed bands (`seeds.png`).
@@ -97,26 +96,11 @@ pub fn seeds(d: &ReportData) -> String {
     for set in &d.seed_sets {
         let _ = writeln!(
             md,
-            "**{}** ({} seeds)\n\n| figure | mean ± sd [95% interval] | {} |\n|---|---:|{}",
+            "**{}** ({} seeds)\n\n{}",
             set.label,
             set.heads.len(),
-            set.heads.join(" | "),
-            "---:|".repeat(set.heads.len())
+            crate::train::repeat::spread_table(&set.heads, &set.rows)
         );
-        for (k, sp, each) in &set.rows {
-            let fraction = !k.contains("loss");
-            let show = |v: f64| {
-                if fraction {
-                    format!("{:.2}", v * 100.0)
-                } else {
-                    format!("{v:.4}")
-                }
-            };
-            let cells: Vec<String> = each.iter().map(|v| v.map_or("-".into(), show)).collect();
-            let spread = if fraction { sp.percent() } else { sp.plain() };
-            let _ = writeln!(md, "| {k} | {spread} | {} |", cells.join(" | "));
-        }
-        md.push('\n');
     }
     if d.seed_sets.iter().any(|s| !s.band.is_empty()) {
         let _ = writeln!(
@@ -127,6 +111,7 @@ pub fn seeds(d: &ReportData) -> String {
     md
 }
 
+/// Section 2: one row per run, the chart, a commentary and how latency was measured.
 pub fn comparison(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 2. Baselines comparison\n");

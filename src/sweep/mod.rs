@@ -105,7 +105,6 @@ pub fn work(
     let journal = Journal::open(dir)?;
     let space = exp.space()?;
     let search = &exp.search;
-    let objective = search.objective.clone();
     let mut waiting = false;
     loop {
         let next = journal.transact(|events| {
@@ -143,17 +142,7 @@ pub fn work(
                     .find(|t| t.number == src)
                     .map(|t| t.params.clone())
                     .unwrap_or_default(),
-                None => {
-                    // Running trials count as bad (a constant liar): parallel
-                    // workers are steered away from points already being tried.
-                    let obs = if search.is_multi() {
-                        let dirs: Vec<_> = search.objectives.iter().map(|o| o.direction).collect();
-                        sampler::observations_multi(&trials, &dirs)
-                    } else {
-                        observations(&trials, |v| objective.direction.loss(v))
-                    };
-                    search.sampler.ask(&space, &obs, exp.seed, n)
-                }
+                None => ask(exp, &space, &trials, n),
             };
             let seed = crate::data::augment::image_seed(exp.seed, 0x7121, n as u64);
             if let Some(src) = repeat {
@@ -483,6 +472,20 @@ pub fn top_trials(top: usize, trials: &[TrialRecord], dir: Direction) -> Vec<usi
             .then(a.0.number.cmp(&b.0.number))
     });
     done.into_iter().take(top).map(|(t, _)| t.number).collect()
+}
+
+/// The sampler's parameters for new trial `n`. Running trials count as bad
+/// (a constant liar): parallel workers are steered away from points
+/// already being tried.
+fn ask(exp: &Experiment, space: &space::Space, trials: &[TrialRecord], n: usize) -> Params {
+    let search = &exp.search;
+    let obs = if search.is_multi() {
+        let dirs: Vec<_> = search.objectives.iter().map(|o| o.direction).collect();
+        sampler::observations_multi(trials, &dirs)
+    } else {
+        observations(trials, |v| search.objective.direction.loss(v))
+    };
+    search.sampler.ask(space, &obs, exp.seed, n)
 }
 
 fn is_active(t: &TrialRecord) -> bool {

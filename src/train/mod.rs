@@ -202,7 +202,7 @@ pub fn run_with(
 ) -> Result<Outcome> {
     // One writer: a second process on this folder is refused here.
     let _lock = crate::lock::acquire(dir)?;
-    if !cfg.repeat_seeds()?.is_empty() {
+    if cfg.is_repeated() {
         anyhow::bail!(
             "{}: a config with seeds or repeat is trained by `fer train` (train::repeat), one seed at a time",
             cfg.name

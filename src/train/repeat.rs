@@ -112,33 +112,34 @@ impl SeedsFile {
     /// The headline figures, a row each: mean ± standard deviation with the
     /// 95% interval of the mean, then every seed's value (percent).
     pub fn table(&self) -> String {
-        let heads: Vec<String> = self
-            .runs
+        spread_table(&self.heads(), &self.rows())
+    }
+
+    /// One column head per finished seed (`seed 0`).
+    pub fn heads(&self) -> Vec<String> {
+        self.runs
             .iter()
             .map(|r| format!("seed {}", r.seed))
-            .collect();
-        let mut s = format!(
-            "| figure | mean ± sd [95% interval] | {} |\n|---|---:|{}\n",
-            heads.join(" | "),
-            "---:|".repeat(heads.len())
-        );
-        for (k, sp) in self.headline() {
-            let each: Vec<String> = self
-                .runs
-                .iter()
-                .map(|r| {
-                    r.figures
-                        .get(k)
-                        .map_or("-".into(), |v| format!("{:.2}", v * 100.0))
-                })
-                .collect();
-            let _ = writeln!(s, "| {k} | {} | {} |", sp.percent(), each.join(" | "));
-        }
-        s
+            .collect()
+    }
+
+    /// The headline figures with their spread and each seed's value.
+    pub fn rows(&self) -> Vec<SpreadRow> {
+        self.headline()
+            .into_iter()
+            .map(|(k, sp)| {
+                let each = self
+                    .runs
+                    .iter()
+                    .map(|r| r.figures.get(k).copied())
+                    .collect();
+                (k.to_string(), *sp, each)
+            })
+            .collect()
     }
 
     /// The figures of the table: every one but per-class F1.
-    pub fn headline(&self) -> Vec<(&str, &Spread)> {
+    fn headline(&self) -> Vec<(&str, &Spread)> {
         let mut rows: Vec<(&str, &Spread)> = self
             .spread
             .iter()
@@ -149,6 +150,35 @@ impl SeedsFile {
         rows.sort_by_key(|(k, _)| (!k.starts_with("val/"), !k.ends_with("/acc"), k.to_string()));
         rows
     }
+}
+
+/// One figure across seeds: its name, its spread and each seed's value
+/// (None where that seed has none).
+pub type SpreadRow = (String, Spread, Vec<Option<f64>>);
+
+/// The Markdown table of figures across seeds (the terminal's and the
+/// report's): mean ± sd [95% interval], then each seed's value; fractions
+/// in percent, losses as they are.
+pub fn spread_table(heads: &[String], rows: &[SpreadRow]) -> String {
+    let mut s = format!(
+        "| figure | mean ± sd [95% interval] | {} |\n|---|---:|{}\n",
+        heads.join(" | "),
+        "---:|".repeat(heads.len())
+    );
+    for (k, sp, each) in rows {
+        let fraction = !k.contains("loss");
+        let show = |v: f64| {
+            if fraction {
+                format!("{:.2}", v * 100.0)
+            } else {
+                format!("{v:.4}")
+            }
+        };
+        let cells: Vec<String> = each.iter().map(|v| v.map_or("-".into(), show)).collect();
+        let spread = if fraction { sp.percent() } else { sp.plain() };
+        let _ = writeln!(s, "| {k} | {spread} | {} |", cells.join(" | "));
+    }
+    s
 }
 
 /// Trains (or resumes, or reuses) every seed of the repeated config `cfg`
