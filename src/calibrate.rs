@@ -66,8 +66,8 @@ pub fn calibrate(args: &CalibrateOptions) -> Result<Calibrated> {
     adjust.apply(&mut probs);
     clf.meta.logit_adjust = Some(adjust);
     artifact::rewrite_meta(&src, &args.out, &clf.meta)?;
-    let report =
-        crate::eval::report(&probs, &val, "val", args.tta, 0.0).with_intervals(&probs, &val);
+    let report = crate::eval::report(&probs, &val, &clf.meta.classes, "val", args.tta, 0.0)
+        .with_intervals(&probs, &val);
     Ok(Calibrated {
         fit,
         report,

@@ -427,7 +427,7 @@ impl RunDir {
 }
 
 /// The trainings inside a run folder, as `(name, folder)`: a repeated
-/// run's `seed-<s>/` and an ensemble's `member-<tag>/` that hold a run
+/// run's `seed-<s>/` or `fold-<k>/` and an ensemble's `member-<tag>/` that hold a run
 /// config, sorted by name.
 pub fn child_runs(dir: &Path) -> Vec<(String, RunDir)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -437,7 +437,9 @@ pub fn child_runs(dir: &Path) -> Vec<(String, RunDir)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
-            let child = (name.starts_with("seed-") || name.starts_with("member-"))
+            let child = ["seed-", "fold-", "member-"]
+                .iter()
+                .any(|p| name.starts_with(p))
                 && e.path().join(CONFIG).exists();
             child.then(|| (name, RunDir(e.path())))
         })

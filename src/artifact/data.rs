@@ -6,8 +6,11 @@
 //! of other data is allowed, with a note for the person at the terminal.
 //! A folder with `test/` and no `train/` is such a test set: it is read
 //! alone for test use, and refused for validation (there is no split).
+//! The data is read in the model's classes and conversion; another data
+//! set's classes are read as the model's through a class map.
 
 use super::file::ModelMeta;
+use crate::data::classmap::{ClassMap, Mapped};
 use crate::data::load::Loaded;
 use crate::data::split::TrainVal;
 use anyhow::{bail, Result};
@@ -32,6 +35,8 @@ pub struct ModelData {
     /// Set when the data's digest differs from the model's (only for
     /// [`DataUse::Test`]; validation use is refused instead).
     pub note: Option<String>,
+    /// What the class map did, when one was given.
+    pub mapped: Option<Mapped>,
 }
 
 impl ModelMeta {
@@ -39,16 +44,44 @@ impl ModelMeta {
     /// the train/validation split these weights were selected on, checked
     /// against the model's data digest for `purpose`.
     pub fn load_data(&self, dir: Option<&Path>, purpose: DataUse) -> Result<ModelData> {
+        self.load_data_mapped(dir, purpose, None)
+    }
+
+    /// As [`ModelMeta::load_data`]; with `map`, the data is another data
+    /// set read in its own classes and conversion, then relabelled into the
+    /// model's classes (test use only).
+    pub fn load_data_mapped(
+        &self,
+        dir: Option<&Path>,
+        purpose: DataUse,
+        map: Option<&ClassMap>,
+    ) -> Result<ModelData> {
         let mut cfg = crate::data::DataConfig {
             val_fraction: self.val_fraction,
             split_seed: self.split_seed,
+            classes: Some(self.classes.clone()),
+            convert: self.convert,
             ..crate::data::DataConfig::default()
         };
+        if let (Some(cv), DataUse::Validation) = (&self.cv, purpose) {
+            bail!(
+                "these weights are cross-validation fold {} of {}: their validation split was carved from the other folds' images, not from train/; evaluate them on a test split",
+                cv.fold.unwrap_or(0),
+                cv.folds
+            );
+        }
+        if map.is_some() {
+            if purpose == DataUse::Validation {
+                bail!("a class map reads another data set, which holds no validation split of this model; use it with the test split");
+            }
+            cfg.classes = None;
+            cfg.convert = crate::data::Convert::Auto;
+        }
         if let Some(d) = dir {
             cfg.dir = d.to_path_buf();
         }
         let test_only = crate::data::is_test_only(&cfg.dir);
-        let loaded = match (test_only, purpose) {
+        let mut loaded = match (test_only, purpose) {
             (false, _) => crate::data::load(&cfg, &crate::layout::cache_dir())?,
             (true, DataUse::Test) => {
                 crate::data::load_test_folder(&cfg, &crate::layout::cache_dir())?
@@ -57,6 +90,10 @@ impl ModelMeta {
                 "{}: no train/ folder, so no validation split (it is carved from train/ with the model's split seed); this folder has only test/, which `fer eval --split test` can evaluate",
                 cfg.dir.display()
             ),
+        };
+        let mapped = match map {
+            Some(m) => Some(m.apply(&mut loaded.data, &self.classes)?),
+            None => None,
         };
         let mut note = digest_note(&self.data_digest, &loaded.data.digest, &cfg.dir, purpose)?;
         if test_only {
@@ -74,6 +111,7 @@ impl ModelMeta {
             split,
             dir: cfg.dir,
             note,
+            mapped,
         })
     }
 }

@@ -10,7 +10,7 @@
 
 use super::int8::{self, QuantMeta};
 use crate::data::augment::AugmentConfig;
-use crate::data::{CLASSES, NUM_CLASSES};
+use crate::data::Convert;
 use crate::models::ModelConfig;
 use crate::tensor_io;
 use anyhow::{bail, Context, Result};
@@ -28,7 +28,16 @@ pub struct ModelMeta {
     pub model: ModelConfig,
     /// The evaluation transform (crop size and normalisation).
     pub preprocess: AugmentConfig,
+    /// Class names in label order: the outputs' meaning.
     pub classes: Vec<String>,
+    /// How images that are not 48x48 grey become the model's input (files
+    /// from before it existed: `auto`, which is `strict` for FER-2013).
+    #[serde(default)]
+    pub convert: Convert,
+    /// The cross-validation fold these weights were trained for: its
+    /// validation split is carved from the other folds, not from train.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<crate::data::folds::CvConfig>,
     /// Training-split class frequencies (the baselines' predictions).
     pub prior: Vec<f32>,
     pub seed: u64,
@@ -160,12 +169,8 @@ impl ModelMeta {
                 "fer.meta.preprocess: mean {mean} and std {std} must be finite"
             ));
         }
-        if self.classes != class_names() {
-            return Err(format!(
-                "fer.meta.classes: {:?}; expected the FER-2013 classes in label order {CLASSES:?}",
-                self.classes
-            ));
-        }
+        crate::data::config::check_class_names(&self.classes)
+            .map_err(|e| format!("fer.meta.classes: {e}"))?;
         if self.prior.len() != k {
             return Err(format!(
                 "fer.meta.prior: {} values, expected one per class ({k})",
@@ -246,19 +251,14 @@ impl LogitAdjust {
     }
 }
 
-/// Training-split class frequencies.
-pub fn prior(labels: &[u8]) -> Vec<f32> {
-    let mut c = [0usize; NUM_CLASSES];
+/// Training-split class frequencies over `k` classes.
+pub fn prior(labels: &[u8], k: usize) -> Vec<f32> {
+    let mut c = vec![0usize; k];
     for &l in labels {
         c[l as usize] += 1;
     }
     let n = labels.len().max(1) as f32;
     c.iter().map(|&v| v as f32 / n).collect()
-}
-
-/// The class names in label order.
-pub fn class_names() -> Vec<String> {
-    CLASSES.iter().map(|s| s.to_string()).collect()
 }
 
 /// A model file read from disk: its metadata, int8 record and tensors.

@@ -13,5 +13,5 @@ pub(crate) mod tests;
 pub use classifier::{net_probs, predict_set, Classifier};
 pub use data::{DataUse, ModelData};
 pub use file::{
-    class_names, prior, rewrite_meta, save, save_tensors, LogitAdjust, ModelFile, ModelMeta, FORMAT,
+    prior, rewrite_meta, save, save_tensors, LogitAdjust, ModelFile, ModelMeta, FORMAT,
 };

@@ -5,7 +5,7 @@
 //! a libtorch abort would kill it).
 
 use super::int8::{quantize_weight, LayerMeta, QuantMeta, META_KEY, SCALE_SUFFIX};
-use super::{class_names, Classifier, ModelMeta, FORMAT};
+use super::{Classifier, ModelMeta, FORMAT};
 use crate::data::augment::AugmentConfig;
 use crate::data::{ImageSet, Origin, PIXELS};
 use crate::models::layers::{Exec, LayerKind};
@@ -29,7 +29,9 @@ fn meta() -> ModelMeta {
             size: SIZE,
             ..AugmentConfig::default().eval_only()
         },
-        classes: class_names(),
+        classes: crate::data::fer2013::classes(),
+        convert: crate::data::Convert::Auto,
+        cv: None,
         prior: vec![0.1, 0.1, 0.1, 0.3, 0.1, 0.1, 0.2],
         seed: 0,
         data_digest: "ab".repeat(32),
@@ -234,8 +236,9 @@ fn each_metadata_field_out_of_range_is_refused_by_name() {
             "reading fer.meta",
         ),
         ("/model/depth", Some(json!(3)), "reading fer.meta"),
-        ("/classes", Some(json!(["a", "b"])), "fer.meta.classes"),
-        ("/classes/6", Some(json!("calm")), "fer.meta.classes"),
+        ("/classes", Some(json!(["a"])), "fer.meta.classes"),
+        ("/classes/6", Some(json!("Angry")), "fer.meta.classes"),
+        ("/classes/6", Some(json!("calm/quiet")), "fer.meta.classes"),
         ("/prior", Some(json!([0.5, 0.5])), "fer.meta.prior"),
         ("/prior/0", Some(json!(-0.1)), "fer.meta.prior"),
         ("/prior/0", Some(json!(0.9)), "fer.meta.prior"),

@@ -15,6 +15,12 @@ pub struct EvalArgs {
     /// `test` (each half and the union) or `val` (the model's own split).
     #[arg(long, default_value = "test", value_parser = ["test", "val"])]
     pub split: String,
+    /// Read another data set's classes as the model's: `joy=happy,calm=-`
+    /// (DATA_CLASS=MODEL_CLASS; `-` drops a class), or a file of such pairs.
+    /// A data class not named maps to the model class of its name, or is
+    /// dropped; what is dropped is counted.
+    #[arg(long, value_name = "MAP")]
+    pub class_map: Option<String>,
     /// Ten-crop plus flip test-time augmentation.
     #[arg(long)]
     pub tta: bool,
@@ -45,6 +51,11 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         let model = crate::layout::model_file_of(&args.model);
         crate::layout::check_out_file(out, &[&model], "--predictions", args.replace)?;
     }
+    let map = args
+        .class_map
+        .as_deref()
+        .map(crate::data::classmap::ClassMap::parse)
+        .transpose()?;
     let clf = crate::artifact::Classifier::load(&args.model, tch::Device::Cpu)?;
     let purpose = if args.split == "val" {
         crate::artifact::DataUse::Validation
@@ -56,9 +67,15 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         split: tv,
         note,
         dir,
-    } = clf.meta.load_data(args.data.as_deref(), purpose)?;
+        mapped,
+    } = clf
+        .meta
+        .load_data_mapped(args.data.as_deref(), purpose, map.as_ref())?;
     if let Some(n) = note {
         eprintln!("{n}");
+    }
+    if let Some(m) = &mapped {
+        eprintln!("{}: {}", dir.display(), m.summary());
     }
     let set = if args.split == "val" {
         if tv.val.is_empty() {
@@ -78,7 +95,12 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             args.split
         );
     }
-    let (report, probs) = crate::eval::evaluate_keeping(&clf, &set, &args.split, args.tta)?;
+    let (mut report, probs) = crate::eval::evaluate_keeping(&clf, &set, &args.split, args.tta)?;
+    report.data = Some(crate::eval::DataRecord {
+        dir: dir.display().to_string(),
+        digest: loaded.data.digest.clone(),
+        class_map: mapped,
+    });
     if let Some(out) = &args.predictions {
         crate::eval::write_predictions(out, &set, &probs, &clf.meta.classes)?;
         eprintln!("fer eval: {} predictions in {}", set.len(), out.display());

@@ -79,8 +79,9 @@ pub enum Command {
 /// Where the data is and how to read it; shared by every data-using command.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Data set folder (Kaggle layout) or challenge CSV.
-    #[arg(long, env = "FER2013_DIR")]
+    /// Data set folder (one folder per class, as FER-2013's Kaggle layout)
+    /// or challenge CSV (default: $FER2013_DIR, unless --config names a folder).
+    #[arg(long)]
     pub data: Option<PathBuf>,
     /// A data config YAML (the `data` group), e.g. configs/data/fer2013.yaml.
     #[arg(long)]
@@ -97,8 +98,8 @@ impl DataArgs {
             Some(p) => crate::config::load_yaml::<DataConfig>(p)?,
             None => DataConfig::default(),
         };
-        if let Some(d) = &self.data {
-            cfg.dir = d.clone();
+        if let Some(d) = self.data.clone().or_else(|| cfg.fer2013_env()) {
+            cfg.dir = d;
         }
         if self.no_cache {
             cfg.cache = false;

@@ -12,8 +12,9 @@ pub struct ReportArgs {
     /// Output folder (default: reports/<name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Data set folder, overriding the runs' data.dir.
-    #[arg(long, env = "FER2013_DIR")]
+    /// Data set folder, overriding the runs' data.dir (default: that
+    /// folder, else $FER2013_DIR where it is not on this machine).
+    #[arg(long)]
     pub data: Option<PathBuf>,
     /// Test images in the robustness suite (a seeded sample).
     #[arg(long, default_value_t = 1000)]

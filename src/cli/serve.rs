@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// Rotate the prediction log above this size in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub drift_log_max: u64,
-    /// FER-2013 folder, for the drift reference (the model's validation confidence).
+    /// The model's data set folder, for the drift reference (its validation confidence).
     #[arg(long, env = "FER2013_DIR")]
     pub data: Option<PathBuf>,
 }

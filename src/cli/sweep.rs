@@ -72,8 +72,9 @@ pub struct SweepArgs {
     /// MLflow server (default: the experiment's tracking.uri, else $MLFLOW_TRACKING_URI).
     #[arg(long)]
     pub tracking_uri: Option<String>,
-    /// Data set folder, overriding `data.dir`.
-    #[arg(long, env = "FER2013_DIR")]
+    /// Data set folder, overriding `data.dir` (default: $FER2013_DIR where
+    /// the experiment leaves `data.dir` at its default; with --join, always).
+    #[arg(long)]
     pub data: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
@@ -102,8 +103,9 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
     if let Some(dir) = &args.join {
         crate::sweep::resume::check_recorded(dir, &format!("joining {}", dir.display()))?;
         let mut exp = crate::sweep::config::Experiment::saved(dir)?;
-        if let Some(d) = &args.data {
-            exp.data.dir = d.clone();
+        let env = || std::env::var_os("FER2013_DIR").map(PathBuf::from);
+        if let Some(d) = args.data.clone().or_else(env) {
+            exp.data.dir = d;
         }
         crate::sweep::resume::check_data(dir, &exp)?;
         let me = crate::sweep::journal::Worker::here(args.worker_name.clone());
@@ -114,8 +116,8 @@ pub fn run(args: SweepArgs, threads: Option<usize>) -> Result<ExitCode> {
     }
     let path = args.experiment.as_ref().expect("clap requires it");
     let mut exp = crate::sweep::config::Experiment::load(path, &args.overrides)?;
-    if let Some(d) = &args.data {
-        exp.data.dir = d.clone();
+    if let Some(d) = args.data.clone().or_else(|| exp.data.fer2013_env()) {
+        exp.data.dir = d;
     }
     let dir = match (&args.sweep_dir, args.resume) {
         (Some(d), _) => d.clone(),

@@ -22,8 +22,9 @@ pub struct TrainArgs {
     /// MLflow server to log to (default: $MLFLOW_TRACKING_URI; none: local only).
     #[arg(long)]
     pub tracking_uri: Option<String>,
-    /// Data set folder, overriding `data.dir`.
-    #[arg(long, env = "FER2013_DIR")]
+    /// Data set folder, overriding `data.dir` (default: $FER2013_DIR where
+    /// the config leaves `data.dir` at its default; on --resume, always).
+    #[arg(long)]
     pub data: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
@@ -33,7 +34,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let (cfg, dir, resume, _lock) = match &args.resume {
         Some(run) => {
             let (cfg, lock) =
-                crate::train::resume::prepare(run, &args.overrides, args.data.as_ref())?;
+                crate::train::resume::prepare(run, &args.overrides, resume_data(&args).as_ref())?;
             (cfg, run.clone(), true, Some(lock))
         }
         None => {
@@ -84,11 +85,19 @@ enum Trained {
 /// trained again: finished members or seeds with the same recipe are
 /// reused and others refused (train::ensemble, train::repeat). Any other
 /// existing run is left alone.
+/// Where a resumed run's data now is: `--data`, else `$FER2013_DIR` (the
+/// folder was resolved when the run began; this moves it).
+fn resume_data(args: &TrainArgs) -> Option<PathBuf> {
+    args.data
+        .clone()
+        .or_else(|| std::env::var_os("FER2013_DIR").map(PathBuf::from))
+}
+
 fn new_run(args: &TrainArgs) -> Result<(crate::config::RunConfig, PathBuf)> {
     let path = args.config.as_ref().expect("clap requires a config");
     let mut cfg = crate::config::RunConfig::load(path, &args.overrides)?;
-    if let Some(d) = &args.data {
-        cfg.data.dir = d.clone();
+    if let Some(d) = args.data.clone().or_else(|| cfg.data.fer2013_env()) {
+        cfg.data.dir = d;
     }
     let dir = args
         .run_dir
@@ -108,22 +117,23 @@ fn new_run(args: &TrainArgs) -> Result<(crate::config::RunConfig, PathBuf)> {
 /// The figures across seeds: mean ± sd [interval], then each seed's.
 fn print_seeds(file: &crate::train::repeat::SeedsFile, dir: &std::path::Path) {
     let seeds: Vec<String> = file.runs.iter().map(|r| r.seed.to_string()).collect();
+    let unit = file.unit.name();
     println!(
-        "{} over {} seeds ({}): mean ± standard deviation [95% t interval of the mean]\n",
+        "{} over {} {unit}s ({}): mean ± standard deviation [95% t interval of the mean]\n",
         file.name,
         file.runs.len(),
         seeds.join(", ")
     );
     print!("{}", file.table());
     println!(
-        "run folder: {} (one folder per seed; seeds.json)",
+        "run folder: {} (one folder per {unit}; seeds.json)",
         dir.display()
     );
 }
 
 /// One run's sizes, speed, and validation and test figures.
 fn print_outcome(out: &crate::train::Outcome, dir: &std::path::Path) {
-    let classes = crate::artifact::class_names();
+    let classes = &out.test.classes;
     println!(
         "{} ({}): {} params, {} MACs, {:.0} s training at {:.0} img/s{}",
         out.name,
@@ -135,8 +145,8 @@ fn print_outcome(out: &crate::train::Outcome, dir: &std::path::Path) {
         out.weights_clause()
     );
     if out.val.overall.n > 0 {
-        print!("{}", out.val.render(&classes));
+        print!("{}", out.val.render(classes));
     }
-    print!("{}", out.test.render(&classes));
+    print!("{}", out.test.render(classes));
     println!("run folder: {}", dir.display());
 }

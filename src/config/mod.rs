@@ -59,6 +59,37 @@ pub struct RunConfig {
     /// `repeat: n`: as `seeds`, with seeds `seed`, `seed + 1`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<usize>,
+    /// Cross-validation: the training images in `folds` stratified folds
+    /// grouped by subject, one training per fold into `fold-<k>/`, each
+    /// tested on its held-out fold; every figure's mean and spread across
+    /// the folds as across seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<crate::data::folds::CvConfig>,
+}
+
+/// What the trainings of a repeated run differ in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// The seed (`seeds`, `repeat`): folders `seed-<s>/`.
+    #[default]
+    Seed,
+    /// The cross-validation fold (`cv`): folders `fold-<k>/`.
+    Fold,
+}
+
+impl Unit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Seed => "seed",
+            Unit::Fold => "fold",
+        }
+    }
+
+    /// The folder of training `n` (a seed or a fold number).
+    pub fn dir_name(self, n: u64) -> String {
+        format!("{}-{n}", self.name())
+    }
 }
 
 /// An ensemble: `fer train` trains each member into its own folder of the
@@ -252,6 +283,14 @@ impl RunConfig {
             }
         }
         self.repeat_seeds()?;
+        if let Some(cv) = &self.cv {
+            cv.validate().map_err(fail)?;
+            if !self.seeds.is_empty() || self.repeat.is_some() || self.ensemble.is_some() {
+                return Err(fail(
+                    "cv cannot be combined with seeds, repeat or ensemble: it already trains one model per fold".into(),
+                ));
+            }
+        }
         if self.ensemble.is_some() {
             if !self.model.is_network() || matches!(self.model, ModelConfig::Ensemble(_)) {
                 return Err(fail(format!(
@@ -299,9 +338,35 @@ impl RunConfig {
         Ok(seeds)
     }
 
-    /// Whether the config asks for several seeds (`seeds` or `repeat`).
+    /// Whether the config asks for several trainings of one recipe: seeds
+    /// (`seeds` or `repeat`) or cross-validation folds (`cv`, not one fold).
     pub fn is_repeated(&self) -> bool {
-        !self.seeds.is_empty() || self.repeat.is_some()
+        !self.seeds.is_empty()
+            || self.repeat.is_some()
+            || self.cv.as_ref().is_some_and(|c| c.fold.is_none())
+    }
+
+    /// The trainings of a repeated config: what varies (seed or fold), and
+    /// each one's number (the seed, or the 1-based fold) and config.
+    pub fn repeat_units(&self) -> Result<(Unit, Vec<(u64, RunConfig)>)> {
+        if let Some(cv) = self.cv.as_ref().filter(|c| c.fold.is_none()) {
+            let units = (1..=cv.folds)
+                .map(|k| {
+                    let mut c = self.clone();
+                    c.cv = Some(crate::data::folds::CvConfig {
+                        fold: Some(k),
+                        ..cv.clone()
+                    });
+                    (k as u64, c)
+                })
+                .collect();
+            return Ok((Unit::Fold, units));
+        }
+        let seeds = self.repeat_seeds()?;
+        Ok((
+            Unit::Seed,
+            seeds.into_iter().map(|s| (s, self.with_seed(s))).collect(),
+        ))
     }
 
     /// One training of a repeated config: this config with `seed` and

@@ -80,8 +80,8 @@ impl Default for AugmentConfig {
             erasing: 0.5,
             erasing_scale: [0.02, 0.2],
             erasing_ratio: [0.3, 3.3],
-            mean: 0.5077,
-            std: 0.2550,
+            mean: super::fer2013::MEAN,
+            std: super::fer2013::STD,
             corrupt: CorruptConfig::default(),
         }
     }

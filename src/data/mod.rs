@@ -1,11 +1,16 @@
-//! FER-2013 data: loading (Kaggle folders or the challenge CSV), the content
-//! digest and decode cache, the validation split, quality flags, augmentation
-//! and the prefetching batch loader. Nothing here knows about models.
+//! Labelled face data: loading (one folder per class, as FER-2013's Kaggle
+//! layout, or the challenge CSV), conversion to the stored 48x48 grey, the
+//! content digest and decode cache, the validation split and cross-validation
+//! folds, quality flags, augmentation and the prefetching batch loader.
+//! FER-2013's classes and statistics are its defaults ([`fer2013`]). Nothing
+//! here knows about models.
 
 pub mod augment;
 pub mod cache;
+pub mod classmap;
 pub mod config;
 pub mod corrupt;
+pub mod folds;
 pub mod issues;
 pub mod load;
 pub mod loader;
@@ -17,21 +22,48 @@ pub mod stats;
 use serde::{Deserialize, Serialize};
 
 pub use augment::AugmentConfig as AugmentCfg;
-pub use config::{DataConfig, DataFormat};
+pub use config::{Convert, DataConfig, DataFormat};
 pub use issues::{BadInputPolicy, Issue, IssueKind, LoadReport};
 pub use load::{is_test_only, load, load_test_folder, missing_dataset_help, Loaded};
 
-/// Image side in pixels; every FER-2013 face is 48x48 grayscale.
+/// Stored image side in pixels. Every data set is kept as 48x48 8-bit
+/// grey, FER-2013's own form and the models' input: images of another size
+/// or colour are converted on load when `data.convert` allows it (see
+/// [`config::Convert`]), so one decoded set, cache and model input serve
+/// every data set.
 pub const SIDE: usize = 48;
 /// Pixels per image.
 pub const PIXELS: usize = SIDE * SIDE;
-/// Class names, indexed by the challenge's label ids (the CSV `emotion`
-/// column). Kaggle folders are matched by name, not by their sorted order.
-pub const CLASSES: [&str; 7] = [
-    "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
-];
-/// Number of classes.
-pub const NUM_CLASSES: usize = CLASSES.len();
+
+/// FER-2013's defaults: its classes in the challenge's label order and its
+/// training pixel statistics. A data set whose class folders are these seven
+/// is FER-2013 and takes this order; any other takes its own.
+pub mod fer2013 {
+    /// Class names, indexed by the challenge's label ids (the CSV `emotion`
+    /// column). Kaggle folders are matched by name, not by their sorted order.
+    pub const CLASSES: [&str; 7] = [
+        "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+    ];
+    /// The classes a report singles out: the rarest (disgust, 1.5% of
+    /// train) and the most confused (fear).
+    pub const HARD: [&str; 2] = ["disgust", "fear"];
+    /// Train pixel mean and standard deviation in [0, 1].
+    pub const MEAN: f32 = 0.5077;
+    pub const STD: f32 = 0.2550;
+
+    /// The class names as owned strings, in label order.
+    pub fn classes() -> Vec<String> {
+        CLASSES.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Whether `names` are FER-2013's seven classes, in any order and case.
+    pub fn is_fer(names: &[String]) -> bool {
+        names.len() == CLASSES.len()
+            && CLASSES
+                .iter()
+                .all(|c| names.iter().any(|n| n.eq_ignore_ascii_case(c)))
+    }
+}
 
 /// Where an image came from in the original challenge, read from the Kaggle
 /// file-name prefix or the CSV's `Usage` column.
@@ -67,9 +99,13 @@ impl Origin {
     }
 }
 
-/// Class index of a name, as used by the folder layout.
-pub fn class_index(name: &str) -> Option<usize> {
-    CLASSES.iter().position(|c| *c == name)
+/// Index of `name` in `classes`: the exact name, else the one name equal to
+/// it but for case (folders `Happy/` and `happy/` are one class).
+pub fn class_index(classes: &[String], name: &str) -> Option<usize> {
+    classes
+        .iter()
+        .position(|c| c == name)
+        .or_else(|| classes.iter().position(|c| c.eq_ignore_ascii_case(name)))
 }
 
 /// A set of decoded faces: one contiguous `u8` buffer of `len() * PIXELS`
@@ -106,9 +142,9 @@ impl ImageSet {
         self.sources.push(source);
     }
 
-    /// Images per class.
-    pub fn class_counts(&self) -> [usize; NUM_CLASSES] {
-        let mut counts = [0; NUM_CLASSES];
+    /// Images per class, for `k` classes.
+    pub fn class_counts(&self, k: usize) -> Vec<usize> {
+        let mut counts = vec![0; k];
         for &l in &self.labels {
             counts[l as usize] += 1;
         }
@@ -163,6 +199,10 @@ impl ImageSet {
 /// The whole data set as loaded: train (before the validation split) and test.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FerData {
+    /// Class names in label order: `data.classes`, FER-2013's order for its
+    /// seven folders, else the class folders' names sorted (as torchvision's
+    /// `ImageFolder` does).
+    pub classes: Vec<String>,
     pub train: ImageSet,
     pub test: ImageSet,
     /// blake3 digest of the data set's content (file names and bytes).

@@ -21,6 +21,10 @@ use std::time::Instant;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub split: String,
+    /// The class names of `overall.per_class` and the confusion matrices, in
+    /// label order (FER-2013's in files written before it was recorded).
+    #[serde(default = "crate::data::fer2013::classes")]
+    pub classes: Vec<String>,
     pub tta: bool,
     /// All images of the split.
     pub overall: Metrics,
@@ -34,6 +38,19 @@ pub struct EvalReport {
     pub intervals: BTreeMap<String, stats::Intervals>,
     pub seconds: f64,
     pub img_per_s: f64,
+    /// The data set evaluated on, as `fer eval` records it (across data
+    /// sets, with the class map's doings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataRecord>,
+}
+
+/// Which data set an evaluation read, and how its classes were mapped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    pub dir: String,
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_map: Option<crate::data::classmap::Mapped>,
 }
 
 /// Evaluates `clf` on `set`; an error when its outputs are not finite.
@@ -51,7 +68,14 @@ pub fn evaluate_keeping(
 ) -> Result<(EvalReport, Vec<f32>)> {
     let t = Instant::now();
     let probs = clf.predict_set(set, tta, 256)?;
-    let r = report(&probs, set, split, tta, t.elapsed().as_secs_f64());
+    let r = report(
+        &probs,
+        set,
+        &clf.meta.classes,
+        split,
+        tta,
+        t.elapsed().as_secs_f64(),
+    );
     Ok((r.with_intervals(&probs, set), probs))
 }
 
@@ -60,14 +84,16 @@ pub fn predicted(probs: &[f32], k: usize) -> Vec<u8> {
     probs.chunks(k).map(|r| metrics::argmax(r) as u8).collect()
 }
 
-/// Metrics of precomputed probabilities (`n x K`) over `set`.
-pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f64) -> EvalReport {
-    // An empty split (a refit's validation) still has K classes.
-    let k = if set.is_empty() {
-        crate::data::NUM_CLASSES
-    } else {
-        probs.len() / set.len()
-    };
+/// Metrics of precomputed probabilities (`n x K`, K = `classes.len()`) over `set`.
+pub fn report(
+    probs: &[f32],
+    set: &ImageSet,
+    classes: &[String],
+    split: &str,
+    tta: bool,
+    seconds: f64,
+) -> EvalReport {
+    let k = classes.len();
     let overall = metrics::compute(probs, &set.labels, k);
     let mut by_origin = BTreeMap::new();
     let origins = set.origins_present();
@@ -87,12 +113,14 @@ pub fn report(probs: &[f32], set: &ImageSet, split: &str, tta: bool, seconds: f6
     }
     EvalReport {
         split: split.to_string(),
+        classes: classes.to_vec(),
         tta,
         overall,
         by_origin,
         intervals: BTreeMap::new(),
         seconds,
         img_per_s: set.len() as f64 / seconds.max(1e-9),
+        data: None,
     }
 }
 

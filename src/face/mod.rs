@@ -7,7 +7,7 @@ pub mod detect;
 pub mod track;
 
 use crate::artifact::Classifier;
-use crate::data::{ImageSet, Origin, NUM_CLASSES, PIXELS, SIDE};
+use crate::data::{ImageSet, Origin, PIXELS, SIDE};
 use anyhow::Result;
 use detect::{Detector, FaceBox};
 use serde::Serialize;
@@ -202,7 +202,7 @@ pub fn probabilities(clf: &Classifier, set: &ImageSet) -> Result<Vec<f32>> {
 pub fn label(boxes: &[FaceBox], probs: &[f32], classes: &[String]) -> Vec<Face> {
     boxes
         .iter()
-        .zip(probs.chunks_exact(NUM_CLASSES))
+        .zip(probs.chunks_exact(classes.len()))
         .map(|(b, p)| {
             let k = crate::eval::metrics::argmax(p);
             Face {
@@ -290,9 +290,9 @@ mod tests {
 
     #[test]
     fn smoothing_averages_an_overlapping_face_only() {
-        let classes: Vec<String> = crate::data::CLASSES.iter().map(|s| s.to_string()).collect();
+        let classes = crate::data::fer2013::classes();
         let face = |x: u32, k: usize| {
-            let mut probs = vec![0.0; NUM_CLASSES];
+            let mut probs = vec![0.0; classes.len()];
             probs[k] = 1.0;
             Face {
                 bbox: [x, 0, 10, 10],

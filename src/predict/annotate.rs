@@ -18,13 +18,52 @@ pub const CLASS_COLORS: [RGBColor; 7] = [
     RGBColor(127, 127, 127), // neutral
 ];
 
+/// Colours for other class names, after the FER-2013 ones (tab10's rest).
+const MORE_COLORS: [RGBColor; 3] = [
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// One colour per class of a model: a FER-2013 emotion keeps its colour
+/// whatever its index (a six-class model's `happy` is still green), any
+/// other name takes the next colour no class of this model has.
+pub fn class_colors(classes: &[String]) -> Vec<RGBColor> {
+    let fer = |c: &String| {
+        crate::data::fer2013::CLASSES
+            .iter()
+            .position(|f| f.eq_ignore_ascii_case(c))
+    };
+    let mut used: Vec<RGBColor> = classes
+        .iter()
+        .filter_map(fer)
+        .map(|k| CLASS_COLORS[k])
+        .collect();
+    let mut free = MORE_COLORS.iter().chain(CLASS_COLORS.iter()).cycle();
+    classes
+        .iter()
+        .map(|c| match fer(c) {
+            Some(k) => CLASS_COLORS[k],
+            None => {
+                let pick = *free
+                    .clone()
+                    .take(CLASS_COLORS.len() + MORE_COLORS.len())
+                    .find(|col| !used.contains(col))
+                    .unwrap_or_else(|| free.next().expect("a cycle"));
+                // Past the palette, colours repeat in order.
+                while free.next() != Some(&pick) {}
+                used.push(pick);
+                pick
+            }
+        })
+        .collect()
+}
+
 fn color(classes: &[String], label: &str) -> RGBColor {
     classes
         .iter()
         .position(|c| c == label)
-        .map_or(RGBColor(255, 255, 0), |k| {
-            CLASS_COLORS[k % CLASS_COLORS.len()]
-        })
+        .map_or(RGBColor(255, 255, 0), |k| class_colors(classes)[k])
 }
 
 /// Draws `faces` onto `img` in place.
@@ -94,7 +133,7 @@ pub fn draw(img: &mut image::RgbImage, faces: &[Face], classes: &[String]) -> Re
                     (px + name_w, ry + 2),
                     (px + name_w + len.max(1), ry + row - 2),
                 ],
-                CLASS_COLORS[k % CLASS_COLORS.len()].filled(),
+                class_colors(classes)[k].filled(),
             ))?;
         }
     }
@@ -108,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_face_is_boxed_in_its_colour_and_the_rest_is_untouched() {
-        let classes: Vec<String> = crate::data::CLASSES.iter().map(|s| s.to_string()).collect();
+        let classes = crate::data::fer2013::classes();
         let mut img = image::RgbImage::from_pixel(320, 240, image::Rgb([10, 20, 30]));
         let face = Face {
             bbox: [100, 80, 60, 60],

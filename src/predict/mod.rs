@@ -180,13 +180,6 @@ fn load(o: &PredictOptions) -> Result<Parts> {
         path.display(),
         clf.meta.model.family()
     );
-    anyhow::ensure!(
-        clf.meta.classes.len() == crate::data::NUM_CLASSES,
-        "{}: the model has {} classes; fer predict expects the {} of FER-2013",
-        path.display(),
-        clf.meta.classes.len(),
-        crate::data::NUM_CLASSES
-    );
     let cascade = match &o.cascade_path {
         Some(p) => p.clone(),
         None => crate::face::detect::default_cascade(o.cascade)?,
@@ -583,7 +576,7 @@ impl Run<'_> {
         let mut off = 0;
         for p in std::mem::take(&mut v.pending) {
             if p.analysed {
-                let n = p.boxes.len() * crate::data::NUM_CLASSES;
+                let n = p.boxes.len() * self.parts.classes.len();
                 let mut faces =
                     crate::face::label(&p.boxes, &probs[off..off + n], &self.parts.classes);
                 off += n;

@@ -200,7 +200,7 @@ mod tests {
     }
 
     fn classes() -> Vec<String> {
-        crate::data::CLASSES.iter().map(|s| s.to_string()).collect()
+        crate::data::fer2013::classes()
     }
 
     #[test]

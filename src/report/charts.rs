@@ -6,7 +6,6 @@ use super::collect::ReportData;
 use super::images;
 use super::run_png;
 use super::sections::member_curves_png;
-use crate::data::CLASSES;
 use crate::eval::robust;
 use crate::metric::EpochRecord;
 use crate::train::Outcome;
@@ -54,7 +53,7 @@ pub fn per_model(d: &ReportData, out: &Path) -> Result<()> {
                 )?;
             }
         }
-        let names: Vec<&str> = CLASSES.to_vec();
+        let names: Vec<&str> = o.test.classes.iter().map(String::as_str).collect();
         crate::plot::confusion(
             &out.join(run_png(&r.label, "confusion")),
             &format!("{}: test confusion (row-normalised)", r.label),

@@ -10,7 +10,7 @@ use super::ReportOptions;
 use crate::artifact::Classifier;
 use crate::config::RunConfig;
 use crate::data::stats::DataStats;
-use crate::data::{self, ImageSet, CLASSES, NUM_CLASSES, PIXELS};
+use crate::data::{self, ImageSet, PIXELS};
 use crate::eval::metrics::argmax;
 use crate::eval::robust::{self, Robustness};
 use crate::layout::{self, Kind, RunDir, SweepDir};
@@ -103,11 +103,10 @@ pub struct Paired {
 
 /// Scores each run's single-crop predictions with intervals and compares
 /// each with the most accurate (Holm over the comparisons, alpha 0.05).
-fn paired(runs: &[Run], probs: &[Vec<f32>], labels: &[u8]) -> Option<Paired> {
+fn paired(runs: &[Run], probs: &[Vec<f32>], labels: &[u8], k: usize) -> Option<Paired> {
     if runs.len() < 2 || labels.is_empty() {
         return None;
     }
-    let k = NUM_CLASSES;
     let preds: Vec<Vec<u8>> = probs.iter().map(|p| crate::eval::predicted(p, k)).collect();
     let intervals: Vec<_> = preds
         .iter()
@@ -185,7 +184,7 @@ fn seed_sets(runs: &[Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedS
             label: f.name.clone(),
             heads: f.heads(),
             rows: f.rows(),
-            band: curve_band(&rd, &f.seeds, MetricKey::ValAcc),
+            band: curve_band(&rd, &f, MetricKey::ValAcc),
         });
     }
     if let Some(s) = sweep {
@@ -396,16 +395,17 @@ pub fn discover(input: &Path) -> Result<Inputs> {
 /// siblings share its name), else None: the run's own name.
 fn seed_label(d: &RunDir) -> Result<Option<String>> {
     let parent = d.path().parent().map(RunDir::new);
-    let Some(seed) = d
+    let Some((unit, n)) = d
         .path()
         .file_name()
-        .and_then(|n| n.to_str()?.strip_prefix("seed-"))
+        .and_then(|n| n.to_str()?.split_once('-'))
+        .filter(|(u, _)| matches!(*u, "seed" | "fold"))
         .filter(|_| parent.as_ref().is_some_and(|p| p.seeds().exists()))
     else {
         return Ok(None);
     };
     let cfg: RunConfig = crate::config::load_yaml(&d.config())?;
-    Ok(Some(format!("{} seed {seed}", cfg.name)))
+    Ok(Some(format!("{} {unit} {n}", cfg.name)))
 }
 
 /// A sweep's journal, its resolved experiment and its finished trials.
@@ -441,21 +441,38 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     let Inputs { mut runs, sweep } = inputs;
     // The data the runs were trained on.
     let mut dcfg = runs[0].cfg.data.clone();
-    if let Some(d) = &a.data {
-        dcfg.dir = d.clone();
+    // The runs' own folder, unless moved: `--data`, or `$FER2013_DIR` for
+    // runs trained where their folder is not on this machine.
+    let env = || {
+        std::env::var_os("FER2013_DIR")
+            .map(PathBuf::from)
+            .filter(|_| !dcfg.dir.exists())
+    };
+    if let Some(d) = a.data.clone().or_else(env) {
+        dcfg.dir = d;
     }
     let loaded = data::load(&dcfg, &layout::cache_dir())?;
     let stats = data::stats::compute(&dcfg, &loaded.data, loaded.seconds, loaded.from_cache);
     let digest = loaded.data.digest.clone();
     let test = loaded.data.test.clone();
     let calib = calibration_sample(&loaded.data.train);
+    let classes = loaded.data.classes.clone();
     drop(loaded);
+    let k = classes.len();
 
     // Models, predictions and latency, once per run.
     let mut clfs = Vec::new();
     let mut probs = Vec::new();
     for r in &mut runs {
         let clf = Classifier::load(&r.dir.model(), tch::Device::Cpu)?;
+        anyhow::ensure!(
+            clf.meta.classes == classes,
+            "{}: the model's classes {:?} are not the data set's {:?} ({}); a report compares models on their own data (`fer eval --class-map` evaluates across data sets)",
+            r.dir.model().display(),
+            clf.meta.classes,
+            classes,
+            dcfg.dir.display()
+        );
         probs.push(clf.predict_set(&test, false, 256)?);
         r.latency = latency(&r.dir, &clf, &calib);
         r.has_net = clf.net.is_some();
@@ -468,7 +485,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         if r.cfg.ensemble.is_some() {
             r.members = members(&r.dir, &r.cfg)?;
         }
-        r.calibration = reliability_bins(&probs[i], &test.labels);
+        r.calibration = reliability_bins(&probs[i], &test.labels, k);
     }
     for &i in &deep {
         if runs[i].has_net {
@@ -477,7 +494,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         }
     }
     for &i in &deep {
-        runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &test);
+        runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &test, &classes);
     }
     let mut importance = Vec::new();
     if sweep.is_some() {
@@ -496,10 +513,10 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
             std::fs::read_to_string(p).with_context(|| format!("reading --notes {}", p.display()))
         })
         .transpose()?;
-    let paired = paired(&runs, &probs, &test.labels);
+    let paired = paired(&runs, &probs, &test.labels, k);
     let errors = best_on_val(&runs).map(|b| ErrorGallery {
         run: b,
-        rows: error_rows(&probs[b], &test),
+        rows: error_rows(&probs[b], &test, &classes),
     });
     let seed_sets = seed_sets(&runs, sweep.as_ref(), &a.input);
     Ok(ReportData {
@@ -680,10 +697,10 @@ fn robustness(
 }
 
 /// Per confidence bin (15 equal-width): mean confidence, accuracy, count.
-fn reliability_bins(probs: &[f32], labels: &[u8]) -> Vec<(f64, f64, usize)> {
+fn reliability_bins(probs: &[f32], labels: &[u8], k: usize) -> Vec<(f64, f64, usize)> {
     let nb = crate::eval::metrics::ECE_BINS;
     let mut acc = vec![(0f64, 0f64, 0usize); nb];
-    for (row, &y) in probs.chunks_exact(NUM_CLASSES).zip(labels) {
+    for (row, &y) in probs.chunks_exact(k).zip(labels) {
         let k = argmax(row);
         let c = row[k] as f64;
         let b = ((c * nb as f64) as usize).min(nb - 1);
@@ -705,12 +722,12 @@ fn reliability_bins(probs: &[f32], labels: &[u8]) -> Vec<(f64, f64, usize)> {
 /// Per true class, the test images of its three most confident correct
 /// answers then its three most confident mistakes (fewer where there are
 /// fewer): the class and how many it has, and the image indices in order.
-fn gradcam_picks(p: &[f32], test: &ImageSet) -> (Vec<(usize, usize)>, Vec<usize>) {
-    let pred: Vec<usize> = p.chunks_exact(NUM_CLASSES).map(argmax).collect();
-    let conf = |j: usize| p[j * NUM_CLASSES + pred[j]];
+fn gradcam_picks(p: &[f32], test: &ImageSet, k: usize) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let pred: Vec<usize> = p.chunks_exact(k).map(argmax).collect();
+    let conf = |j: usize| p[j * k + pred[j]];
     let mut pick = Vec::new();
     let mut rows_meta = Vec::new();
-    for c in 0..NUM_CLASSES {
+    for c in 0..k {
         let mut right: Vec<usize> = (0..test.len())
             .filter(|&j| test.labels[j] as usize == c && pred[j] == c)
             .collect();
@@ -733,8 +750,14 @@ fn gradcam_picks(p: &[f32], test: &ImageSet) -> (Vec<(usize, usize)>, Vec<usize>
 
 /// Grad-CAM tiles of the picked test images, one row per true class; `None`
 /// for a model without spatial feature maps.
-fn gradcam_rows(clf: &Classifier, p: &[f32], test: &ImageSet) -> Option<Vec<(String, Vec<Tile>)>> {
-    let (rows_meta, pick) = gradcam_picks(p, test);
+fn gradcam_rows(
+    clf: &Classifier,
+    p: &[f32],
+    test: &ImageSet,
+    classes: &[String],
+) -> Option<Vec<(String, Vec<Tile>)>> {
+    let nk = classes.len();
+    let (rows_meta, pick) = gradcam_picks(p, test, nk);
     let cams = crate::eval::gradcam::gradcam(clf, &test.pixels, &pick, None)?;
     let side = cams.side;
     let mut rows = Vec::new();
@@ -748,21 +771,24 @@ fn gradcam_rows(clf: &Classifier, p: &[f32], test: &ImageSet) -> Option<Vec<(Str
                 side,
                 gray: normalise(&cams.inputs[k * side * side..(k + 1) * side * side]),
                 heat: Some(cams.maps[k * side * side..(k + 1) * side * side].to_vec()),
-                caption: format!("{} {:.2}", CLASSES[cls], p[j * NUM_CLASSES + cls]),
+                caption: format!("{} {:.2}", classes[cls], p[j * nk + cls]),
                 ok: cls == c,
             });
             k += 1;
         }
-        rows.push((CLASSES[c].to_string(), tiles));
+        rows.push((classes[c].clone(), tiles));
     }
     Some(rows)
 }
 
 /// The 18 most confident test mistakes, six to a row labelled `#first-last`.
-fn error_rows(p: &[f32], test: &ImageSet) -> Vec<(String, Vec<Tile>)> {
+fn error_rows(p: &[f32], test: &ImageSet, classes: &[String]) -> Vec<(String, Vec<Tile>)> {
+    let nk = classes.len();
+    // Three letters name a class on a tile, as long as they tell them apart.
+    let short = |c: &str| c.chars().take(3).collect::<String>();
     let mut mistakes: Vec<(usize, usize, f32)> = (0..test.len())
         .filter_map(|j| {
-            let row = &p[j * NUM_CLASSES..(j + 1) * NUM_CLASSES];
+            let row = &p[j * nk..(j + 1) * nk];
             let k = argmax(row);
             (k != test.labels[j] as usize).then_some((j, k, row[k]))
         })
@@ -780,8 +806,8 @@ fn error_rows(p: &[f32], test: &ImageSet) -> Vec<(String, Vec<Tile>)> {
             heat: None,
             caption: format!(
                 "{}→{} {:.2}",
-                &CLASSES[test.labels[j] as usize][..3],
-                &CLASSES[k][..3],
+                short(&classes[test.labels[j] as usize]),
+                short(&classes[k]),
                 c
             ),
             ok: false,

@@ -4,7 +4,6 @@
 
 use super::collect::{ReportData, Run, SweepData};
 use super::{pct, run_png};
-use crate::data::{CLASSES, NUM_CLASSES};
 use crate::eval::robust;
 use crate::sweep::journal::TrialState;
 use crate::train::Outcome;
@@ -31,8 +30,9 @@ pub fn data_set(d: &ReportData) -> String {
     let stats = &d.stats;
     let _ = writeln!(md, "## 1. Data set\n");
     let _ = writeln!(md, "![class distribution](data-classes.png)\n");
-    let _ = writeln!(md, "| split | {} | total |", CLASSES.join(" | "));
-    let _ = writeln!(md, "|---|{}---:|", "---:|".repeat(NUM_CLASSES));
+    let classes = &stats.classes;
+    let _ = writeln!(md, "| split | {} | total |", classes.join(" | "));
+    let _ = writeln!(md, "|---|{}---:|", "---:|".repeat(classes.len()));
     for s in &stats.splits {
         let cells: Vec<String> = s.counts.iter().map(|c| c.to_string()).collect();
         let _ = writeln!(md, "| {} | {} | {} |", s.split, cells.join(" | "), s.total);
@@ -56,10 +56,10 @@ pub fn data_set(d: &ReportData) -> String {
         let _ = writeln!(
             md,
             "\nImbalance: {} has {} training images ({}), {} has {} ({}): a ratio of {:.1}. Accuracy alone flatters models that ignore the small classes, so weighted and macro F1 are reported throughout.",
-            CLASSES[ma],
+            classes[ma],
             t.counts[ma],
             pct(t.counts[ma] as f64 / t.total as f64),
-            CLASSES[mi],
+            classes[mi],
             t.counts[mi],
             pct(t.counts[mi] as f64 / t.total as f64),
             stats.imbalance_ratio
@@ -115,9 +115,15 @@ pub fn seeds(d: &ReportData) -> String {
 pub fn comparison(d: &ReportData) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## 2. Baselines comparison\n");
+    let hard = d
+        .runs
+        .first()
+        .map_or_else(Vec::new, |r| hard_classes(&r.out.test));
     let _ = writeln!(
         md,
-        "| model | family | val acc | test acc | weighted F1 | macro F1 | disgust F1 | fear F1 | params | MACs/img | training | train img/s | latency fp32 | latency int8 | robustness |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| model | family | val acc | test acc | weighted F1 | macro F1 | {} F1 | {} F1 | params | MACs/img | training | train img/s | latency fp32 | latency int8 | robustness |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        hard.first().map_or("-", |s| s.as_str()),
+        hard.get(1).map_or("-", |s| s.as_str()),
     );
     let ms = |v: f64| {
         if v < 0.1 {
@@ -141,8 +147,8 @@ pub fn comparison(d: &ReportData) -> String {
             pct(o.test.overall.accuracy),
             o.test.overall.weighted_f1,
             o.test.overall.macro_f1,
-            f1(o, "disgust"),
-            f1(o, "fear"),
+            hard.first().map_or("-".into(), |c| f1(o, c)),
+            hard.get(1).map_or("-".into(), |c| f1(o, c)),
             o.params,
             crate::models::human(o.macs),
             duration(o.train_seconds),
@@ -359,7 +365,8 @@ fn commentary(all: &[Run]) -> String {
 
 /// The best convolutional model against the MLP: accuracy and per-class F1.
 fn spatial_gain(c: &Run, m: &Run) -> String {
-    let gains: Vec<(usize, f64)> = (0..NUM_CLASSES)
+    let classes = &c.out.test.classes;
+    let gains: Vec<(usize, f64)> = (0..classes.len())
         .map(|k| {
             (
                 k,
@@ -372,11 +379,11 @@ fn spatial_gain(c: &Run, m: &Run) -> String {
     let top: Vec<String> = sorted
         .iter()
         .take(2)
-        .map(|(k, g)| format!("{} ({:+.2})", CLASSES[*k], g))
+        .map(|(k, g)| format!("{} ({:+.2})", classes[*k], g))
         .collect();
     let least = sorted
         .last()
-        .map(|(k, g)| format!("{} ({:+.2})", CLASSES[*k], g))
+        .map(|(k, g)| format!("{} ({:+.2})", classes[*k], g))
         .unwrap_or_default();
     let gain = c.out.test.overall.accuracy - m.out.test.overall.accuracy;
     format!(
@@ -391,13 +398,39 @@ fn spatial_gain(c: &Run, m: &Run) -> String {
     )
 }
 
+/// The two classes the report singles out: FER-2013's disgust and fear
+/// (the rarest and the most confused), else the two with the fewest test
+/// images.
+pub(super) fn hard_classes(test: &crate::eval::EvalReport) -> Vec<String> {
+    if crate::data::fer2013::is_fer(&test.classes) {
+        return crate::data::fer2013::HARD.map(String::from).to_vec();
+    }
+    let mut by_support: Vec<(usize, &String)> = test
+        .overall
+        .per_class
+        .iter()
+        .map(|c| c.support)
+        .zip(&test.classes)
+        .collect();
+    by_support.sort_by_key(|&(n, _)| n);
+    by_support
+        .iter()
+        .take(2)
+        .map(|(_, c)| (*c).clone())
+        .collect()
+}
+
 /// The best disgust F1 among the learned models (not majority or random).
 fn disgust_peak(all: &[Run]) -> String {
     let learned: Vec<&Run> = all
         .iter()
         .filter(|r| !matches!(r.out.family.as_str(), "majority" | "random"))
         .collect();
-    let Some(k) = CLASSES.iter().position(|c| *c == "disgust") else {
+    // FER-2013's rarest class; a data set without it has no such remark.
+    let Some(k) = all.first().and_then(|r| {
+        let rarest = crate::data::fer2013::HARD[0];
+        r.out.test.classes.iter().position(|c| c == rarest)
+    }) else {
         return String::new();
     };
     let best_d = learned
@@ -460,13 +493,14 @@ fn model(r: &Run) -> String {
         run_png(&r.label, "calibration")
     );
     let pc = &o.test.overall.per_class;
-    let callout: Vec<String> = ["disgust", "fear"]
+    let classes = &o.test.classes;
+    let callout: Vec<String> = hard_classes(&o.test)
         .iter()
-        .filter_map(|c| CLASSES.iter().position(|k| k == c))
+        .filter_map(|c| classes.iter().position(|k| k == c))
         .map(|k| {
             format!(
                 "**{}**: F1 {:.3} (precision {:.3}, recall {:.3}, {} test images)",
-                CLASSES[k], pc[k].f1, pc[k].precision, pc[k].recall, pc[k].support
+                classes[k], pc[k].f1, pc[k].precision, pc[k].recall, pc[k].support
             )
         })
         .collect();
@@ -605,8 +639,10 @@ fn errors(r: &Run) -> String {
         r.label
     );
     let cm = &r.out.test.overall.confusion;
-    let mut pairs: Vec<(usize, usize, usize)> = (0..NUM_CLASSES)
-        .flat_map(|t| (0..NUM_CLASSES).map(move |q| (t, q)))
+    let classes = &r.out.test.classes;
+    let k = classes.len();
+    let mut pairs: Vec<(usize, usize, usize)> = (0..k)
+        .flat_map(|t| (0..k).map(move |q| (t, q)))
         .filter(|(t, q)| t != q)
         .map(|(t, q)| (t, q, cm[t][q]))
         .collect();
@@ -617,8 +653,8 @@ fn errors(r: &Run) -> String {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
-            CLASSES[*t],
-            CLASSES[*q],
+            classes[*t],
+            classes[*q],
             n,
             pct(*n as f64 / support.max(1) as f64)
         );

@@ -3,7 +3,7 @@
 //! against the model files it describes.
 
 use super::collect::ReportData;
-use crate::data::CLASSES;
+use crate::data::fer2013;
 use serde::Serialize;
 
 /// Its name in the report folder.
@@ -88,9 +88,10 @@ pub struct Summary {
 
 /// Test F1 of `class`, if the outcome has it.
 pub(super) fn class_f1(o: &crate::train::Outcome, class: &str) -> Option<f64> {
-    CLASSES
+    o.test
+        .classes
         .iter()
-        .position(|c| *c == class)
+        .position(|c| c == class)
         .and_then(|i| o.test.overall.per_class.get(i))
         .map(|m| m.f1)
 }
@@ -121,8 +122,8 @@ fn row(d: &ReportData, i: usize) -> Row {
         public_test_acc: o.test.by_origin.get("PublicTest").map(|m| m.accuracy),
         weighted_f1: o.test.overall.weighted_f1,
         macro_f1: o.test.overall.macro_f1,
-        disgust_f1: class_f1(o, "disgust").unwrap_or(f64::NAN),
-        fear_f1: class_f1(o, "fear").unwrap_or(f64::NAN),
+        disgust_f1: class_f1(o, fer2013::HARD[0]).unwrap_or(f64::NAN),
+        fear_f1: class_f1(o, fer2013::HARD[1]).unwrap_or(f64::NAN),
         params: o.params,
         macs: o.macs,
         epochs: o.epochs_run,

@@ -5,7 +5,6 @@ use super::sections;
 use crate::config::RunConfig;
 use crate::data::quality::{DupCounts, Quality};
 use crate::data::stats::{DataStats, SplitCounts};
-use crate::data::NUM_CLASSES;
 use crate::eval::metrics::{ClassMetrics, Metrics};
 use crate::eval::robust::{Perturbation, Robustness, Row};
 use crate::eval::EvalReport;
@@ -29,7 +28,7 @@ fn metrics(n: usize, acc: f64, step: f64) -> Metrics {
         weighted_f1: acc - 0.05,
         log_loss: 1.25,
         ece: 0.0421,
-        per_class: (0..NUM_CLASSES)
+        per_class: (0..crate::data::fer2013::CLASSES.len())
             .map(|k| ClassMetrics {
                 precision: 0.5,
                 recall: 0.25,
@@ -37,19 +36,23 @@ fn metrics(n: usize, acc: f64, step: f64) -> Metrics {
                 support: 100 + k,
             })
             .collect(),
-        confusion: (0..NUM_CLASSES)
+        confusion: (0..crate::data::fer2013::CLASSES.len())
             .map(|t| {
-                (0..NUM_CLASSES)
+                (0..crate::data::fer2013::CLASSES.len())
                     .map(|q| if t == q { 50 } else { t + q })
                     .collect()
             })
             .collect(),
-        confusion_normalized: vec![vec![0.0; NUM_CLASSES]; NUM_CLASSES],
+        confusion_normalized: vec![
+            vec![0.0; crate::data::fer2013::CLASSES.len()];
+            crate::data::fer2013::CLASSES.len()
+        ],
     }
 }
 
 fn split(name: &str, m: Metrics) -> EvalReport {
     EvalReport {
+        classes: crate::data::fer2013::classes(),
         split: name.into(),
         tta: false,
         overall: m,
@@ -57,6 +60,7 @@ fn split(name: &str, m: Metrics) -> EvalReport {
         intervals: BTreeMap::new(),
         seconds: 1.0,
         img_per_s: 100.0,
+        data: None,
     }
 }
 
@@ -104,7 +108,7 @@ fn run(label: &str, family: &str, val: f64, test: f64) -> Run {
 }
 
 fn data(runs: Vec<Run>) -> ReportData {
-    let counts = |c: [usize; NUM_CLASSES]| SplitCounts {
+    let counts = |c: [usize; 7]| SplitCounts {
         split: "train (all)".into(),
         counts: c.to_vec(),
         total: c.iter().sum(),
@@ -112,7 +116,7 @@ fn data(runs: Vec<Run>) -> ReportData {
     let stats = DataStats {
         dir: "data".into(),
         digest: "abc".into(),
-        classes: Vec::new(),
+        classes: crate::data::fer2013::classes(),
         splits: vec![
             counts([400, 40, 410, 720, 480, 320, 500]),
             SplitCounts {
@@ -122,6 +126,8 @@ fn data(runs: Vec<Run>) -> ReportData {
         ],
         imbalance_ratio: 18.0,
         val_fraction: 0.1,
+        pixel_mean: 0.5077,
+        pixel_std: 0.255,
         split_seed: 0,
         issues: Vec::new(),
         quality: Quality {

@@ -7,7 +7,7 @@
 use super::fault::Fault;
 use super::{lock, Engine, FrameResult, Rejected, Stream};
 use crate::artifact::Classifier;
-use crate::data::{ImageSet, Origin, NUM_CLASSES, PIXELS, SIDE};
+use crate::data::{ImageSet, Origin, PIXELS, SIDE};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -53,9 +53,10 @@ fn answers(clf: &Classifier, set: &ImageSet) -> Result<Vec<f32>, String> {
     let p = catch_unwind(AssertUnwindSafe(|| clf.predict_set_raw(set, false, 64)))
         .map_err(|e| format!("its forward pass panicked: {}", panic_message(&*e)))?
         .map_err(|e| format!("{e:#}"))?;
-    if p.len() != set.len() * NUM_CLASSES {
+    let k = clf.meta.classes.len();
+    if p.len() != set.len() * k {
         return Err(format!(
-            "it gave {} probabilities for {} images of {NUM_CLASSES} classes",
+            "it gave {} probabilities for {} images of {k} classes",
             p.len(),
             set.len()
         ));
@@ -63,7 +64,7 @@ fn answers(clf: &Classifier, set: &ImageSet) -> Result<Vec<f32>, String> {
     if let Some(v) = p.iter().find(|v| !v.is_finite()) {
         return Err(format!("its outputs are non-finite ({v}) on a plain input"));
     }
-    for row in p.chunks_exact(NUM_CLASSES) {
+    for row in p.chunks_exact(k) {
         let sum: f32 = row.iter().sum();
         if (sum - 1.0).abs() > 1e-3 {
             return Err(format!("its probabilities sum to {sum}, not 1"));

@@ -85,7 +85,7 @@ impl Default for Metrics {
                 errors: BTreeMap::new(),
                 stages: STAGES.iter().map(|_| Histogram::new(&secs)).collect(),
                 faces: Histogram::new(&[0.0, 1.0, 2.0, 3.0, 5.0, 10.0]),
-                classes: vec![0; crate::data::NUM_CLASSES],
+                classes: Vec::new(),
                 in_progress_max: 0,
             }),
         }
@@ -115,9 +115,11 @@ impl Metrics {
         }
         m.faces.observe(predicted.len() as f64);
         for &c in predicted {
-            if let Some(x) = m.classes.get_mut(c) {
-                *x += 1;
+            // As many counters as the model has classes, grown on first use.
+            if m.classes.len() <= c {
+                m.classes.resize(c + 1, 0);
             }
+            m.classes[c] += 1;
         }
     }
 
@@ -139,7 +141,8 @@ impl Metrics {
         s += "# HELP fer_faces_per_frame Faces found per frame.\n# TYPE fer_faces_per_frame histogram\n";
         m.faces.render(&mut s, "fer_faces_per_frame", "");
         s += "# HELP fer_predictions_total Faces by predicted class.\n# TYPE fer_predictions_total counter\n";
-        for (c, v) in classes.iter().zip(&m.classes) {
+        for (i, c) in classes.iter().enumerate() {
+            let v = m.classes.get(i).copied().unwrap_or(0);
             let _ = writeln!(s, "fer_predictions_total{{class=\"{c}\"}} {v}");
         }
         s += "# HELP fer_drift_class_share Class shares: live (rolling window) and training.\n# TYPE fer_drift_class_share gauge\n";

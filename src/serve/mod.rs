@@ -17,7 +17,6 @@ pub mod metrics;
 pub use http::run;
 
 use crate::artifact::Classifier;
-use crate::data::NUM_CLASSES;
 use crate::face::detect::{self, Cascade, Detector, FaceBox, Lighting};
 use crate::face::track::Detection;
 pub use crate::face::{Face, Rejected, Stream};
@@ -171,7 +170,7 @@ fn reference_confidence(clf: &Classifier, dir: Option<&Path>) -> Option<f64> {
     let n = val.len().max(1) as f64;
     Some(
         probs
-            .chunks_exact(NUM_CLASSES)
+            .chunks_exact(clf.meta.classes.len())
             .map(|r| r.iter().copied().fold(0f32, f32::max) as f64)
             .sum::<f64>()
             / n,
@@ -187,12 +186,6 @@ impl Engine {
             "{}: a {} baseline ignores the image; serve a trained network",
             path.display(),
             clf.meta.model.family()
-        );
-        anyhow::ensure!(
-            clf.meta.classes.len() == NUM_CLASSES,
-            "{}: the model has {} classes; fer serve expects the {NUM_CLASSES} of FER-2013",
-            path.display(),
-            clf.meta.classes.len()
         );
         let cascade = match &a.cascade_path {
             Some(p) => p.clone(),

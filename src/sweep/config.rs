@@ -529,6 +529,7 @@ impl Experiment {
             ensemble: None,
             seeds: vec![],
             repeat: None,
+            cv: None,
         };
         let mut values: Vec<(String, serde_json::Value)> = self.set.clone().into_iter().collect();
         values.extend(

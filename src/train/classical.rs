@@ -11,7 +11,7 @@ use super::{Setup, TrainerState};
 use crate::artifact::{self, ModelMeta};
 use crate::config::RunConfig;
 use crate::data::augment::{eval_batch, AugmentConfig};
-use crate::data::{ImageSet, NUM_CLASSES};
+use crate::data::ImageSet;
 use crate::eval;
 use crate::layout::{unix_now, RunDir};
 use crate::metric::EpochRecord;
@@ -115,7 +115,12 @@ fn fit_into(
     let std = feats.std_dim([0i64].as_slice(), false, false);
     let scale = std.clamp_min(1e-6).reciprocal();
     let z = (&feats - &mean) * &scale;
-    let (w, b) = fit_logistic(&z, &labels, cc, NUM_CLASSES)?;
+    let (w, b) = fit_logistic(
+        &z,
+        &labels,
+        cc,
+        vs.variables()["fc.bias"].size()[0] as usize,
+    )?;
     let vars = vs.variables();
     tch::no_grad(|| {
         vars["mean"].shallow_clone().copy_(&mean);
@@ -157,7 +162,12 @@ pub(super) fn run(
     };
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(env.device);
-    let net = models::build(&vs.root(), &cfg.model, cfg.data.augment.size, NUM_CLASSES)?;
+    let net = models::build(
+        &vs.root(),
+        &cfg.model,
+        cfg.data.augment.size,
+        env.classes.len(),
+    )?;
     meta.params = models::parameter_count(&vs);
     meta.macs = net.macs;
     eprintln!(
@@ -191,7 +201,14 @@ pub(super) fn run(
     let val = &env.splits.val;
     let tv = Instant::now();
     let probs = artifact::predict_set(net.module.as_ref(), pre, env.device, val, false, 256);
-    let v = eval::report(&probs, val, "val", false, tv.elapsed().as_secs_f64());
+    let v = eval::report(
+        &probs,
+        val,
+        &env.classes,
+        "val",
+        false,
+        tv.elapsed().as_secs_f64(),
+    );
     let rec = EpochRecord {
         epoch: 1,
         step: 1,

@@ -12,7 +12,6 @@ use crate::config::RunConfig;
 use crate::data::augment::AugmentConfig;
 use crate::data::loader::{start_epoch, Batch, LoaderSpec, Order};
 use crate::data::sampler::class_weights;
-use crate::data::NUM_CLASSES;
 use crate::eval::{self, EvalReport};
 use crate::layout::{unix_now, RunDir};
 use crate::metric::EpochRecord;
@@ -59,7 +58,7 @@ impl<'a> Fit<'a> {
             .collect();
         let opt = optim::Optimizer::new(cfg.train.optimizer.clone(), &vs);
         let tc = &cfg.train;
-        let counts = env.splits.train.class_counts();
+        let counts = env.splits.train.class_counts(env.classes.len());
         let loss_weight = (tc.class_weight_power != 0.0).then(|| {
             Tensor::from_slice(&class_weights(&counts, tc.class_weight_power)).to_device(env.device)
         });
@@ -324,7 +323,14 @@ impl<'a> Fit<'a> {
             false,
             256,
         );
-        eval::report(&probs, set, split, false, t.elapsed().as_secs_f64())
+        eval::report(
+            &probs,
+            set,
+            &self.env.classes,
+            split,
+            false,
+            t.elapsed().as_secs_f64(),
+        )
     }
 
     /// Evaluates the weight average, which stays in the live weights, and
@@ -393,8 +399,13 @@ fn build_network(
     let device = env.device;
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
-    let net = models::build(&vs.root(), &cfg.model, cfg.data.augment.size, NUM_CLASSES)
-        .expect("a network");
+    let net = models::build(
+        &vs.root(),
+        &cfg.model,
+        cfg.data.augment.size,
+        env.classes.len(),
+    )
+    .expect("a network");
     meta.params = models::parameter_count(&vs);
     meta.macs = net.macs;
     eprintln!(

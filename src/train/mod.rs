@@ -117,7 +117,10 @@ pub struct Splits {
     pub test: ImageSet,
 }
 
-pub fn make_splits(cfg: &RunConfig, data: &FerData) -> Splits {
+pub fn make_splits(cfg: &RunConfig, data: &FerData) -> Result<Splits> {
+    if let Some(cv) = &cfg.cv {
+        return fold_splits(cfg, cv, data);
+    }
     let mut train_idx = stratified(
         &data.train.labels,
         cfg.data.val_fraction,
@@ -134,11 +137,48 @@ pub fn make_splits(cfg: &RunConfig, data: &FerData) -> Splits {
         let keep = stratified(&train.labels, cfg.train.subset, cfg.seed).val;
         train = train.select(&keep);
     }
-    Splits {
+    Ok(Splits {
         train: Arc::new(train),
         val: data.train.select(&train_idx.val),
         test: data.test.clone(),
+    })
+}
+
+/// One cross-validation fold's splits: the training images' fold `k` is
+/// the test split; validation is carved from the other folds as usual.
+/// A `test/` folder is not used: every fold is tested on its own images.
+fn fold_splits(
+    cfg: &RunConfig,
+    cv: &crate::data::folds::CvConfig,
+    data: &FerData,
+) -> Result<Splits> {
+    let Some(k) = cv.fold else {
+        anyhow::bail!(
+            "{}: a cross-validated config is trained by `fer train` one fold at a time",
+            cfg.name
+        );
+    };
+    let groups = cv.groups_of(&data.train)?;
+    let folds = crate::data::folds::stratified_group_folds(
+        &data.train.labels,
+        &groups,
+        cv.folds,
+        cfg.data.split_seed,
+    )?;
+    let (held, rest): (Vec<usize>, Vec<usize>) =
+        (0..data.train.len()).partition(|&i| folds[i] == k - 1);
+    let pool = data.train.select(&rest);
+    let tv = stratified(&pool.labels, cfg.data.val_fraction, cfg.data.split_seed);
+    let mut train = pool.select(&tv.train);
+    if cfg.train.subset < 1.0 {
+        let keep = stratified(&train.labels, cfg.train.subset, cfg.seed).val;
+        train = train.select(&keep);
     }
+    Ok(Splits {
+        train: Arc::new(train),
+        val: pool.select(&tv.val),
+        test: data.train.select(&held),
+    })
 }
 
 /// The training forward pass in the configured arithmetic and layout.
@@ -267,6 +307,8 @@ struct Setup {
     threads: usize,
     device: Device,
     digest: String,
+    /// The data set's class names in label order.
+    classes: Vec<String>,
     splits: Splits,
 }
 
@@ -275,12 +317,13 @@ impl Setup {
         let threads = crate::runtime::init_threads(cfg.train.threads);
         let device = crate::runtime::pick_device(cfg.train.device)?;
         let loaded = data::load(&cfg.data, &crate::layout::cache_dir())?;
-        let splits = make_splits(cfg, &loaded.data);
+        let splits = make_splits(cfg, &loaded.data)?;
         check_splits(cfg, &splits, &cfg.data.dir)?;
         Ok(Setup {
             threads,
             device,
             digest: loaded.data.digest.clone(),
+            classes: loaded.data.classes.clone(),
             splits,
         })
     }
@@ -331,8 +374,10 @@ fn model_meta(cfg: &RunConfig, env: &Setup) -> ModelMeta {
         name: cfg.name.clone(),
         model: cfg.model.clone(),
         preprocess: cfg.data.augment.eval_only(),
-        classes: artifact::class_names(),
-        prior: artifact::prior(&env.splits.train.labels),
+        classes: env.classes.clone(),
+        convert: cfg.data.convert.resolve(&env.classes),
+        cv: cfg.cv.clone(),
+        prior: artifact::prior(&env.splits.train.labels, env.classes.len()),
         seed: cfg.seed,
         data_digest: env.digest.clone(),
         params: 0,

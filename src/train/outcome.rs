@@ -132,8 +132,15 @@ pub(super) fn finish(
                 a.apply(&mut probs);
             }
             let secs = t.elapsed().as_secs_f64();
-            let val = eval::report(&probs, &splits.val, "val", cfg.eval.tta, secs)
-                .with_intervals(&probs, &splits.val);
+            let val = eval::report(
+                &probs,
+                &splits.val,
+                &clf.meta.classes,
+                "val",
+                cfg.eval.tta,
+                secs,
+            )
+            .with_intervals(&probs, &splits.val);
             (val, Some(rec))
         }
         _ => (
@@ -203,7 +210,7 @@ pub fn adjust(
 
 /// Learning curves and the test confusion matrix as PNGs in `plots/`.
 fn write_plots(rd: &RunDir, out: &Outcome) -> Result<()> {
-    let classes = artifact::class_names();
+    let classes = &out.test.classes;
     let names: Vec<&str> = classes.iter().map(String::as_str).collect();
     crate::plot::confusion(
         &rd.plots().join("confusion-test.png"),

@@ -1,13 +1,14 @@
-//! A repeated run (`seeds:` or `repeat:` in the config): the same recipe
-//! trained once per seed, each into `seed-<s>/` of the run folder (trained,
-//! resumed from its checkpoint, or reused once finished), and every figure's
-//! mean, standard deviation and Student-t interval across the seeds in
-//! `seeds.json`, rewritten after each seed. The seed moves initialisation,
-//! data order, augmentation and dropout; the validation split stays the
-//! same, so every seed selects its epoch on the same images.
+//! A repeated run: the same recipe trained once per seed (`seeds:` or
+//! `repeat:`, into `seed-<s>/`) or once per cross-validation fold (`cv:`,
+//! into `fold-<k>/`), each trained, resumed from its checkpoint, or reused
+//! once finished, and every figure's mean, standard deviation and
+//! Student-t interval across them in `seeds.json`, rewritten after each.
+//! The seed moves initialisation, data order, augmentation and dropout; the
+//! validation split stays the same, so every seed selects its epoch on the
+//! same images. A fold moves the test images (its held-out fold) too.
 
 use super::{run_with, Listener, Outcome};
-use crate::config::RunConfig;
+use crate::config::{RunConfig, Unit};
 use crate::eval::stats::{spread, Spread};
 use crate::layout::{write_atomic, RunDir};
 use anyhow::{bail, Context, Result};
@@ -21,6 +22,10 @@ use std::path::Path;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeedsFile {
     pub name: String,
+    /// What the trainings differ in (files before folds existed: seeds).
+    #[serde(default)]
+    pub unit: Unit,
+    /// The seeds, or the fold numbers (1-based).
     pub seeds: Vec<u64>,
     /// Finished trainings, in the order of `seeds`.
     pub runs: Vec<SeedRun>,
@@ -57,16 +62,17 @@ pub fn figures_of(o: &Outcome) -> BTreeMap<String, f64> {
     for (origin, m) in &o.test.by_origin {
         f.insert(format!("test/{}/acc", origin.to_lowercase()), m.accuracy);
     }
-    for (name, c) in crate::artifact::class_names().iter().zip(&t.per_class) {
+    for (name, c) in o.test.classes.iter().zip(&t.per_class) {
         f.insert(format!("test/f1/{name}"), c.f1);
     }
     f
 }
 
 impl SeedsFile {
-    fn new(cfg: &RunConfig, seeds: Vec<u64>) -> SeedsFile {
+    fn new(cfg: &RunConfig, unit: Unit, seeds: Vec<u64>) -> SeedsFile {
         SeedsFile {
             name: cfg.name.clone(),
+            unit,
             seeds,
             runs: vec![],
             spread: BTreeMap::new(),
@@ -115,11 +121,11 @@ impl SeedsFile {
         spread_table(&self.heads(), &self.rows())
     }
 
-    /// One column head per finished seed (`seed 0`).
+    /// One column head per finished training (`seed 0`, `fold 2`).
     pub fn heads(&self) -> Vec<String> {
         self.runs
             .iter()
-            .map(|r| format!("seed {}", r.seed))
+            .map(|r| format!("{} {}", self.unit.name(), r.seed))
             .collect()
     }
 
@@ -189,10 +195,14 @@ pub fn run(
     resume: bool,
     listeners: &mut [&mut dyn Listener],
 ) -> Result<SeedsFile> {
-    let seeds = cfg.repeat_seeds()?;
-    if seeds.is_empty() {
-        bail!("{}: not a repeated config (no seeds or repeat)", cfg.name);
+    let (unit, units) = cfg.repeat_units()?;
+    if units.is_empty() {
+        bail!(
+            "{}: not a repeated config (no seeds, repeat or cv)",
+            cfg.name
+        );
     }
+    let seeds: Vec<u64> = units.iter().map(|u| u.0).collect();
     let _lock = crate::lock::acquire(dir)?;
     let rd = RunDir(dir.to_path_buf());
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -204,17 +214,17 @@ pub fn run(
         prov.config = Some(serde_json::to_value(cfg)?);
         prov.save(dir)?;
     }
-    let mut file = SeedsFile::new(cfg, seeds.clone());
+    let mut file = SeedsFile::new(cfg, unit, seeds);
     // Written first: it marks the folder as a (repeated) run.
     file.write(&rd)?;
-    let n = seeds.len();
-    for (k, &seed) in seeds.iter().enumerate() {
-        let mrd = rd.seed_run(seed);
-        let mcfg = cfg.with_seed(seed);
+    let n = units.len();
+    let what = unit.name();
+    for (k, (seed, mcfg)) in units.into_iter().enumerate() {
+        let mrd = RunDir(dir.join(unit.dir_name(seed)));
         let out = if mrd.is_finished() {
-            check_same(&mcfg, &mrd, seed)?;
+            check_same(&mcfg, &mrd, unit, seed)?;
             eprintln!(
-                "seed {}/{n} ({seed}): finished in {}, reused",
+                "{what} {}/{n} ({seed}): finished in {}, reused",
                 k + 1,
                 mrd.path().display()
             );
@@ -226,14 +236,14 @@ pub fn run(
                 // to the recipe (train::resume): an unfinished seed follows.
                 follow(&mcfg, &mrd)?;
             } else if started {
-                check_same(&mcfg, &mrd, seed)?;
+                check_same(&mcfg, &mrd, unit, seed)?;
             }
-            eprintln!("seed {}/{n} ({seed}) in {}", k + 1, mrd.path().display());
+            eprintln!("{what} {}/{n} ({seed}) in {}", k + 1, mrd.path().display());
             run_with(&mcfg, mrd.path(), started, listeners, None)?
         };
         file.push(SeedRun {
             seed,
-            dir: crate::layout::seed_name(seed),
+            dir: unit.dir_name(seed),
             best_epoch: out.best_epoch,
             epochs_run: out.epochs_run,
             train_seconds: out.train_seconds,
@@ -259,11 +269,12 @@ fn follow(want: &RunConfig, mrd: &RunDir) -> Result<()> {
 
 /// Refuses a seed's folder trained (or started) with another recipe than
 /// this seed's: its figures would not belong in the spread.
-fn check_same(want: &RunConfig, mrd: &RunDir, seed: u64) -> Result<()> {
+fn check_same(want: &RunConfig, mrd: &RunDir, unit: Unit, seed: u64) -> Result<()> {
     if differs(want, mrd)? {
         bail!(
-            "{}: this training differs from seed {seed} of {}; move it away or start a new run folder",
+            "{}: this training differs from {} {seed} of {}; move it away or start a new run folder",
             mrd.config().display(),
+            unit.name(),
             want.name
         );
     }
@@ -293,8 +304,12 @@ pub struct BandPoint {
 /// The mean and standard deviation of `key` at each epoch over the seeds of
 /// the repeated run in `rd` that reached it (read from their
 /// `metrics.jsonl`, so a run still training shows its epochs so far).
-pub fn curve_band(rd: &RunDir, seeds: &[u64], key: crate::metric::MetricKey) -> Vec<BandPoint> {
-    let dirs: Vec<RunDir> = seeds.iter().map(|&s| rd.seed_run(s)).collect();
+pub fn curve_band(rd: &RunDir, f: &SeedsFile, key: crate::metric::MetricKey) -> Vec<BandPoint> {
+    let dirs: Vec<RunDir> = f
+        .seeds
+        .iter()
+        .map(|&s| RunDir(rd.path().join(f.unit.dir_name(s))))
+        .collect();
     curve_band_of(&dirs, key)
 }
 
@@ -355,7 +370,7 @@ mod tests {
             "name: r\nrepeat: 3\nmodel: {kind: majority}\n",
         )
         .unwrap();
-        let mut f = SeedsFile::new(&cfg, cfg.repeat_seeds().unwrap());
+        let mut f = SeedsFile::new(&cfg, Unit::Seed, cfg.repeat_seeds().unwrap());
         assert_eq!(f.seeds, vec![0, 1, 2]);
         f.push(run(1, 0.60));
         assert!(f.spread.is_empty() && !f.complete, "one seed has no spread");

@@ -196,7 +196,7 @@ fn eval_scores_a_test_only_folder_as_the_full_layout_scores_the_same_images() {
     let runs = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let model = common::repo().join("models/fer-release.safetensors");
-    let classes = fer::data::CLASSES;
+    let classes = fer::data::fer2013::CLASSES;
     // A new labelled test set: 50 real test faces a class, no train/.
     let only = tmp.path().join("only");
     let n = copy_test_images(&only.join("test"), &classes, 50);

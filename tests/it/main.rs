@@ -13,6 +13,7 @@ mod demo_real;
 mod docs_check;
 mod mlflow_real;
 mod model_file_bad;
+mod other_data;
 mod predict_real;
 mod quant_real;
 mod report_real;

@@ -130,13 +130,20 @@ fn eval_and_serve_refuse_inconsistent_release_model_copies_by_field() {
         vec!["fer.meta.prior", "one per class (7)"],
     );
     case(
-        "six-classes",
+        "class-twice",
+        &|p| {
+            p.meta(|m| m["classes"][1] = serde_json::json!("Angry"));
+        },
+        vec!["fer.meta.classes", "\"Angry\" is listed twice"],
+    );
+    case(
+        "six-classes-seven-outputs",
         &|p| {
             p.meta(|m| {
                 m["classes"].as_array_mut().unwrap().pop();
             });
         },
-        vec!["fer.meta.classes"],
+        vec!["fer.meta.prior", "one per class (6)"],
     );
     case(
         "bias-not-alpha",

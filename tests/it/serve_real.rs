@@ -289,23 +289,7 @@ fn page_draws_labels_from_a_fake_webcam_in_headless_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let model = trained_model(tmp.path());
     let s = serve(&model, tmp.path(), &[]);
-    // The camera: the face photo as a Y4M video (Chromium loops it).
-    let video = tmp.path().join("face.y4m");
-    common::run_ok(
-        Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-y", "-i"])
-            .arg(astronaut())
-            // Letterboxed to 640x480: stretching would squash the face.
-            .args([
-                "-frames:v",
-                "1",
-                "-vf",
-                "scale=-2:480,pad=640:480:(ow-iw)/2:0,setsar=1",
-            ])
-            .args(["-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"])
-            .arg(&video),
-    );
-    let b = Browser::start(&video);
+    let b = Browser::start(&face_camera(tmp.path()));
     let state = labels_drawn(&b, &s.url, 3);
     assert!(state["frames"].as_u64().unwrap() >= 3, "{state}");
     assert!(state["lastError"].is_null(), "{state}");
@@ -329,6 +313,54 @@ fn page_draws_labels_from_a_fake_webcam_in_headless_chromium() {
         .text()
         .unwrap();
     assert!(m.contains("fer_requests_total{endpoint=\"ws\"} 1"), "{m}");
+}
+
+#[test]
+fn the_page_shows_a_six_class_models_own_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = crate::other_data::six_class_model(tmp.path());
+    let data = tmp.path().join("six");
+    let s = serve(&model, tmp.path(), &["--data", data.to_str().unwrap()]);
+    let b = Browser::start(&face_camera(tmp.path()));
+    let state = labels_drawn(&b, &s.url, 2);
+    let names: Vec<&str> = crate::other_data::SIX.iter().map(|c| c.0).collect();
+    let labels: Vec<String> = serde_json::from_value(state["lastLabels"].clone()).unwrap();
+    assert_eq!(labels.len(), 1, "{state}");
+    assert!(names.contains(&labels[0].as_str()), "{state}");
+    // One bar per class of the model, each in its own colour.
+    let bars = b.cmd(
+        "execute/sync",
+        json!({"script": "return [...document.getElementById('bars').children].map((r) => [r.textContent, getComputedStyle(r.querySelector('.fill') || r).backgroundColor])", "args": []}),
+    );
+    let bars = bars.as_array().unwrap();
+    assert_eq!(bars.len(), 6, "{bars:?}");
+    for (bar, name) in bars.iter().zip(&names) {
+        assert!(bar[0].as_str().unwrap().contains(name), "{bars:?}");
+    }
+    let mut colours: Vec<&str> = bars.iter().map(|b| b[1].as_str().unwrap()).collect();
+    colours.sort_unstable();
+    colours.dedup();
+    assert_eq!(colours.len(), 6, "{bars:?}");
+}
+
+/// The camera: the face photo as a one-frame Y4M video in `dir` (Chromium
+/// loops it), letterboxed to 640x480 (stretching would squash the face).
+fn face_camera(dir: &Path) -> PathBuf {
+    let video = dir.join("face.y4m");
+    common::run_ok(
+        Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-i"])
+            .arg(astronaut())
+            .args([
+                "-frames:v",
+                "1",
+                "-vf",
+                "scale=-2:480,pad=640:480:(ow-iw)/2:0,setsar=1",
+            ])
+            .args(["-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"])
+            .arg(&video),
+    );
+    video
 }
 
 /// Opens the page and waits (up to 90 s) until it has drawn `n` labels;

@@ -1292,7 +1292,7 @@ fn shipped_zoo_models_evaluate_at_their_targets() {
         let col = head.iter().position(|h| h == "label").unwrap();
         let label = rows[0][col].to_string();
         assert!(
-            fer::data::CLASSES.contains(&label.as_str()),
+            fer::data::fer2013::CLASSES.contains(&label.as_str()),
             "{family}: {label}"
         );
         let mut cmd = fer();

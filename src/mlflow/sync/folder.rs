@@ -234,7 +234,7 @@ pub(super) fn final_points(o: &Outcome, t: i64) -> Vec<Point> {
             }
         }
         if split == "test" {
-            for (c, name) in m.per_class.iter().zip(crate::data::CLASSES) {
+            for (c, name) in m.per_class.iter().zip(&r.classes) {
                 push(format!("final/test/f1/{name}"), c.f1);
             }
             for (origin, hm) in &r.by_origin {
@@ -278,7 +278,7 @@ pub(super) fn seed_points(rd: &RunDir, f: &SeedsFile, t: i64) -> Vec<Point> {
     }
     use crate::metric::MetricKey as K;
     for key in [K::ValAcc, K::ValLoss] {
-        for b in crate::train::repeat::curve_band(rd, &f.seeds, key) {
+        for b in crate::train::repeat::curve_band(rd, f, key) {
             let step = b.epoch as i64;
             pts.push(point(format!("seeds/{}_mean", key.name()), b.mean, t, step));
             pts.push(point(format!("seeds/{}_std", key.name()), b.std, t, step));
@@ -294,9 +294,9 @@ pub(super) fn child_runs(rd: &RunDir) -> Vec<(String, RunDir)> {
     layout::child_runs(rd.path())
         .into_iter()
         .map(|(name, child)| {
-            let label = match name.strip_prefix("seed-") {
-                Some(s) => format!("seed {s}"),
-                None => name,
+            let label = match name.split_once('-') {
+                Some((unit @ ("seed" | "fold"), n)) => format!("{unit} {n}"),
+                _ => name,
             };
             (label, child)
         })
@@ -647,7 +647,7 @@ mod tests {
     }
 
     fn report(split: &str, halves: bool) -> EvalReport {
-        let k = crate::data::NUM_CLASSES;
+        let k = crate::data::fer2013::CLASSES.len();
         let probs: Vec<f32> = (0..2 * k)
             .map(|i| if i % (k + 1) == 0 { 0.4 } else { 0.1 })
             .collect();
@@ -661,12 +661,14 @@ mod tests {
         };
         EvalReport {
             split: split.into(),
+            classes: crate::data::fer2013::classes(),
             tta: false,
             overall: m,
             by_origin,
             intervals: BTreeMap::new(),
             seconds: 1.0,
             img_per_s: 2.0,
+            data: None,
         }
     }
 
