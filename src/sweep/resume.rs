@@ -21,6 +21,7 @@ pub fn check_recorded(dir: &Path, what: &str) -> Result<()> {
     let Some(recorded) = Provenance::load(dir).and_then(|p| p.config) else {
         return Ok(());
     };
+    let recorded = diff::as_read::<Experiment>(recorded);
     let file: Experiment = crate::config::load_yaml(&SweepDir::new(dir).config())?;
     let changes = diff::changes(&recorded, &file, &[], &["data.dir"])?;
     if !changes.is_empty() {

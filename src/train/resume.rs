@@ -33,7 +33,7 @@ pub fn prepare(
     }
     let prov = Provenance::load(dir);
     let recorded = match prov.as_ref().and_then(|p| p.config.clone()) {
-        Some(v) => v,
+        Some(v) => diff::as_read::<RunConfig>(v),
         // Runs from before the record: only `--set` can be compared.
         None => serde_json::to_value(RunConfig::load(&rd.config(), &[]).with_context(ctx)?)?,
     };

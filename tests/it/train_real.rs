@@ -1082,6 +1082,15 @@ fn one_writer_per_run_and_resume_continues_the_recorded_recipe() {
     std::fs::write(&cfg, &text).unwrap();
     assert_eq!(model_bytes(), before, "a refused resume changed the run");
 
+    // A run recorded before keys were added (as every run started before
+    // an upgrade): the missing keys are their defaults, not changes.
+    let prov_path = run.join("provenance.json");
+    let mut prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&prov_path).unwrap()).unwrap();
+    let data = prov["config"]["data"].as_object_mut().unwrap();
+    assert!(data.remove("convert").is_some() && data.remove("test_fraction").is_some());
+    std::fs::write(&prov_path, serde_json::to_vec(&prov).unwrap()).unwrap();
+
     // More epochs are a real need: accepted with --set and recorded. The
     // dead process's lock is taken over, naming it.
     let out = common::run_ok(
