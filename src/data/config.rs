@@ -71,6 +71,11 @@ pub struct DataConfig {
     /// With no `test/` folder, hold out this fraction of the images as the
     /// test split (stratified, seeded by `split_seed`); 0 leaves it empty.
     pub test_fraction: f64,
+    /// With no `test/` folder, the images named in this file (one path a
+    /// line as the data set lists them, `train/<class>/<file>`; `#`
+    /// comments) are the test split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_list: Option<PathBuf>,
     /// Fraction of train held out, stratified by class, for model selection.
     pub val_fraction: f64,
     /// Seed of the validation split (independent of the training seed, so a
@@ -96,6 +101,7 @@ impl Default for DataConfig {
             classes: None,
             convert: Convert::Auto,
             test_fraction: 0.0,
+            test_list: None,
             val_fraction: 0.1,
             split_seed: 0,
             on_bad_input: BadInputPolicy::Skip,
@@ -134,6 +140,9 @@ impl DataConfig {
                 "data.test_fraction must be in [0, 0.9), got {}",
                 self.test_fraction
             ));
+        }
+        if self.test_list.is_some() && self.test_fraction > 0.0 {
+            return Err("data: give either test_fraction or test_list, not both".into());
         }
         if let Some(classes) = &self.classes {
             check_class_names(classes).map_err(|e| format!("data.classes: {e}"))?;

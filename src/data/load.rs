@@ -90,20 +90,62 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
         start,
         ("any split", expected),
     )?;
-    hold_out_test(&mut loaded.data, cfg);
+    hold_out_test(&mut loaded.data, cfg)?;
     Ok(loaded)
 }
 
-/// With no test images and `data.test_fraction` set, moves a stratified,
-/// seeded fraction of train into test (after the cache, so the cached
-/// decode serves any fraction).
-fn hold_out_test(data: &mut FerData, cfg: &DataConfig) {
+/// With no test images, moves the images of `data.test_list`, or a
+/// stratified, seeded `data.test_fraction` of train, into test (after the
+/// cache, so one cached decode serves any split).
+fn hold_out_test(data: &mut FerData, cfg: &DataConfig) -> Result<()> {
+    if let Some(list) = &cfg.test_list {
+        if !data.test.is_empty() {
+            bail!(
+                "{}: data.test_list is given but the data set has test images of its own (a test/ folder or Usage rows); use one test split",
+                list.display()
+            );
+        }
+        let text = std::fs::read_to_string(list)
+            .with_context(|| format!("reading data.test_list {}", list.display()))?;
+        let at: std::collections::HashMap<&str, usize> = data
+            .train
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
+        let mut test = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let name = line.split('#').next().unwrap_or("").trim();
+            if name.is_empty() {
+                continue;
+            }
+            let Some(&i) = at.get(name) else {
+                bail!(
+                    "{}:{}: '{name}' is not an image of the data set (expected a path as it lists them, e.g. {})",
+                    list.display(),
+                    n + 1,
+                    data.train.sources.first().map_or("train/<class>/<file>", String::as_str)
+                );
+            };
+            test.push(i);
+        }
+        test.sort_unstable();
+        test.dedup();
+        let rest: Vec<usize> = (0..data.train.len())
+            .filter(|i| test.binary_search(i).is_err())
+            .collect();
+        data.test = data.train.select(&test);
+        data.train = data.train.select(&rest);
+        return Ok(());
+    }
     if !data.test.is_empty() || cfg.test_fraction <= 0.0 {
-        return;
+        return Ok(());
     }
     let split = super::split::stratified(&data.train.labels, cfg.test_fraction, cfg.split_seed);
     data.test = data.train.select(&split.val);
     data.train = data.train.select(&split.train);
+    Ok(())
 }
 
 /// Whether `dir` is a test set alone: a folder with `test/` but neither

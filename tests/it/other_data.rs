@@ -154,6 +154,59 @@ fn a_six_class_rgb_set_trains_cross_validates_by_subject_and_its_model_works_eve
         .unwrap();
     assert!(!again.status.success());
 
+    // Without test/, the test split is a fraction of train or a list.
+    let train_only = tmp.path().join("six-train-only");
+    std::fs::create_dir_all(&train_only).unwrap();
+    std::os::unix::fs::symlink(data.join("train"), train_only.join("train")).unwrap();
+    let load = |cfg: fer::data::DataConfig| {
+        fer::data::load(&cfg, &tmp.path().join("cache")).map(|l| l.data)
+    };
+    let base = fer::data::DataConfig {
+        dir: train_only.clone(),
+        ..Default::default()
+    };
+    let d = load(fer::data::DataConfig {
+        test_fraction: 0.25,
+        ..base.clone()
+    })
+    .unwrap();
+    assert_eq!(d.test.len() + d.train.len(), 6 * 60 + 60);
+    assert_eq!(d.test.class_counts(6), vec![15, 15, 15, 30, 15, 15]);
+    let list = tmp.path().join("test-list.txt");
+    std::fs::write(
+        &list,
+        "# held out
+train/joy/S01_0001.png
+train/calm/S02_0002.png
+",
+    )
+    .unwrap();
+    let d = load(fer::data::DataConfig {
+        test_list: Some(list.clone()),
+        ..base.clone()
+    })
+    .unwrap();
+    assert_eq!(
+        d.test.sources,
+        vec!["train/calm/S02_0002.png", "train/joy/S01_0001.png"]
+    );
+    std::fs::write(
+        &list,
+        "train/joy/nobody.png
+",
+    )
+    .unwrap();
+    let err = load(fer::data::DataConfig {
+        test_list: Some(list.clone()),
+        ..base
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("test-list.txt:1: 'train/joy/nobody.png' is not an image"),
+        "{err}"
+    );
+
     // Training: the model file carries the six classes.
     let cfg = tmp.path().join("six.yaml");
     six_class_config(&cfg, &data, "");
