@@ -155,6 +155,8 @@ pub struct SweepData {
 pub struct SeedSet {
     /// A repeated run's name, or `trial N` of a sweep.
     pub label: String,
+    /// What the trainings differ in.
+    pub unit: crate::config::Unit,
     /// The column heads, one per seed (`seed 0`, `trial 7`).
     pub heads: Vec<String>,
     /// Per figure: its name, its spread and each seed's value.
@@ -182,6 +184,7 @@ fn seed_sets(runs: &[Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedS
         };
         sets.push(SeedSet {
             label: f.name.clone(),
+            unit: f.unit,
             heads: f.heads(),
             rows: f.rows(),
             band: curve_band(&rd, &f, MetricKey::ValAcc),
@@ -194,6 +197,7 @@ fn seed_sets(runs: &[Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedS
             let dirs: Vec<RunDir> = g.values.iter().map(|(n, _)| sd.trial(*n)).collect();
             sets.push(SeedSet {
                 label: format!("trial {}", g.trial),
+                unit: crate::config::Unit::Seed,
                 heads: g.values.iter().map(|(n, _)| format!("trial {n}")).collect(),
                 rows: vec![(
                     s.metric().to_string(),
@@ -454,16 +458,36 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     let loaded = data::load(&dcfg, &layout::cache_dir())?;
     let stats = data::stats::compute(&dcfg, &loaded.data, loaded.seconds, loaded.from_cache);
     let digest = loaded.data.digest.clone();
-    let test = loaded.data.test.clone();
     let calib = calibration_sample(&loaded.data.train);
     let classes = loaded.data.classes.clone();
-    drop(loaded);
     let k = classes.len();
+    // Each run's test images: the data set's test split, or for a
+    // cross-validation fold its held-out fold (`sets[of[i]]` for run i).
+    let mut sets = vec![loaded.data.test.clone()];
+    let mut of = Vec::with_capacity(runs.len());
+    for r in &runs {
+        if r.cfg.cv.as_ref().is_some_and(|c| c.fold.is_some()) {
+            sets.push(crate::train::make_splits(&r.cfg, &loaded.data)?.test);
+            of.push(sets.len() - 1);
+        } else {
+            of.push(0);
+        }
+    }
+    drop(loaded);
+    for (r, &t) in runs.iter().zip(&of) {
+        anyhow::ensure!(
+            !sets[t].is_empty(),
+            "{}: no test images to report {} on (the data set has no test split); give it a test/ folder, data.test_fraction or data.test_list",
+            dcfg.dir.display(),
+            r.label
+        );
+    }
 
     // Models, predictions and latency, once per run.
     let mut clfs = Vec::new();
     let mut probs = Vec::new();
-    for r in &mut runs {
+    for (r, &t) in runs.iter_mut().zip(&of) {
+        let test = &sets[t];
         let clf = Classifier::load(&r.dir.model(), tch::Device::Cpu)?;
         anyhow::ensure!(
             clf.meta.classes == classes,
@@ -473,7 +497,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
             classes,
             dcfg.dir.display()
         );
-        probs.push(clf.predict_set(&test, false, 256)?);
+        probs.push(clf.predict_set(test, false, 256)?);
         r.latency = latency(&r.dir, &clf, &calib);
         r.has_net = clf.net.is_some();
         clfs.push(clf);
@@ -485,16 +509,22 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         if r.cfg.ensemble.is_some() {
             r.members = members(&r.dir, &r.cfg)?;
         }
-        r.calibration = reliability_bins(&probs[i], &test.labels, k);
+        r.calibration = reliability_bins(&probs[i], &sets[of[i]].labels, k);
     }
     for &i in &deep {
         if runs[i].has_net {
-            let rob = robustness(&runs[i], &clfs[i], &test, a.robustness_images, &digest)?;
+            let rob = robustness(
+                &runs[i],
+                &clfs[i],
+                &sets[of[i]],
+                a.robustness_images,
+                &digest,
+            )?;
             runs[i].robustness = Some(rob);
         }
     }
     for &i in &deep {
-        runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &test, &classes);
+        runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &sets[of[i]], &classes);
     }
     let mut importance = Vec::new();
     if sweep.is_some() {
@@ -513,10 +543,14 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
             std::fs::read_to_string(p).with_context(|| format!("reading --notes {}", p.display()))
         })
         .transpose()?;
-    let paired = paired(&runs, &probs, &test.labels, k);
+    // Paired tests need the same images: not across folds.
+    let paired = match of.iter().all(|&t| t == of[0]) {
+        true => paired(&runs, &probs, &sets[of[0]].labels, k),
+        false => None,
+    };
     let errors = best_on_val(&runs).map(|b| ErrorGallery {
         run: b,
-        rows: error_rows(&probs[b], &test, &classes),
+        rows: error_rows(&probs[b], &sets[of[b]], &classes),
     });
     let seed_sets = seed_sets(&runs, sweep.as_ref(), &a.input);
     Ok(ReportData {
@@ -524,7 +558,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         input: a.input.clone(),
         out: out.to_path_buf(),
         robustness_images: a.robustness_images,
-        test_images: test.len(),
+        test_images: sets[of[0]].len(),
         stats,
         digest,
         runs,

@@ -89,16 +89,26 @@ pub fn seeds(d: &ReportData) -> String {
     if d.seed_sets.is_empty() {
         return md;
     }
-    let _ = writeln!(
-        md,
-        "### Across seeds\n\nThe same recipe trained under several seeds (initialisation, data order, augmentation and dropout move; the validation split does not). Each figure is the mean ± the standard deviation across seeds, with the 95% Student-t interval of the mean; with three seeds that interval is wide, and a difference between two recipes smaller than their spread is not a finding.\n"
-    );
+    use crate::config::Unit;
+    if d.seed_sets.iter().any(|s| s.unit == Unit::Seed) {
+        let _ = writeln!(
+            md,
+            "### Across seeds\n\nThe same recipe trained under several seeds (initialisation, data order, augmentation and dropout move; the validation split does not). Each figure is the mean ± the standard deviation across seeds, with the 95% Student-t interval of the mean; with three seeds that interval is wide, and a difference between two recipes smaller than their spread is not a finding.\n"
+        );
+    }
+    if d.seed_sets.iter().any(|s| s.unit == Unit::Fold) {
+        let _ = writeln!(
+            md,
+            "### Across folds\n\nThe same recipe trained once per cross-validation fold, each tested on its own held-out fold (stratified by class, grouped by subject: no subject is in two folds). Each figure is the mean ± the standard deviation across folds, with the 95% Student-t interval of the mean. The models' sections above score each fold on its own test images, so they are not compared pairwise.\n"
+        );
+    }
     for set in &d.seed_sets {
         let _ = writeln!(
             md,
-            "**{}** ({} seeds)\n\n{}",
+            "**{}** ({} {}s)\n\n{}",
             set.label,
             set.heads.len(),
+            set.unit.name(),
             crate::train::repeat::spread_table(&set.heads, &set.rows)
         );
     }

@@ -350,6 +350,24 @@ train/calm/S02_0002.png
         loaded.train.len(),
         "every training image is tested once"
     );
+
+    // The report on the folder: each fold scored on its own fold, and the
+    // spread across folds.
+    let report = tmp.path().join("report");
+    run_ok(
+        fer()
+            .arg("report")
+            .arg(&cv_run)
+            .arg("--out")
+            .arg(&report)
+            .args(["--robustness-images", "40"]),
+    );
+    let md = std::fs::read_to_string(report.join("README.md")).unwrap();
+    assert!(
+        md.contains("### Across folds") && md.contains("**six** (3 folds)"),
+        "{md}"
+    );
+    assert!(md.contains("| six fold 2 |"), "{md}");
 }
 
 #[test]
