@@ -416,10 +416,6 @@ impl RunDir {
     pub fn seeds(&self) -> PathBuf {
         self.0.join(SEEDS)
     }
-    /// The training of `seed` in a repeated run.
-    pub fn seed_run(&self, seed: u64) -> RunDir {
-        RunDir(self.0.join(seed_name(seed)))
-    }
     /// Finished: its outcome is written (the last file a run writes).
     pub fn is_finished(&self) -> bool {
         self.eval().exists() && self.config().exists()
@@ -446,11 +442,6 @@ pub fn child_runs(dir: &Path) -> Vec<(String, RunDir)> {
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
-}
-
-/// The folder name of one seed's training in a repeated run.
-pub fn seed_name(seed: u64) -> String {
-    format!("seed-{seed}")
 }
 
 /// The folder name of an ensemble member.

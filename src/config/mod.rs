@@ -90,6 +90,17 @@ impl Unit {
     pub fn dir_name(self, n: u64) -> String {
         format!("{}-{n}", self.name())
     }
+
+    /// What a training folder's name says: its unit and number
+    /// (`fold-2` gives `(Fold, "2")`), for names [`Unit::dir_name`] makes.
+    pub fn of_dir(name: &str) -> Option<(Unit, &str)> {
+        let (unit, n) = name.split_once('-')?;
+        match unit {
+            "seed" => Some((Unit::Seed, n)),
+            "fold" => Some((Unit::Fold, n)),
+            _ => None,
+        }
+    }
 }
 
 /// An ensemble: `fer train` trains each member into its own folder of the

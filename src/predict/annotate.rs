@@ -59,13 +59,6 @@ pub fn class_colors(classes: &[String]) -> Vec<RGBColor> {
         .collect()
 }
 
-fn color(classes: &[String], label: &str) -> RGBColor {
-    classes
-        .iter()
-        .position(|c| c == label)
-        .map_or(RGBColor(255, 255, 0), |k| class_colors(classes)[k])
-}
-
 /// Draws `faces` onto `img` in place.
 pub fn draw(img: &mut image::RgbImage, faces: &[Face], classes: &[String]) -> Result<()> {
     if faces.is_empty() {
@@ -77,9 +70,13 @@ pub fn draw(img: &mut image::RgbImage, faces: &[Face], classes: &[String]) -> Re
     let line = (h / 240).max(2) as i32;
     let root = BitMapBackend::with_buffer(img.as_mut(), (w, h)).into_drawing_area();
     let (wi, hi) = (w as i32, h as i32);
+    let colors = class_colors(classes);
     for f in faces {
         let [x, y, bw, bh] = f.bbox.map(|v| v as i32);
-        let c = color(classes, &f.label);
+        let c = classes
+            .iter()
+            .position(|c| *c == f.label)
+            .map_or(RGBColor(255, 255, 0), |k| colors[k]);
         for k in 0..line {
             root.draw(&Rectangle::new(
                 [(x - k, y - k), (x + bw + k, y + bh + k)],
@@ -133,7 +130,7 @@ pub fn draw(img: &mut image::RgbImage, faces: &[Face], classes: &[String]) -> Re
                     (px + name_w, ry + 2),
                     (px + name_w + len.max(1), ry + row - 2),
                 ],
-                class_colors(classes)[k].filled(),
+                colors[k].filled(),
             ))?;
         }
     }

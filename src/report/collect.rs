@@ -402,14 +402,13 @@ fn seed_label(d: &RunDir) -> Result<Option<String>> {
     let Some((unit, n)) = d
         .path()
         .file_name()
-        .and_then(|n| n.to_str()?.split_once('-'))
-        .filter(|(u, _)| matches!(*u, "seed" | "fold"))
+        .and_then(|n| crate::config::Unit::of_dir(n.to_str()?))
         .filter(|_| parent.as_ref().is_some_and(|p| p.seeds().exists()))
     else {
         return Ok(None);
     };
     let cfg: RunConfig = crate::config::load_yaml(&d.config())?;
-    Ok(Some(format!("{} {unit} {n}", cfg.name)))
+    Ok(Some(format!("{} {} {n}", cfg.name, unit.name())))
 }
 
 /// A sweep's journal, its resolved experiment and its finished trials.
@@ -461,27 +460,8 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     let calib = calibration_sample(&loaded.data.train);
     let classes = loaded.data.classes.clone();
     let k = classes.len();
-    // Each run's test images: the data set's test split, or for a
-    // cross-validation fold its held-out fold (`sets[of[i]]` for run i).
-    let mut sets = vec![loaded.data.test.clone()];
-    let mut of = Vec::with_capacity(runs.len());
-    for r in &runs {
-        if r.cfg.cv.as_ref().is_some_and(|c| c.fold.is_some()) {
-            sets.push(crate::train::make_splits(&r.cfg, &loaded.data)?.test);
-            of.push(sets.len() - 1);
-        } else {
-            of.push(0);
-        }
-    }
+    let (sets, of) = test_sets(&runs, &loaded.data, &dcfg.dir)?;
     drop(loaded);
-    for (r, &t) in runs.iter().zip(&of) {
-        anyhow::ensure!(
-            !sets[t].is_empty(),
-            "{}: no test images to report {} on (the data set has no test split); give it a test/ folder, data.test_fraction or data.test_list",
-            dcfg.dir.display(),
-            r.label
-        );
-    }
 
     // Models, predictions and latency, once per run.
     let mut clfs = Vec::new();
@@ -573,6 +553,33 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         command: a.command(out),
         seed_sets,
     })
+}
+
+/// Each run's test images: the data set's test split, or for a
+/// cross-validation fold its held-out fold; run `i` is scored on
+/// `sets[of[i]]`. Refused where a run would have none.
+fn test_sets(
+    runs: &[Run],
+    data: &data::FerData,
+    dir: &Path,
+) -> Result<(Vec<ImageSet>, Vec<usize>)> {
+    let mut sets = vec![data.test.clone()];
+    let mut of = Vec::with_capacity(runs.len());
+    for r in runs {
+        if r.cfg.cv.as_ref().is_some_and(|c| c.fold.is_some()) {
+            sets.push(crate::train::make_splits(&r.cfg, data)?.test);
+            of.push(sets.len() - 1);
+        } else {
+            of.push(0);
+        }
+        anyhow::ensure!(
+            !sets[of[of.len() - 1]].is_empty(),
+            "{}: no test images to report {} on (the data set has no test split); give it a test/ folder, data.test_fraction or data.test_list",
+            dir.display(),
+            r.label
+        );
+    }
+    Ok((sets, of))
 }
 
 /// The runs that get a full section: every run, or in a sweep the best

@@ -350,7 +350,7 @@ mod tests {
     fn run(seed: u64, acc: f64) -> SeedRun {
         SeedRun {
             seed,
-            dir: crate::layout::seed_name(seed),
+            dir: Unit::Seed.dir_name(seed),
             best_epoch: Some(1),
             epochs_run: 1,
             train_seconds: 1.0,

@@ -294,9 +294,9 @@ pub(super) fn child_runs(rd: &RunDir) -> Vec<(String, RunDir)> {
     layout::child_runs(rd.path())
         .into_iter()
         .map(|(name, child)| {
-            let label = match name.split_once('-') {
-                Some((unit @ ("seed" | "fold"), n)) => format!("{unit} {n}"),
-                _ => name,
+            let label = match crate::config::Unit::of_dir(&name) {
+                Some((unit, n)) => format!("{} {n}", unit.name()),
+                None => name,
             };
             (label, child)
         })
