@@ -157,6 +157,8 @@ pub fn run(o: &DemoOptions, p: Prepared, m: Mlflow, stage: &mut dyn FnMut(&str))
         robustness_images: o.robustness_images,
         importance: Vec::new(),
         notes: None,
+        other_data: Vec::new(),
+        class_maps: Vec::new(),
     })?;
     let (sweep_url, model_url) = urls(uri, &o.sweep_dir);
     let best = summary.best.and_then(|n| {

@@ -31,6 +31,8 @@ pub const SUMMARY_MD: &str = "summary.md";
 pub const SUMMARY_JSON: &str = "summary.json";
 /// The best trial's model, copied to the sweep folder.
 pub const BEST_MODEL: &str = "best-model.safetensors";
+/// A cross-validated sweep's best recipe, without its folds.
+pub const BEST_CONFIG: &str = "best-config.yaml";
 /// The report's cached measurements, kept in the run folder.
 /// A report folder's page, and how it begins (what marks a folder as one).
 pub const REPORT_README: &str = "README.md";
@@ -476,6 +478,10 @@ impl SweepDir {
     pub fn summary_json(&self) -> PathBuf {
         self.0.join(SUMMARY_JSON)
     }
+    pub fn best_config(&self) -> PathBuf {
+        self.0.join(BEST_CONFIG)
+    }
+
     pub fn best_model(&self) -> PathBuf {
         self.0.join(BEST_MODEL)
     }

@@ -61,6 +61,7 @@ impl ModelMeta {
             split_seed: self.split_seed,
             classes: Some(self.classes.clone()),
             convert: self.convert,
+            test_groups: self.test_groups.clone(),
             ..crate::data::DataConfig::default()
         };
         if let (Some(cv), DataUse::Validation) = (&self.cv, purpose) {
@@ -76,6 +77,8 @@ impl ModelMeta {
             }
             cfg.classes = None;
             cfg.convert = crate::data::Convert::Auto;
+            // Another data set's file names are not the model's groups.
+            cfg.test_groups = None;
         }
         if let Some(d) = dir {
             cfg.dir = d.to_path_buf();

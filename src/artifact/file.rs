@@ -38,6 +38,9 @@ pub struct ModelMeta {
     /// validation split is carved from the other folds, not from train.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cv: Option<crate::data::folds::CvConfig>,
+    /// The test split's named groups, scored apart (`data.test_groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_groups: Option<crate::data::folds::TestGroups>,
     /// Training-split class frequencies (the baselines' predictions).
     pub prior: Vec<f32>,
     pub seed: u64,

@@ -32,6 +32,7 @@ fn meta() -> ModelMeta {
         classes: crate::data::fer2013::classes(),
         convert: crate::data::Convert::Auto,
         cv: None,
+        test_groups: None,
         prior: vec![0.1, 0.1, 0.1, 0.3, 0.1, 0.1, 0.2],
         seed: 0,
         data_digest: "ab".repeat(32),

@@ -26,6 +26,15 @@ pub struct ReportArgs {
     /// A Markdown file of commentary, placed after the comparison.
     #[arg(long, value_name = "FILE")]
     pub notes: Option<PathBuf>,
+    /// Another data set to score the fully reported models on, beside
+    /// their own test split (repeatable; its test/ folder is used).
+    #[arg(long = "other-data", value_name = "DIR")]
+    pub other_data: Vec<PathBuf>,
+    /// How an --other-data set's classes read as the models': `joy=happy,
+    /// calm=-` or a file (as `fer eval --class-map`). Once for all of them,
+    /// or once per --other-data in the same order.
+    #[arg(long = "class-map", value_name = "MAP")]
+    pub class_maps: Vec<String>,
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
@@ -36,6 +45,8 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
         robustness_images: a.robustness_images,
         importance: a.importance,
         notes: a.notes,
+        other_data: a.other_data,
+        class_maps: a.class_maps,
     })?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

@@ -76,6 +76,10 @@ pub struct DataConfig {
     /// comments) are the test split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_list: Option<PathBuf>,
+    /// Named groups within the test split, each scored apart (FER-2013's
+    /// halves are its groups by default, from the file names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_groups: Option<super::folds::TestGroups>,
     /// Fraction of train held out, stratified by class, for model selection.
     pub val_fraction: f64,
     /// Seed of the validation split (independent of the training seed, so a
@@ -102,6 +106,7 @@ impl Default for DataConfig {
             convert: Convert::Auto,
             test_fraction: 0.0,
             test_list: None,
+            test_groups: None,
             val_fraction: 0.1,
             split_seed: 0,
             on_bad_input: BadInputPolicy::Skip,
@@ -129,6 +134,9 @@ impl DataConfig {
 
     /// Checks values that types cannot express.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(g) = &self.test_groups {
+            g.validate()?;
+        }
         if !(0.0..0.9).contains(&self.val_fraction) {
             return Err(format!(
                 "data.val_fraction must be in [0, 0.9), got {}",

@@ -1,7 +1,8 @@
 //! Cross-validation folds: stratified by class and grouped by subject, as
 //! scikit-learn's `StratifiedGroupKFold(shuffle=True)`, so no subject's
 //! images sit in a fold's training and test parts at once. The subject of
-//! an image comes from a regex on its path or a CSV naming it per file.
+//! an image comes from a regex on its path or a CSV naming it per file; the
+//! same grouping names the test split's groups (`data.test_groups`).
 
 use super::ImageSet;
 use anyhow::{bail, Context, Result};
@@ -27,6 +28,67 @@ pub struct CvConfig {
     /// Set in each fold's own config (1-based): the fold it tests on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fold: Option<usize>,
+}
+
+/// `data.test_groups`: named groups within the test split (recording
+/// sites, cameras, sessions), each scored apart beside the whole, as
+/// FER-2013's PublicTest and PrivateTest halves are by default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestGroups {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupsCsv>,
+}
+
+impl TestGroups {
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.group_by, &self.groups) {
+            (Some(_), Some(_)) => Err(
+                "data.test_groups: give either group_by (a regex) or groups (a CSV), not both"
+                    .into(),
+            ),
+            (None, None) => Err(
+                "data.test_groups: give group_by (a regex on the image path) or groups (a CSV with a `file` column)"
+                    .into(),
+            ),
+            (Some(re), None) => regex::Regex::new(re)
+                .map(|_| ())
+                .map_err(|e| format!("data.test_groups.group_by is not a regex: {e}")),
+            (None, Some(_)) => Ok(()),
+        }
+    }
+
+    /// Marks each image of `test` with its group (`Origin::Group`, the
+    /// names sorted in `group_names`).
+    pub fn apply(&self, test: &mut ImageSet) -> Result<()> {
+        if test.is_empty() {
+            return Ok(());
+        }
+        let of = groups_of(
+            "data.test_groups",
+            "group",
+            self.group_by.as_deref(),
+            self.groups.as_ref(),
+            test,
+        )?;
+        let mut names = of.clone();
+        names.sort();
+        names.dedup();
+        if names.len() > u16::MAX as usize {
+            bail!(
+                "data.test_groups: {} groups in the test split; a group is a few hundred images or more, not one",
+                names.len()
+            );
+        }
+        for (o, g) in test.origins.iter_mut().zip(&of) {
+            let i = names.binary_search(g).expect("every group is named");
+            *o = super::Origin::Group(i as u16);
+        }
+        test.group_names = names;
+        Ok(())
+    }
 }
 
 /// A CSV naming each image's subject: `file` (the image path as the data
@@ -59,49 +121,70 @@ impl CvConfig {
 
     /// The subject of each image of `set` (its index when ungrouped).
     pub fn groups_of(&self, set: &ImageSet) -> Result<Vec<String>> {
-        if let Some(re) = &self.group_by {
-            let re = regex::Regex::new(re).context("cv.group_by")?;
-            return set
-                .sources
-                .iter()
-                .map(|s| {
-                    let c = re.captures(s).with_context(|| {
-                        format!(
-                            "cv.group_by '{re}' does not match the image {s}, so it has no subject"
-                        )
-                    })?;
-                    Ok(c.get(1).or(c.get(0)).map_or("", |m| m.as_str()).to_string())
-                })
-                .collect();
+        if self.group_by.is_none() && self.groups.is_none() {
+            return Ok((0..set.len()).map(|i| i.to_string()).collect());
         }
-        if let Some(g) = &self.groups {
-            let table = read_groups(&g.path, &g.column)?;
-            return set
-                .sources
-                .iter()
-                .map(|s| {
-                    let name = s.rsplit('/').next().unwrap_or(s);
-                    table
-                        .get(s.as_str())
-                        .or_else(|| table.get(name))
-                        .cloned()
-                        .with_context(|| {
-                            format!(
-                                "{}: no row for the image {s}, so it has no subject",
-                                g.path.display()
-                            )
-                        })
-                })
-                .collect();
-        }
-        Ok((0..set.len()).map(|i| i.to_string()).collect())
+        groups_of(
+            "cv",
+            "subject",
+            self.group_by.as_deref(),
+            self.groups.as_ref(),
+            set,
+        )
     }
 }
 
+/// The group of each image of `set`, by the regex `group_by` on its path
+/// (capture group 1, else the whole match) or by its row in the `groups`
+/// CSV; `key` names the config section and `what` the group in errors.
+pub fn groups_of(
+    key: &str,
+    what: &str,
+    group_by: Option<&str>,
+    groups: Option<&GroupsCsv>,
+    set: &ImageSet,
+) -> Result<Vec<String>> {
+    if let Some(re) = group_by {
+        let re = regex::Regex::new(re).with_context(|| format!("{key}.group_by"))?;
+        return set
+            .sources
+            .iter()
+            .map(|s| {
+                let c = re.captures(s).with_context(|| {
+                    format!(
+                        "{key}.group_by '{re}' does not match the image {s}, so it has no {what}"
+                    )
+                })?;
+                Ok(c.get(1).or(c.get(0)).map_or("", |m| m.as_str()).to_string())
+            })
+            .collect();
+    }
+    let Some(g) = groups else {
+        bail!("{key}: give group_by (a regex on the image path) or groups (a CSV)");
+    };
+    let table = read_groups(&g.path, &g.column, key)?;
+    set.sources
+        .iter()
+        .map(|s| {
+            let name = s.rsplit('/').next().unwrap_or(s);
+            table
+                .get(s.as_str())
+                .or_else(|| table.get(name))
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "{}: no row for the image {s}, so it has no {what}",
+                        g.path.display()
+                    )
+                })
+        })
+        .collect()
+}
+
 /// `file -> subject` from a CSV with a `file` column and `column`.
-fn read_groups(path: &Path, column: &str) -> Result<HashMap<String, String>> {
+fn read_groups(path: &Path, column: &str, key: &str) -> Result<HashMap<String, String>> {
     let mut rdr = csv::Reader::from_path(path)
-        .with_context(|| format!("reading cv.groups {}", path.display()))?;
+        .with_context(|| format!("reading {key}.groups {}", path.display()))?;
     let head = rdr
         .headers()
         .with_context(|| format!("{}:1: cannot read the header", path.display()))?
@@ -109,7 +192,7 @@ fn read_groups(path: &Path, column: &str) -> Result<HashMap<String, String>> {
     let col = |want: &str| head.iter().position(|h| h.trim() == want);
     let (Some(cf), Some(cg)) = (col("file"), col(column)) else {
         bail!(
-            "{}:1: header is '{}'; expected a `file` column and a `{column}` column (cv.groups.column)",
+            "{}:1: header is '{}'; expected a `file` column and a `{column}` column ({key}.groups.column)",
             path.display(),
             head.iter().collect::<Vec<_>>().join(",")
         );

@@ -91,6 +91,9 @@ pub fn load(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
         ("any split", expected),
     )?;
     hold_out_test(&mut loaded.data, cfg)?;
+    if let Some(g) = &cfg.test_groups {
+        g.apply(&mut loaded.data.test)?;
+    }
     Ok(loaded)
 }
 
@@ -184,14 +187,18 @@ pub fn load_test_folder(cfg: &DataConfig, cache_dir: &Path) -> Result<Loaded> {
         );
     }
     let (data, from_cache) = load_folders(root, scan, cfg, cache_dir)?;
-    finish(
+    let mut loaded = finish(
         data,
         from_cache,
         root,
         cfg,
         start,
         ("test/", "test/<class>/ image files"),
-    )
+    )?;
+    if let Some(g) = &cfg.test_groups {
+        g.apply(&mut loaded.data.test)?;
+    }
+    Ok(loaded)
 }
 
 /// A scanned folder's data: from the cache when its fingerprint is there,

@@ -74,6 +74,9 @@ pub enum Origin {
     PrivateTest,
     /// A file name without a known prefix (a re-packaged data set).
     Unknown,
+    /// A named group of the test split (`data.test_groups`): its name is
+    /// the set's `group_names[i]`.
+    Group(u16),
 }
 
 impl Origin {
@@ -95,6 +98,7 @@ impl Origin {
             Origin::PublicTest => "PublicTest",
             Origin::PrivateTest => "PrivateTest",
             Origin::Unknown => "Unknown",
+            Origin::Group(_) => "group",
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct ImageSet {
     pub origins: Vec<Origin>,
     /// Relative file path or `file.csv:LINE`, for messages and error galleries.
     pub sources: Vec<String>,
+    /// The names of `Origin::Group` origins (`data.test_groups`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_names: Vec<String>,
 }
 
 impl ImageSet {
@@ -155,6 +162,7 @@ impl ImageSet {
     pub fn select(&self, indices: &[usize]) -> ImageSet {
         let mut out = ImageSet {
             pixels: Vec::with_capacity(indices.len() * PIXELS),
+            group_names: self.group_names.clone(),
             ..Default::default()
         };
         for &i in indices {
@@ -174,6 +182,30 @@ impl ImageSet {
             .filter(|&i| self.origins[i] == origin)
             .collect();
         self.select(&idx)
+    }
+
+    /// The name an origin of this set is reported under: a test group's
+    /// own name, or the FER-2013 half's.
+    pub fn origin_name(&self, o: Origin) -> String {
+        match o {
+            Origin::Group(i) => self
+                .group_names
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("group {i}")),
+            o => o.name().to_string(),
+        }
+    }
+
+    /// Whether the test split is reported per group: FER-2013's halves or
+    /// `data.test_groups`.
+    pub fn has_groups(&self) -> bool {
+        self.origins.iter().any(|&o| {
+            matches!(
+                o,
+                Origin::PublicTest | Origin::PrivateTest | Origin::Group(_)
+            )
+        })
     }
 
     /// Origins present, in order.

@@ -63,7 +63,7 @@ pub fn compute(cfg: &DataConfig, data: &FerData, load_seconds: f64, from_cache: 
     for origin in data.test.origins_present() {
         if origin != Origin::Unknown {
             splits.push(counts(
-                &format!("test: {}", origin.name()),
+                &format!("test: {}", data.test.origin_name(origin)),
                 data.test.with_origin(origin).class_counts(k),
             ));
         }

@@ -11,7 +11,7 @@ pub mod robust;
 pub mod stats;
 
 use crate::artifact::Classifier;
-use crate::data::{ImageSet, Origin};
+use crate::data::ImageSet;
 use anyhow::Result;
 use metrics::Metrics;
 use serde::{Deserialize, Serialize};
@@ -96,19 +96,15 @@ pub fn report(
     let k = classes.len();
     let overall = metrics::compute(probs, &set.labels, k);
     let mut by_origin = BTreeMap::new();
-    let origins = set.origins_present();
-    if origins
-        .iter()
-        .any(|&o| o == Origin::PublicTest || o == Origin::PrivateTest)
-    {
-        for o in origins {
+    if set.has_groups() {
+        for o in set.origins_present() {
             let idx: Vec<usize> = (0..set.len()).filter(|&i| set.origins[i] == o).collect();
             let p: Vec<f32> = idx
                 .iter()
                 .flat_map(|&i| probs[i * k..(i + 1) * k].iter().copied())
                 .collect();
             let l: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
-            by_origin.insert(o.name().to_string(), metrics::compute(&p, &l, k));
+            by_origin.insert(set.origin_name(o), metrics::compute(&p, &l, k));
         }
     }
     EvalReport {
@@ -152,7 +148,7 @@ pub fn write_predictions(
         let t = set.labels[i] as usize;
         let mut rec = vec![
             set.sources.get(i).cloned().unwrap_or_default(),
-            set.origins[i].name().to_string(),
+            set.origin_name(set.origins[i]),
             classes[t].clone(),
             classes[p].clone(),
             u8::from(p == t).to_string(),
@@ -179,7 +175,7 @@ impl EvalReport {
             .insert("all".to_string(), stats::headline(&set.labels, &pred, k));
         for o in self.by_origin.keys() {
             let idx: Vec<usize> = (0..set.len())
-                .filter(|&i| set.origins[i].name() == o.as_str())
+                .filter(|&i| set.origin_name(set.origins[i]) == *o)
                 .collect();
             let l: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
             let p: Vec<u8> = idx.iter().map(|&i| pred[i]).collect();

@@ -184,8 +184,16 @@ impl Syncer {
                 continue;
             }
             let spec = folder::run_spec(&rd, Some(&sweep.experiment), Some(&parent_id), Some(t));
+            let trial_name = spec.name.clone();
             let (c, id) = self.sync_run(spec)?;
             counts += c;
+            // A cross-validated trial's folds: its children.
+            for (label, child) in folder::child_runs(&rd) {
+                let mut spec = folder::run_spec(&child, Some(&sweep.experiment), Some(&id), None);
+                spec.name = format!("{trial_name} {label}");
+                spec.source = "fer sweep".into();
+                counts += self.sync_run(spec)?.0;
+            }
             child_ids.insert(t.number, id);
         }
         if let Some(b) = sweep.best {

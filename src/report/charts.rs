@@ -217,7 +217,7 @@ pub fn tradeoffs(d: &ReportData, out: &Path) -> Result<()> {
 pub fn sweep(d: &ReportData, out: &Path) -> Result<()> {
     importance(d, out)?;
     let Some(s) = &d.sweep else { return Ok(()) };
-    let metric = s.metric();
+    let metric = &s.metric();
     let (complete, pruned, best_line) = s.history();
     crate::plot::history(
         &out.join("sweep-history.png"),
@@ -293,15 +293,24 @@ pub fn seeds(d: &ReportData, out: &Path) -> Result<()> {
                 .iter()
                 .map(|b| (b.epoch as f64, b.mean, b.mean - b.std, b.mean + b.std))
                 .collect();
-            (format!("{} ({} seeds)", s.label, s.heads.len()), pts)
+            let unit = s.unit.name();
+            (format!("{} ({} {unit}s)", s.label, s.heads.len()), pts)
         })
         .collect();
     if series.is_empty() {
         return Ok(());
     }
+    let folds = d
+        .seed_sets
+        .iter()
+        .all(|s| s.unit == crate::config::Unit::Fold);
     crate::plot::bands(
         &out.join("seeds.png"),
-        "Validation accuracy across seeds",
+        if folds {
+            "Validation accuracy across folds"
+        } else {
+            "Validation accuracy across seeds"
+        },
         "val accuracy",
         &series,
     )

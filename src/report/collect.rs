@@ -59,6 +59,9 @@ pub struct ReportData {
     /// Recipes trained under several seeds: a repeated run's, or a sweep's
     /// re-run best trials.
     pub seed_sets: Vec<SeedSet>,
+    /// The fully reported models on their own test split and on each
+    /// `--other-data` set.
+    pub across: Vec<super::across::AcrossRow>,
 }
 
 /// A finished run folder: what it wrote, and what the report measured of it
@@ -148,6 +151,8 @@ pub struct SweepData {
     pub sampler: &'static str,
     /// With several objectives: all of them (the first is `objective`).
     pub objectives: Vec<crate::sweep::config::ObjectiveSpec>,
+    /// Each trial was cross-validated: its value is a held-out mean.
+    pub cv: bool,
 }
 
 /// One recipe under several seeds, as the report shows it.
@@ -167,7 +172,7 @@ pub struct SeedSet {
 
 /// The repeated runs among `runs` (their `seeds.json`) and a sweep's seed
 /// groups, as the report shows them.
-fn seed_sets(runs: &[Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedSet> {
+fn seed_sets(runs: &[&Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedSet> {
     use crate::metric::MetricKey;
     use crate::train::repeat::{curve_band, curve_band_of, SeedsFile};
     let mut parents: Vec<PathBuf> = runs
@@ -215,9 +220,10 @@ fn seed_sets(runs: &[Run], sweep: Option<&SweepData>, input: &Path) -> Vec<SeedS
 pub type Points = Vec<(f64, f64)>;
 
 impl SweepData {
-    /// The objective's metric name, as the charts and tables label it.
-    pub fn metric(&self) -> &'static str {
-        self.objective.metric.name()
+    /// The trials' value's name, as the charts and tables label it
+    /// (`cv/acc` when each trial was cross-validated).
+    pub fn metric(&self) -> String {
+        crate::sweep::config::value_name(self.objective.metric.name(), self.cv)
     }
 
     pub fn maximize(&self) -> bool {
@@ -418,9 +424,17 @@ fn discover_sweep(sd: &SweepDir) -> Result<Inputs> {
     let mut runs = Vec::new();
     for t in &trials {
         let d = sd.trial(t.number);
+        let fam = t.family.clone().unwrap_or_default();
         if d.is_finished() {
-            let fam = t.family.clone().unwrap_or_default();
             runs.push(load_run(&d, Some(format!("trial {} {fam}", t.number)))?);
+        } else if d.seeds().exists() {
+            // A cross-validated trial: each fold's model, on its own fold.
+            for (name, f) in layout::child_runs(d.path()) {
+                if f.is_finished() {
+                    let label = format!("trial {} {fam} {}", t.number, name.replace('-', " "));
+                    runs.push(load_run(&f, Some(label))?);
+                }
+            }
         }
     }
     let sampler = exp.search.sampler.name();
@@ -435,6 +449,7 @@ fn discover_sweep(sd: &SweepDir) -> Result<Inputs> {
             },
             objective: exp.search.objective,
             sampler,
+            cv: exp.cv.is_some(),
         }),
     })
 }
@@ -483,7 +498,11 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         clfs.push(clf);
     }
     let (cpu, threads) = (crate::cpu::model(), tch::get_num_threads());
-    let deep = deep_runs(&runs, sweep.is_some());
+    let deep = match sweep.as_ref().filter(|s| s.cv) {
+        // Cross-validated trials: the winner's folds, not the luckiest fold.
+        Some(s) => folds_of_best(&runs, s),
+        None => deep_runs(&runs, sweep.is_some()),
+    };
     for &i in &deep {
         let r = &mut runs[i];
         if r.cfg.ensemble.is_some() {
@@ -505,6 +524,24 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     }
     for &i in &deep {
         runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &sets[of[i]], &classes);
+    }
+    let others: Vec<(PathBuf, Option<crate::data::classmap::ClassMap>)> = a
+        .other_data
+        .iter()
+        .cloned()
+        .zip(super::across::maps_for(&a.other_data, &a.class_maps)?)
+        .collect();
+    let mut across = Vec::new();
+    if !others.is_empty() {
+        for &i in &deep {
+            across.extend(super::across::rows(
+                &runs[i],
+                &clfs[i],
+                &probs[i],
+                &sets[of[i]],
+                &others,
+            )?);
+        }
     }
     let mut importance = Vec::new();
     if sweep.is_some() {
@@ -532,7 +569,13 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         run: b,
         rows: error_rows(&probs[b], &sets[of[b]], &classes),
     });
-    let seed_sets = seed_sets(&runs, sweep.as_ref(), &a.input);
+    // In a sweep, only the fully reported recipes' folds or seeds.
+    let shown: Vec<&Run> = if sweep.is_some() {
+        deep.iter().map(|&i| &runs[i]).collect()
+    } else {
+        runs.iter().collect()
+    };
+    let seed_sets = seed_sets(&shown, sweep.as_ref(), &a.input);
     Ok(ReportData {
         name,
         input: a.input.clone(),
@@ -552,6 +595,7 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         paired,
         command: a.command(out),
         seed_sets,
+        across,
     })
 }
 
@@ -600,6 +644,28 @@ pub fn deep_runs(runs: &[Run], sweep: bool) -> Vec<usize> {
         // their confusion matrices say nothing new.
         (0..runs.len()).filter(|&i| runs[i].has_net).collect()
     }
+}
+
+/// The fold runs of a cross-validated sweep's best complete trial (by its
+/// cross-validated value).
+fn folds_of_best(runs: &[Run], s: &SweepData) -> Vec<usize> {
+    let dir = s.objective.direction;
+    let Some(best) = s
+        .trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .filter_map(|t| t.value.map(|v| (t.number, v)))
+        .reduce(|a, b| if dir.better(b.1, a.1) { b } else { a })
+    else {
+        return Vec::new();
+    };
+    let trial = format!("{:03}", best.0);
+    (0..runs.len())
+        .filter(|&i| {
+            let parent = runs[i].dir.path().parent();
+            parent.and_then(|p| p.file_name()) == Some(std::ffi::OsStr::new(&trial))
+        })
+        .collect()
 }
 
 /// The model with a network and the best validation accuracy (the first

@@ -9,6 +9,7 @@
 //! accuracy-against-cost views compare; `summary` writes the table's
 //! values as `summary.json` beside the README.
 
+mod across;
 mod charts;
 mod collect;
 pub mod images;
@@ -31,6 +32,10 @@ pub struct ReportOptions {
     pub importance: Vec<PathBuf>,
     /// A Markdown file of commentary, placed after the comparison.
     pub notes: Option<PathBuf>,
+    /// Other data sets to score the fully reported models on.
+    pub other_data: Vec<PathBuf>,
+    /// Their class maps: none, one for all, or one each.
+    pub class_maps: Vec<String>,
 }
 
 impl ReportOptions {
@@ -52,12 +57,20 @@ impl ReportOptions {
         if let Some(notes) = &self.notes {
             cmd += &format!(" --notes {}", notes.display());
         }
+        for dir in &self.other_data {
+            cmd += &format!(" --other-data {}", dir.display());
+        }
+        for map in &self.class_maps {
+            cmd += &format!(" --class-map '{map}'");
+        }
         cmd
     }
 }
 
 /// Writes the report; returns the README path.
 pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
+    // Checked before minutes of measuring, not after.
+    across::maps_for(&a.other_data, &a.class_maps)?;
     let inputs = collect::discover(&a.input)?;
     let name = report_name(&a.input);
     let out = a
@@ -88,6 +101,7 @@ pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
         sections::data_set,
         sections::comparison,
         sections::seeds,
+        sections::across,
         sections::tradeoffs,
         sections::notes,
         sections::per_model,

@@ -113,12 +113,22 @@ pub fn seeds(d: &ReportData) -> String {
         );
     }
     if d.seed_sets.iter().any(|s| !s.band.is_empty()) {
+        let across = if d.seed_sets.iter().all(|s| s.unit == Unit::Fold) {
+            "folds"
+        } else {
+            "seeds"
+        };
         let _ = writeln!(
             md,
-            "![Validation accuracy across seeds](seeds.png)\n\n*Validation accuracy per epoch: the mean across seeds, shaded ± one standard deviation.*\n"
+            "![Validation accuracy across {across}](seeds.png)\n\n*Validation accuracy per epoch: the mean across {across}, shaded ± one standard deviation.*\n"
         );
     }
     md
+}
+
+/// Section 2's "Across data sets", when the report was asked for others.
+pub fn across(d: &ReportData) -> String {
+    super::across::section(&d.across)
 }
 
 /// Section 2: one row per run, the chart, a commentary and how latency was measured.
@@ -171,7 +181,7 @@ pub fn comparison(d: &ReportData) -> String {
     }
     let _ = writeln!(
         md,
-        "\nF1 is on the test split; robustness is the mean accuracy retention over the suite's perturbations (section 4). The table's values, with the PublicTest half, are in `summary.json` beside this page.\n\n![comparison](comparison.png)\n"
+        "\nF1 is on the test split; robustness is the mean accuracy retention over the suite's perturbations (section 4). The table's values, with each test group's (FER-2013's PublicTest half), are in `summary.json` beside this page.\n\n![comparison](comparison.png)\n"
     );
     let _ = writeln!(md, "{}", commentary(&d.runs));
     let _ = writeln!(

@@ -84,6 +84,10 @@ pub struct Summary {
     /// Recipes trained under several seeds, when the report has any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<SeedSetRow>,
+    /// The fully reported models on their own test split and on other
+    /// data sets, when the report was asked for others.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub across: Vec<super::across::AcrossRow>,
 }
 
 /// Test F1 of `class`, if the outcome has it.
@@ -162,6 +166,7 @@ pub fn summary(d: &ReportData) -> Summary {
                     .collect(),
             })
             .collect(),
+        across: d.across.clone(),
     }
 }
 

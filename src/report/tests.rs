@@ -164,6 +164,7 @@ fn data(runs: Vec<Run>) -> ReportData {
         paired: None,
         command: "fer report runs/zoo --out reports/zoo".into(),
         seed_sets: Vec::new(),
+        across: Vec::new(),
     }
 }
 
@@ -408,6 +409,7 @@ fn sweep_ranks_complete_trials_by_direction() {
         },
         sampler: "tpe",
         objectives: vec![],
+        cv: false,
     });
     let md = sections::sweep(&d);
     assert!(md.starts_with("## 6. Sweep\n\n4 trials with the tpe sampler, objective val/acc (maximise): 3 complete, 1 pruned, 0 failed.\n\n![history](sweep-history.png)\n\n![parameters](sweep-params.png)\n\n"), "{md}");
@@ -510,10 +512,13 @@ fn the_regenerate_command_keeps_every_section_option() {
         robustness_images: 500,
         importance: vec![PathBuf::from("runs/zoo-cnn"), PathBuf::from("runs/zoo-vit")],
         notes: Some(PathBuf::from("docs/zoo-notes.md")),
+        other_data: vec![PathBuf::from("/data/six")],
+        class_maps: vec!["joy=happy,calm=-".into()],
     };
     assert_eq!(
         o.command(std::path::Path::new("docs/report-zoo")),
         "fer report runs/zoo --out docs/report-zoo --robustness-images 500 \
-         --importance runs/zoo-cnn --importance runs/zoo-vit --notes docs/zoo-notes.md"
+         --importance runs/zoo-cnn --importance runs/zoo-vit --notes docs/zoo-notes.md \
+         --other-data /data/six --class-map 'joy=happy,calm=-'"
     );
 }

@@ -10,6 +10,7 @@ use super::space::{Space, SpaceFile, FAMILY};
 use crate::config::train::{Select, TrainConfig};
 pub use crate::config::TrackingConfig;
 use crate::config::{apply_values, load_yaml, EvalConfig, RunConfig};
+use crate::data::folds::CvConfig;
 use crate::data::DataConfig;
 use crate::metric::{Direction, MetricKey};
 use crate::models::ModelConfig;
@@ -247,6 +248,10 @@ pub struct ExperimentFile {
     /// `train.*`, `eval.*`), applied before the sampled parameters.
     #[serde(default)]
     pub set: BTreeMap<String, serde_json::Value>,
+    /// Cross-validation: every trial trains one model per fold and scores
+    /// on the folds it held out.
+    #[serde(default)]
+    pub cv: Option<CvConfig>,
 }
 
 /// The resolved experiment, written to the sweep folder.
@@ -268,11 +273,24 @@ pub struct Experiment {
     pub space: SpaceFile,
     #[serde(default)]
     pub set: BTreeMap<String, serde_json::Value>,
+    /// Each trial cross-validated: its value is the mean over the folds of
+    /// the objective measured on each fold's held-out images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<CvConfig>,
 }
 
 pub const FAMILIES: [&str; 7] = [
     "majority", "random", "logistic", "mlp", "cnn", "resnet18", "vit",
 ];
+
+/// A trial value's name: `metric`, or `cv/<figure>` for a cross-validated
+/// sweep (the value is then measured on held-out folds, not validation).
+pub fn value_name(metric: &str, cv: bool) -> String {
+    match metric.strip_prefix("val/") {
+        Some(rest) if cv => format!("cv/{rest}"),
+        _ => metric.to_string(),
+    }
+}
 
 /// The `configs/` folder: the nearest one above the experiment file, else `./configs`.
 pub fn configs_root(file: &Path) -> PathBuf {
@@ -361,6 +379,7 @@ impl Experiment {
             tracking: resolve(&root, "tracking", file.tracking).map_err(ctx)?,
             space: file.space,
             set: file.set,
+            cv: file.cv,
         };
         if !overrides.is_empty() {
             exp = crate::config::apply_overrides(exp, overrides)
@@ -382,6 +401,22 @@ impl Experiment {
             };
         }
         Ok(exp)
+    }
+
+    /// With `cv`, the figure of `seeds.json` a trial's value is the mean
+    /// of: the objective measured on each fold's held-out images.
+    pub fn held_out_key(&self) -> Option<&'static str> {
+        match self.search.objective.metric {
+            MetricKey::ValAcc => Some("test/acc"),
+            MetricKey::ValF1Macro => Some("test/f1_macro"),
+            _ => None,
+        }
+    }
+
+    /// The name of a trial's value: the objective's, or with `cv` its
+    /// cross-validated counterpart (`cv/acc`, the mean held-out accuracy).
+    pub fn value_name(&self) -> String {
+        value_name(self.search.objective.metric.name(), self.cv.is_some())
     }
 
     pub fn space(&self) -> Result<Space> {
@@ -407,6 +442,21 @@ impl Experiment {
             }
             if self.search.pruner != PrunerConfig::None {
                 bail!("search.pruner: pruning needs a single objective; with search.objectives use `pruner: {{kind: none}}`");
+            }
+        }
+        if let Some(cv) = &self.cv {
+            cv.validate().map_err(|e| anyhow!(e))?;
+            if cv.fold.is_some() {
+                bail!("cv.fold is set by the sweep in each fold's own config; remove it");
+            }
+            if self.search.is_multi() {
+                bail!("cv: a cross-validated sweep has a single objective (search.objective), not search.objectives");
+            }
+            if self.held_out_key().is_none() {
+                bail!(
+                    "cv: a cross-validated trial is scored on its held-out folds, where only accuracy and macro F1 are measured: use search.objective val/acc or val/f1_macro, got {}",
+                    self.search.objective.metric.name()
+                );
             }
         }
         if let Some(r) = &self.search.reseed {
@@ -529,7 +579,7 @@ impl Experiment {
             ensemble: None,
             seeds: vec![],
             repeat: None,
-            cv: None,
+            cv: self.cv.clone(),
         };
         let mut values: Vec<(String, serde_json::Value)> = self.set.clone().into_iter().collect();
         values.extend(

@@ -50,6 +50,10 @@ pub struct Summary {
     /// With `search.reseed`: each re-run configuration and its spread.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seed_groups: Vec<SeedGroup>,
+    /// A cross-validated sweep's best configuration without its folds (no
+    /// one fold's model is the configuration's): train it on all the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_config: Option<PathBuf>,
 }
 
 fn family_of(exp: &Experiment, params: &Params) -> String {
@@ -242,11 +246,22 @@ fn run_trial(
         me,
         std::time::Duration::from_secs_f64(exp.search.heartbeat_seconds),
     )?;
-    let resume = rd.last().exists();
-    if resume {
+    // A cross-validated trial's curve, the one pruned on, is its first fold's.
+    let cv = cfg.cv.is_some();
+    let first = if cv {
+        crate::layout::RunDir::new(rd.path().join(crate::config::Unit::Fold.dir_name(1)))
+    } else {
+        rd.clone()
+    };
+    let resume = if cv {
+        rd.seeds().exists()
+    } else {
+        rd.last().exists()
+    };
+    if first.last().exists() {
         // Re-emit the epochs the checkpoint already holds (the kill may have
         // come between the checkpoint and the journal); rebuild deduplicates.
-        for r in crate::metric::read_history(&rd) {
+        for r in crate::metric::read_history(&first) {
             append_owned(journal, me, n, intermediate(exp, n, &r))?;
         }
     }
@@ -273,33 +288,126 @@ fn run_trial(
         .iter()
         .any(|t| t.number == n && t.repeat_of.is_some());
     let control: Option<&mut dyn Control> = if repeat { None } else { Some(&mut pruner) };
-    let result =
-        crate::train::run_with(&cfg, &rd.0, resume, &mut [&mut track, &mut writer], control);
+    let result = if cv {
+        train_folds(exp, n, &cfg, &rd, resume, &mut track, &mut writer, control)
+    } else {
+        train_once(
+            exp,
+            n,
+            &cfg,
+            &rd,
+            resume,
+            &mut [&mut track, &mut writer],
+            control,
+        )
+    };
     match result {
         // Without its journal the sweep cannot go on: the error is the sweep's.
         Err(e) if writer.failed => Err(e),
-        Ok(out) => {
-            let (state, value) = settle(exp, &out);
-            eprintln!(
-                "sweep: trial {n} {} with {} = {}",
-                if out.pruned { "pruned" } else { "complete" },
-                exp.search.objective.metric.name(),
-                value.map_or("-".into(), |v| format!("{v:.4}"))
-            );
-            let values = if exp.search.is_multi() && state == TrialState::Complete {
-                let v = measure_objectives(exp, &out, &rd)?;
-                eprintln!("sweep: trial {n} objectives {v:?}");
-                Some(v)
-            } else {
-                None
-            };
-            finish(state, value, None, Some(out.params), values)
-        }
+        Ok(t) => finish(t.state, t.value, None, Some(t.params), t.values),
         Err(e) => {
             eprintln!("sweep: trial {n} failed: {e:#}");
             finish(TrialState::Failed, None, Some(format!("{e:#}")), None, None)
         }
     }
+}
+
+/// What a trained trial tells the journal.
+struct Trained {
+    state: TrialState,
+    value: Option<f64>,
+    params: u64,
+    /// Every objective's value, with several objectives.
+    values: Option<Vec<f64>>,
+}
+
+/// Trains trial `n` once in `rd`.
+fn train_once(
+    exp: &Experiment,
+    n: usize,
+    cfg: &crate::config::RunConfig,
+    rd: &crate::layout::RunDir,
+    resume: bool,
+    listeners: &mut [&mut dyn Listener],
+    control: Option<&mut dyn Control>,
+) -> Result<Trained> {
+    let out = crate::train::run_with(cfg, rd.path(), resume, listeners, control)?;
+    let (state, value) = settle(exp, &out);
+    eprintln!(
+        "sweep: trial {n} {} with {} = {}",
+        if out.pruned { "pruned" } else { "complete" },
+        exp.search.objective.metric.name(),
+        value.map_or("-".into(), |v| format!("{v:.4}"))
+    );
+    let values = if exp.search.is_multi() && state == TrialState::Complete {
+        let v = measure_objectives(exp, &out, rd)?;
+        eprintln!("sweep: trial {n} objectives {v:?}");
+        Some(v)
+    } else {
+        None
+    };
+    Ok(Trained {
+        state,
+        value,
+        params: out.params,
+        values,
+    })
+}
+
+/// Trains cross-validated trial `n` once per fold in `rd`: the journal
+/// hears the first fold's epochs and the pruner judges them; the value is
+/// the mean over the folds of the objective on each held-out fold.
+#[allow(clippy::too_many_arguments)]
+fn train_folds(
+    exp: &Experiment,
+    n: usize,
+    cfg: &crate::config::RunConfig,
+    rd: &crate::layout::RunDir,
+    resume: bool,
+    track: &mut dyn Listener,
+    writer: &mut dyn Listener,
+    control: Option<&mut dyn Control>,
+) -> Result<Trained> {
+    let (file, pruned) = crate::train::repeat::run_first(
+        cfg,
+        rd.path(),
+        resume,
+        &mut [track],
+        &mut [writer],
+        control,
+    )?;
+    let first =
+        crate::train::Outcome::read(&rd.path().join(crate::config::Unit::Fold.dir_name(1)))?;
+    let (state, value) = if pruned {
+        settle(exp, &first)
+    } else {
+        let key = exp
+            .held_out_key()
+            .context("validated: cv has a held-out key")?;
+        (TrialState::Complete, file.spread.get(key).map(|s| s.mean))
+    };
+    let what = if pruned {
+        format!(
+            "pruned on its first fold with {}",
+            exp.search.objective.metric.name()
+        )
+    } else {
+        format!(
+            "complete with {} (mean of {} folds)",
+            exp.value_name(),
+            file.runs.len()
+        )
+    };
+    eprintln!(
+        "sweep: trial {n} {what} = {}",
+        value.map_or("-".into(), |v| format!("{v:.4}"))
+    );
+    Ok(Trained {
+        state,
+        value,
+        params: first.params,
+        values: None,
+    })
 }
 
 /// A trained trial's journal state and value: a pruned trial's last value,
@@ -610,7 +718,7 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
                 .copied()
                 .reduce(|a, b| if dir.better(b.1, a.1) { b } else { a })
                 .expect("a spread has values");
-            let name = exp.search.objective.metric.name();
+            let name = exp.value_name();
             best = Some(pick);
             best_rule = Some(format!(
                 "the configuration with the best mean {name} over its seeds: trial {} and its repeats ({} seeds, {name} {:.4} ± {:.4}); its model is its best seed's, trial {pick}",
@@ -632,19 +740,28 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
                 .map(|t| (f.clone(), t.number, t.value.unwrap_or(f64::NAN)))
         })
         .collect();
-    let best_model = match best {
+    let (best_model, best_config) = match best {
+        Some(n) if exp.cv.is_some() => (None, Some(refit_config(exp, sd, n)?)),
         Some(n) => {
             let src = sd.trial(n).model();
             let bytes =
                 std::fs::read(&src).with_context(|| format!("exporting {}", src.display()))?;
             crate::layout::write_atomic(&sd.best_model(), &bytes)?;
-            Some(sd.best_model())
+            (Some(sd.best_model()), None)
         }
-        None => None,
+        None => (None, None),
     };
+    if let (Some(cv), None) = (&exp.cv, &best_rule) {
+        best_rule = Some(format!(
+            "each trial's {} is the mean over its {} folds of {} on the images each fold held out",
+            exp.value_name(),
+            cv.folds,
+            exp.search.objective.metric.name()
+        ));
+    }
     let s = Summary {
         name: exp.name.clone(),
-        objective: exp.search.objective.metric.name().to_string(),
+        objective: exp.value_name(),
         direction: dir,
         trials,
         best_per_family,
@@ -658,10 +775,23 @@ fn summarise(exp: &Experiment, sd: &SweepDir, trials: Vec<TrialRecord>) -> Resul
         pareto,
         best_rule,
         seed_groups: groups,
+        best_config,
     };
     crate::layout::write_atomic(&sd.summary_json(), &serde_json::to_vec_pretty(&s)?)?;
     crate::layout::write_atomic(&sd.summary_md(), s.render().as_bytes())?;
     Ok(s)
+}
+
+/// Writes trial `n`'s configuration without its folds to the sweep's
+/// `best-config.yaml`: the recipe the cross-validation chose, to train on
+/// all the training data (scikit-learn's `refit`).
+fn refit_config(exp: &Experiment, sd: &SweepDir, n: usize) -> Result<PathBuf> {
+    let mut cfg: crate::config::RunConfig = crate::config::load_yaml(&sd.trial(n).config())?;
+    cfg.cv = None;
+    cfg.name = format!("{}-best", exp.name);
+    let path = sd.best_config();
+    crate::layout::write_atomic(&path, cfg.to_yaml()?.as_bytes())?;
+    Ok(path)
 }
 
 /// The Pareto-optimal complete trials, the one best by the stated rule, and
@@ -912,6 +1042,16 @@ impl Summary {
             let _ = writeln!(s, "- {f}: trial {n}, {} = {v:.4}", self.objective);
         }
         match self.best {
+            Some(n) if self.best_config.is_some() => {
+                if let Some(r) = &self.best_rule {
+                    let _ = writeln!(s, "\nCross-validated: {r}.");
+                }
+                let path = self.best_config.as_ref().expect("checked").display();
+                let _ = writeln!(
+                    s,
+                    "\nBest overall: trial {n}; its recipe without folds is in `{path}`: `fer train {path}` trains it on all the training data."
+                );
+            }
             Some(n) => {
                 let _ = writeln!(
                     s,

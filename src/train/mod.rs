@@ -145,8 +145,10 @@ pub fn make_splits(cfg: &RunConfig, data: &FerData) -> Result<Splits> {
 }
 
 /// One cross-validation fold's splits: the training images' fold `k` is
-/// the test split; validation is carved from the other folds as usual.
-/// A `test/` folder is not used: every fold is tested on its own images.
+/// the test split; validation is carved from the other folds by subject
+/// too (a subject's frames in train and validation would make every epoch
+/// look better than it is, and pick a late, overfitted one). A `test/`
+/// folder is not used: every fold is tested on its own images.
 fn fold_splits(
     cfg: &RunConfig,
     cv: &crate::data::folds::CvConfig,
@@ -168,7 +170,11 @@ fn fold_splits(
     let (held, rest): (Vec<usize>, Vec<usize>) =
         (0..data.train.len()).partition(|&i| folds[i] == k - 1);
     let pool = data.train.select(&rest);
-    let tv = stratified(&pool.labels, cfg.data.val_fraction, cfg.data.split_seed);
+    let tv = grouped_val(
+        &pool,
+        &rest.iter().map(|&i| groups[i].clone()).collect::<Vec<_>>(),
+        cfg,
+    )?;
     let mut train = pool.select(&tv.train);
     if cfg.train.subset < 1.0 {
         let keep = stratified(&train.labels, cfg.train.subset, cfg.seed).val;
@@ -179,6 +185,35 @@ fn fold_splits(
         val: pool.select(&tv.val),
         test: data.train.select(&held),
     })
+}
+
+/// A validation split of `pool` that keeps each subject on one side: the
+/// first of `round(1 / val_fraction)` stratified group folds (at most one
+/// per subject), so about `val_fraction` of the images.
+fn grouped_val(
+    pool: &ImageSet,
+    groups: &[String],
+    cfg: &RunConfig,
+) -> Result<crate::data::split::TrainVal> {
+    let f = cfg.data.val_fraction;
+    if f <= 0.0 {
+        return Ok(stratified(&pool.labels, f, cfg.data.split_seed));
+    }
+    let subjects = groups
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if subjects < 2 {
+        anyhow::bail!(
+            "{}: the training folds of a fold hold {subjects} subject, too few to keep validation apart from training",
+            cfg.name
+        );
+    }
+    let k = ((1.0 / f).round() as usize).clamp(2, subjects);
+    let folds =
+        crate::data::folds::stratified_group_folds(&pool.labels, groups, k, cfg.data.split_seed)?;
+    let (val, train) = (0..pool.len()).partition(|&i| folds[i] == 0);
+    Ok(crate::data::split::TrainVal { train, val })
 }
 
 /// The training forward pass in the configured arithmetic and layout.
@@ -377,6 +412,7 @@ fn model_meta(cfg: &RunConfig, env: &Setup) -> ModelMeta {
         classes: env.classes.clone(),
         convert: cfg.data.convert.resolve(&env.classes),
         cv: cfg.cv.clone(),
+        test_groups: cfg.data.test_groups.clone(),
         prior: artifact::prior(&env.splits.train.labels, env.classes.len()),
         seed: cfg.seed,
         data_digest: env.digest.clone(),

@@ -7,7 +7,7 @@
 //! validation split stays the same, so every seed selects its epoch on the
 //! same images. A fold moves the test images (its held-out fold) too.
 
-use super::{run_with, Listener, Outcome};
+use super::{run_with, Control, Listener, Outcome};
 use crate::config::{RunConfig, Unit};
 use crate::eval::stats::{spread, Spread};
 use crate::layout::{write_atomic, RunDir};
@@ -195,6 +195,21 @@ pub fn run(
     resume: bool,
     listeners: &mut [&mut dyn Listener],
 ) -> Result<SeedsFile> {
+    Ok(run_first(cfg, dir, resume, listeners, &mut [], None)?.0)
+}
+
+/// As [`run`], with `first` listeners and a `control` for the first
+/// training only (a sweep prunes a cross-validated trial on its first
+/// fold, whose curve every trial shares). Returns whether the control
+/// stopped it; the later trainings are then not started.
+pub fn run_first(
+    cfg: &RunConfig,
+    dir: &Path,
+    resume: bool,
+    listeners: &mut [&mut dyn Listener],
+    first: &mut [&mut dyn Listener],
+    mut control: Option<&mut dyn Control>,
+) -> Result<(SeedsFile, bool)> {
     let (unit, units) = cfg.repeat_units()?;
     if units.is_empty() {
         bail!(
@@ -239,8 +254,18 @@ pub fn run(
                 check_same(&mcfg, &mrd, unit, seed)?;
             }
             eprintln!("{what} {}/{n} ({seed}) in {}", k + 1, mrd.path().display());
-            run_with(&mcfg, mrd.path(), started, listeners, None)?
+            if k == 0 {
+                let mut all: Vec<&mut dyn Listener> = listeners
+                    .iter_mut()
+                    .map(|l| &mut **l as &mut dyn Listener)
+                    .chain(first.iter_mut().map(|l| &mut **l as &mut dyn Listener))
+                    .collect();
+                run_with(&mcfg, mrd.path(), started, &mut all, control.take())?
+            } else {
+                run_with(&mcfg, mrd.path(), started, listeners, None)?
+            }
         };
+        let pruned = out.pruned;
         file.push(SeedRun {
             seed,
             dir: unit.dir_name(seed),
@@ -250,8 +275,11 @@ pub fn run(
             figures: figures_of(&out),
         });
         file.write(&rd)?;
+        if pruned {
+            return Ok((file, true));
+        }
     }
-    Ok(file)
+    Ok((file, false))
 }
 
 /// Writes the recipe a resumed repeated run now has into an unfinished

@@ -464,6 +464,67 @@ print(json.dumps(out))
         .unwrap();
     assert_eq!(mv["model_version"]["run_id"].as_str(), Some(run_id));
 
+    // 2c. A cross-validated sweep: a trial is scored as `cv/acc` on the
+    // parent, holds its spread across folds, and each fold is its child.
+    let _ = std::os::unix::fs::symlink(repo().join("configs"), tmp.path().join("configs"));
+    std::fs::create_dir_all(tmp.path().join("experiments")).unwrap();
+    let exp = tmp.path().join("experiments/cv.yaml");
+    std::fs::write(
+        &exp,
+        "name: cvsmoke\ndata: fer2013\nmodel: {kind: mlp, hidden: [16]}\ntrain: smoke\n\
+         set: {train.epochs: 1, train.max_batches: 2}\n\
+         search: {sampler: {kind: random}, n_trials: 1}\n\
+         space:\n  train.optimizer.lr: {float: [0.001, 0.01], log: true}\n\
+         cv: {folds: 2, group_by: '_(\\d)'}\n",
+    )
+    .unwrap();
+    let cvd = tmp.path().join("cv");
+    common::run_ok(
+        fer()
+            .arg("sweep")
+            .arg(&exp)
+            .arg("--sweep-dir")
+            .arg(&cvd)
+            .args(["--tracking-uri", &server.uri])
+            .env("MLFLOW_EXPERIMENT_NAME", "cv"),
+    );
+    let parent_id = state(&cvd, &server.uri)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(c.history(&parent_id, "trial/cv/acc").unwrap().len(), 1);
+    let trial_id = state(&cvd.join("trials/000"), &server.uri)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        c.history(&trial_id, "seeds/test/acc_mean").unwrap().len(),
+        1
+    );
+    let exp_id = c
+        .get("experiments/get-by-name", &[("experiment_name", "cv")])
+        .unwrap()["experiment"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let folds: Vec<Value> = c
+        .search_runs(&exp_id, "")
+        .unwrap()
+        .into_iter()
+        .filter(|r| tag(r, "mlflow.parentRunId") == Some(trial_id.as_str()))
+        .collect();
+    let mut names: Vec<&str> = folds
+        .iter()
+        .map(|r| tag(r, "mlflow.runName").unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["trial-000 mlp fold 1", "trial-000 mlp fold 2"]);
+    for f in &folds {
+        assert_eq!(f["info"]["status"], "FINISHED");
+        let id = f["info"]["run_id"].as_str().unwrap();
+        assert_eq!(c.history(id, "final/test/acc").unwrap().len(), 1);
+    }
+
     // 3. The server stops mid-sweep: training goes on, nothing is lost.
     let b = tmp.path().join("b");
     let log = tmp.path().join("b.log");
@@ -676,10 +737,12 @@ impl Proxy {
 fn bad_tracking_settings_are_named_and_the_sweep_completes_locally() {
     let tmp = tempfile::tempdir().unwrap();
 
+    // The sweeps that only meet a refusal run one short trial.
+    let one = ["search.n_trials=1", "train.epochs=1"];
     // Nothing listens on this port.
     let closed = format!("http://127.0.0.1:{}", free_port());
     let d = tmp.path().join("unreachable");
-    let (ok, err) = sweep(&d, &closed, &[], &[]);
+    let (ok, err) = sweep(&d, &closed, &[], &one);
     assert!(ok, "{err}");
     assert!(
         err.contains(&format!("MLflow at {closed} is unreachable")),
@@ -699,7 +762,7 @@ fn bad_tracking_settings_are_named_and_the_sweep_completes_locally() {
         &[("MLFLOW_AUTH_ADMIN_PASSWORD", pw)],
     );
     let d = tmp.path().join("token");
-    let (ok, err) = sweep(&d, &server.uri, &[("MLFLOW_TRACKING_TOKEN", "wrong")], &[]);
+    let (ok, err) = sweep(&d, &server.uri, &[("MLFLOW_TRACKING_TOKEN", "wrong")], &one);
     assert!(ok, "{err}");
     assert!(err.contains("answered 401"), "{err}");
     assert!(err.contains("MLFLOW_TRACKING_TOKEN"), "{err}");
@@ -727,12 +790,12 @@ fn bad_tracking_settings_are_named_and_the_sweep_completes_locally() {
     let mut env = login.to_vec();
     env.push(("MLFLOW_TRACKING_TOKEN", "wrong"));
     env.push(("MLFLOW_EXPERIMENT_NAME", "both"));
-    let (ok, err) = sweep(&d, &server.uri, &env, &[]);
+    let (ok, err) = sweep(&d, &server.uri, &env, &one);
     assert!(ok && err.contains("is up to date"), "{err}");
 
     let d = tmp.path().join("notfound");
     let wrong_path = format!("{}/not-mlflow", server.uri);
-    let (ok, err) = sweep(&d, &wrong_path, &login, &[]);
+    let (ok, err) = sweep(&d, &wrong_path, &login, &one);
     assert!(ok, "{err}");
     assert!(err.contains("answered 404"), "{err}");
     assert!(err.contains("no MLflow REST API at this address"), "{err}");

@@ -207,16 +207,63 @@ train/calm/S02_0002.png
         "{err}"
     );
 
+    // Named groups within the test split (two recording sites here, by a
+    // CSV), each scored apart as FER-2013's halves are.
+    let sites = tmp.path().join("sites.csv");
+    let mut rows = String::from("file,site\n");
+    let mut per_site = [0usize; 2];
+    for (name, _) in SIX {
+        for e in std::fs::read_dir(data.join("test").join(name)).unwrap() {
+            let f = e.unwrap().file_name().into_string().unwrap();
+            let s = f[1..3].parse::<usize>().unwrap() % 2;
+            per_site[s] += 1;
+            rows += &format!("test/{name}/{f},site-{}\n", ["a", "b"][s]);
+        }
+    }
+    std::fs::write(&sites, &rows).unwrap();
+    let cut = rows.lines().take(3).collect::<Vec<_>>().join("\n");
+    std::fs::write(tmp.path().join("sites-short.csv"), cut).unwrap();
+    let err = fer::data::load(
+        &fer::data::DataConfig {
+            dir: data.clone(),
+            test_groups: Some(fer::data::folds::TestGroups {
+                group_by: None,
+                groups: Some(fer::data::folds::GroupsCsv {
+                    path: tmp.path().join("sites-short.csv"),
+                    column: "site".into(),
+                }),
+            }),
+            ..Default::default()
+        },
+        &tmp.path().join("cache"),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("sites-short.csv: no row for the image test/") && err.contains("no group"),
+        "{err}"
+    );
+
     // Training: the model file carries the six classes.
     let cfg = tmp.path().join("six.yaml");
     six_class_config(&cfg, &data, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "  val_fraction: 0.15\n",
+        &format!(
+            "  val_fraction: 0.15\n  test_groups: {{groups: {{path: {}, column: site}}}}\n",
+            sites.display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
     let run = tmp.path().join("runs/six");
     run_ok(fer().args(["train"]).arg(&cfg).arg("--run-dir").arg(&run));
     let meta = fer::artifact::ModelMeta::read(&run.join("model.safetensors")).unwrap();
     assert_eq!(meta.classes, six_names());
     assert_eq!(meta.convert, fer::data::Convert::Resize);
 
-    // eval on its own data: the test folder, scored in its classes.
+    // eval on its own data: the test folder, scored in its classes, and
+    // each site apart.
     let out = run_ok(
         fer()
             .args(["eval", "--json", "--data"])
@@ -227,6 +274,30 @@ train/calm/S02_0002.png
     assert_eq!(ev["classes"], serde_json::json!(six_names()));
     assert_eq!(ev["overall"]["n"].as_u64().unwrap() as usize, n_test);
     assert_eq!(ev["overall"]["per_class"].as_array().unwrap().len(), 6);
+    let groups: Vec<(&String, u64)> = ev["by_origin"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, m)| (k, m["n"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            (&"site-a".to_string(), per_site[0] as u64),
+            (&"site-b".to_string(), per_site[1] as u64)
+        ],
+        "{ev}"
+    );
+    assert!(
+        ev["intervals"]["site-b"]["accuracy"]["lo"].is_number(),
+        "{ev}"
+    );
+    let preds = std::fs::read_to_string(run.join("predictions.csv")).unwrap();
+    assert_eq!(
+        preds.lines().filter(|l| l.contains(",site-a,")).count(),
+        per_site[0],
+        "the run's predictions name each image's site"
+    );
 
     // predict on a photo: a label of this model.
     let pred = tmp.path().join("pred");
@@ -322,13 +393,15 @@ train/calm/S02_0002.png
         assert_eq!(fcfg.cv.as_ref().unwrap().fold, Some(k));
         let s = fer::train::make_splits(&fcfg, &loaded).unwrap();
         let test: std::collections::BTreeSet<String> = s.test.sources.iter().map(subject).collect();
-        let train: std::collections::BTreeSet<String> = s
-            .train
-            .sources
-            .iter()
-            .chain(&s.val.sources)
-            .map(subject)
-            .collect();
+        let train: std::collections::BTreeSet<String> =
+            s.train.sources.iter().map(subject).collect();
+        let val: std::collections::BTreeSet<String> = s.val.sources.iter().map(subject).collect();
+        assert!(!val.is_empty(), "fold {k} has a validation split");
+        assert!(
+            val.is_disjoint(&train),
+            "fold {k}: validation subjects {val:?} also in train"
+        );
+        let train: std::collections::BTreeSet<String> = train.union(&val).cloned().collect();
         assert!(test.is_disjoint(&train), "fold {k}: {test:?} also in train");
         for t in &tested {
             assert!(t.is_disjoint(&test), "a subject in two folds' test sets");
@@ -352,15 +425,26 @@ train/calm/S02_0002.png
     );
 
     // The report on the folder: each fold scored on its own fold, and the
-    // spread across folds.
+    // spread across folds; and each fold's model on FER-2013's test split
+    // too, read into the six classes.
     let report = tmp.path().join("report");
+    let fer_test = common::fer_dir().join("test");
+    let fer_n: usize = std::fs::read_dir(&fer_test)
+        .unwrap()
+        .map(|c| std::fs::read_dir(c.unwrap().path()).unwrap().count())
+        .sum();
     run_ok(
         fer()
             .arg("report")
             .arg(&cv_run)
             .arg("--out")
             .arg(&report)
-            .args(["--robustness-images", "40"]),
+            .args(["--robustness-images", "40", "--other-data"])
+            .arg(common::fer_dir())
+            .args([
+                "--class-map",
+                "angry=anger,surprise=astonished,neutral=calm,disgust=distress,fear=distress,happy=joy,sad=sorrow",
+            ]),
     );
     let md = std::fs::read_to_string(report.join("README.md")).unwrap();
     assert!(
@@ -368,6 +452,126 @@ train/calm/S02_0002.png
         "{md}"
     );
     assert!(md.contains("| six fold 2 |"), "{md}");
+    assert!(md.contains("### Across data sets"), "{md}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
+    let across = summary["across"].as_array().unwrap();
+    assert_eq!(
+        across.len(),
+        6,
+        "three folds, each on its own and on FER-2013"
+    );
+    for (k, pair) in across.chunks(2).enumerate() {
+        assert_eq!(pair[0]["model"], format!("six fold {}", k + 1));
+        assert_eq!(pair[0]["own"], true);
+        assert_eq!(pair[1]["own"], false);
+        assert_eq!(pair[1]["images"].as_u64().unwrap() as usize, fer_n);
+        assert!(pair[1]["class_map"]["dropped"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        let acc = &pair[1]["figures"]["accuracy"];
+        let (v, lo, hi) = (
+            acc["value"].as_f64().unwrap(),
+            acc["lo"].as_f64().unwrap(),
+            acc["hi"].as_f64().unwrap(),
+        );
+        assert!(lo <= v && v <= hi && hi - lo < 0.1, "{acc}");
+    }
+    assert!(
+        md.contains(&format!(
+            "| six fold 1 | `{}` | {fer_n} |",
+            common::fer_dir().display()
+        )),
+        "{md}"
+    );
+
+    // A sweep that scores each trial by cross-validation: its value is the
+    // mean of its folds' held-out accuracy, and its winner is a recipe to
+    // train on all the data, not one fold's model.
+    let exp = tmp.path().join("six-cv-sweep.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            "name: six-cvs\nseed: 1\ndata: {{dir: {}, val_fraction: 0.15}}\n\
+             model: {{kind: cnn, widths: [8, 16], convs: 1}}\n\
+             train: {{epochs: 1, batch_size: 32, optimizer: {{kind: adamw, lr: 0.003}}}}\n\
+             search: {{sampler: {{kind: random}}, n_trials: 2, objective: {{metric: val/acc, direction: maximize}}}}\n\
+             space:\n  train.optimizer.lr: {{float: [0.0003, 0.01], log: true}}\n\
+             cv: {{folds: 3, group_by: '/(S\\d+)_'}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let sweep = tmp.path().join("runs/six-cvs");
+    run_ok(fer().arg("sweep").arg(&exp).arg("--sweep-dir").arg(&sweep));
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(sweep.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["objective"], "cv/acc");
+    assert!(summary["best_model"].is_null(), "{summary}");
+    let trials = summary["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2);
+    let mut values = Vec::new();
+    for t in trials {
+        assert_eq!(t["state"], "complete", "{t}");
+        let n = t["number"].as_u64().unwrap();
+        let dir = sweep.join(format!("trials/{n:03}"));
+        // The mean of what each fold's model scored on its held-out fold.
+        let accs: Vec<f64> = (1..=3)
+            .map(|k| {
+                let e: Value = serde_json::from_slice(
+                    &std::fs::read(dir.join(format!("fold-{k}/eval.json"))).unwrap(),
+                )
+                .unwrap();
+                e["test"]["overall"]["accuracy"].as_f64().unwrap()
+            })
+            .collect();
+        let mean = accs.iter().sum::<f64>() / 3.0;
+        let v = t["value"].as_f64().unwrap();
+        assert!((v - mean).abs() < 1e-9, "trial {n}: {v} against {accs:?}");
+        values.push((v, n));
+    }
+    let best = values
+        .iter()
+        .copied()
+        .reduce(|a, b| if b.0 > a.0 { b } else { a })
+        .unwrap()
+        .1;
+    assert_eq!(summary["best"].as_u64(), Some(best));
+    let refit = fer::config::RunConfig::load(&sweep.join("best-config.yaml"), &[]).unwrap();
+    assert!(
+        refit.cv.is_none(),
+        "the refit recipe trains on all the data"
+    );
+    let trial_cfg =
+        fer::config::RunConfig::load(&sweep.join(format!("trials/{best:03}/config.yaml")), &[])
+            .unwrap();
+    assert_eq!(refit.train, trial_cfg.train, "the winner's recipe");
+    let md = std::fs::read_to_string(sweep.join("summary.md")).unwrap();
+    assert!(
+        md.contains("Cross-validated") && md.contains("best-config.yaml"),
+        "{md}"
+    );
+    // The report shows each trial's folds, each on its own held-out fold.
+    let report = tmp.path().join("report-cvs");
+    run_ok(
+        fer()
+            .arg("report")
+            .arg(&sweep)
+            .arg("--out")
+            .arg(&report)
+            .args(["--robustness-images", "40"]),
+    );
+    let md = std::fs::read_to_string(report.join("README.md")).unwrap();
+    assert!(md.contains("trial 0 cnn fold 3"), "{md}");
+    assert!(md.contains("cv/acc"), "{md}");
+    // In full: the winner's folds, and its spread across them alone.
+    let other = 1 - best;
+    assert!(
+        md.contains(&format!("**six-cvs-trial{best}** (3 folds)"))
+            && !md.contains(&format!("**six-cvs-trial{other}**")),
+        "{md}"
+    );
 }
 
 #[test]

@@ -392,6 +392,14 @@ fn bad_experiments_name_file_line_and_choices() {
         "{base}model: cnn\nspace:\n  train.learning_rate: {{float: [0.01, 0.1]}}\n"
     ));
     assert!(e.contains("learning_rate"), "{e}");
+    // Cross-validated trials are scored on held-out folds: accuracy or macro F1.
+    let e = load_err(&format!(
+        "{base}model: cnn\ncv: {{folds: 3}}\nsearch: {{objective: {{metric: val/loss, direction: minimize}}}}\n"
+    ));
+    assert!(
+        e.contains("val/loss") && e.contains("val/acc or val/f1_macro"),
+        "{e}"
+    );
     // A group file that does not exist lists the available ones.
     let e = load_err("name: x\nmodel: cnn\ntrain: fast\n");
     assert!(

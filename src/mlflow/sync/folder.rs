@@ -583,9 +583,12 @@ pub(super) fn sweep_folder(
     let done = summary.exists();
     let mut raw = Vec::new();
     flatten(&config, "", &mut raw);
-    let objective = config["search"]["objective"]["metric"]
-        .as_str()
-        .unwrap_or("objective");
+    let objective = crate::sweep::config::value_name(
+        config["search"]["objective"]["metric"]
+            .as_str()
+            .unwrap_or("objective"),
+        !config["cv"].is_null(),
+    );
     let maximize = config["search"]["objective"]["direction"] != "minimize";
     let (prov, mut tags) = provenance_tags(sd.path(), &sd.config());
     as_started(&mut raw, &prov);
@@ -598,7 +601,7 @@ pub(super) fn sweep_folder(
         source: "fer sweep".into(),
         params: clean_params(raw),
         tags,
-        points: sweep_points(&trials, &started, objective, maximize),
+        points: sweep_points(&trials, &started, &objective, maximize),
         artifacts: sweep_artifacts(sd),
         status: done.then(|| ("FINISHED".to_string(), ms(mtime_s(&summary)))),
         start_ms: start_ms(&sd.config(), &prov),
