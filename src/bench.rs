@@ -548,6 +548,8 @@ pub struct InferBenchOptions {
     pub batches: Vec<usize>,
     /// Minimum seconds timed per (model, batch).
     pub seconds: f64,
+    /// Kernel layouts to time each float network in, side by side.
+    pub layouts: Vec<crate::artifact::Layout>,
 }
 
 #[derive(Debug, Serialize)]
@@ -556,6 +558,8 @@ pub struct InferRow {
     pub family: String,
     /// `fp32`, or `int8` for files written by `fer quantize`.
     pub precision: String,
+    /// `nchw` or `nhwc`; `-` where it has no meaning (no convolutions, int8).
+    pub layout: String,
     pub params: u64,
     pub macs: u64,
     pub batch: usize,
@@ -630,27 +634,40 @@ pub fn infer(args: &InferBenchOptions) -> Result<InferBench> {
     let threads = tch::get_num_threads() as usize;
     let mut rows = Vec::new();
     for f in &files {
-        let clf = crate::artifact::Classifier::load(f, tch::Device::Cpu)?;
-        let Some(net) = clf.net.as_ref() else {
+        let mut clf = crate::artifact::Classifier::load(f, tch::Device::Cpu)?;
+        if clf.net.is_none() {
             continue;
+        }
+        // One pass where the layout has no meaning, else one per layout.
+        let layouts: Vec<Option<crate::artifact::Layout>> = if clf.has_layout() {
+            args.layouts.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
         };
-        let s = clf.meta.preprocess.size as i64;
-        for &b in &args.batches {
-            let med =
-                crate::eval::latency::forward_seconds(net.module.as_ref(), b, s, args.seconds);
-            let ips = b as f64 / med;
-            rows.push(InferRow {
-                model: clf.meta.name.clone(),
-                family: clf.meta.model.family().to_string(),
-                precision: if clf.quant.is_some() { "int8" } else { "fp32" }.into(),
-                params: clf.meta.params,
-                macs: clf.meta.macs,
-                batch: b,
-                ms_per_batch: med * 1000.0,
-                ms_per_image: med * 1000.0 / b as f64,
-                img_per_s: ips,
-                gflops: 2.0 * clf.meta.macs as f64 * ips / 1e9,
-            });
+        for layout in layouts {
+            if let Some(l) = layout {
+                clf.set_layout(l);
+            }
+            let net = clf.net.as_ref().expect("a network");
+            let s = clf.meta.preprocess.size as i64;
+            for &b in &args.batches {
+                let med =
+                    crate::eval::latency::forward_seconds(net.module.as_ref(), b, s, args.seconds);
+                let ips = b as f64 / med;
+                rows.push(InferRow {
+                    model: clf.meta.name.clone(),
+                    family: clf.meta.model.family().to_string(),
+                    precision: if clf.quant.is_some() { "int8" } else { "fp32" }.into(),
+                    layout: layout.map_or("-".into(), |l| l.to_string()),
+                    params: clf.meta.params,
+                    macs: clf.meta.macs,
+                    batch: b,
+                    ms_per_batch: med * 1000.0,
+                    ms_per_image: med * 1000.0 / b as f64,
+                    img_per_s: ips,
+                    gflops: 2.0 * clf.meta.macs as f64 * ips / 1e9,
+                });
+            }
         }
     }
     let (nominal, how) = peak_gflops(threads);
@@ -686,13 +703,14 @@ impl InferBench {
         let mut s = format!(
             "fer bench infer: CPU, {threads} threads; GFLOP/s counts int8 multiply-adds as 2 operations like fp32 ones. Nominal peak {nominal:.0} GFLOP/s = {how}; a 2048x2048 matrix product (libtorch sgemm) reaches {sgemm:.0} GFLOP/s, the practical ceiling used for \"% of sgemm\" (above the nominal peak, the cores run faster than the base clock /proc/cpuinfo reports).\n\n"
         );
-        s += "| model | precision | params | MACs/img | batch | ms/batch | ms/image | img/s | GFLOP/s | % of sgemm |\n";
-        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        s += "| model | precision | layout | params | MACs/img | batch | ms/batch | ms/image | img/s | GFLOP/s | % of sgemm |\n";
+        s += "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in &self.rows {
             s += &format!(
-                "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1}% |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1}% |\n",
                 r.model,
                 r.precision,
+                r.layout,
                 r.params,
                 crate::models::human(r.macs),
                 r.batch,

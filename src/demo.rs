@@ -155,6 +155,7 @@ pub fn run(o: &DemoOptions, p: Prepared, m: Mlflow, stage: &mut dyn FnMut(&str))
         out: Some(o.report_dir.clone()),
         data: o.data.clone(),
         robustness_images: o.robustness_images,
+        robustness_baseline: None,
         importance: Vec::new(),
         notes: None,
         other_data: Vec::new(),

@@ -2,7 +2,9 @@
 //! or a whole image set, with ten-crop test-time augmentation and the file's
 //! logit adjustment. Every set a model scores passes one check
 //! (`predict_set_raw`): probabilities that are not finite are an error that
-//! names the model, never metrics.
+//! names the model, never metrics. Float networks run their convolutions
+//! in NHWC (`Layout`): oneDNN then keeps activations in one layout through
+//! the network instead of reordering them around every convolution.
 
 use super::file::{ModelFile, ModelMeta};
 use super::int8::{self, QuantMeta};
@@ -28,6 +30,38 @@ pub struct Classifier {
     pub device: Device,
     /// Set for int8 model files written by `fer quantize`.
     pub quant: Option<QuantMeta>,
+    /// The layout the convolution kernels are held in.
+    pub layout: Layout,
+}
+
+/// Memory layout of a network's convolution kernels, and so of the
+/// activations oneDNN computes from them. Results agree to float rounding;
+/// NHWC is the faster on the CPUs measured (docs/performance.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nchw" => Ok(Layout::Nchw),
+            "nhwc" => Ok(Layout::Nhwc),
+            _ => Err(format!("unknown layout '{s}'; expected nchw or nhwc")),
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Nchw => "nchw",
+            Layout::Nhwc => "nhwc",
+        })
+    }
 }
 
 impl std::fmt::Debug for Classifier {
@@ -96,14 +130,50 @@ impl Classifier {
             }
             (None, None)
         };
-        Ok(Classifier {
+        let mut clf = Classifier {
             file: None,
             meta,
             vs,
             net,
             device,
             quant,
-        })
+            layout: Layout::Nchw,
+        };
+        clf.set_layout(Layout::Nhwc);
+        Ok(clf)
+    }
+
+    /// Whether the layout means anything here: not for a baseline, a
+    /// network without convolutions, or an int8 file, whose own kernels
+    /// take NCHW.
+    pub fn has_layout(&self) -> bool {
+        self.quant.is_none()
+            && self
+                .vs
+                .as_ref()
+                .is_some_and(|vs| vs.variables().values().any(|v| v.dim() == 4))
+    }
+
+    /// Moves the convolution kernels to `layout`; false (and nothing done)
+    /// where [`Classifier::has_layout`] is false.
+    pub fn set_layout(&mut self, layout: Layout) -> bool {
+        if !self.has_layout() {
+            return false;
+        }
+        let vs = self.vs.as_ref().expect("has_layout: weights");
+        match layout {
+            Layout::Nhwc => crate::train::to_channels_last(vs),
+            Layout::Nchw => tch::no_grad(|| {
+                for (_, mut v) in vs.variables() {
+                    if v.dim() == 4 {
+                        let t = v.contiguous();
+                        v.set_data(&t);
+                    }
+                }
+            }),
+        }
+        self.layout = layout;
+        true
     }
 
     /// Class probabilities `[B, K]` for normalised inputs `[B, 1, S, S]`,

@@ -10,7 +10,7 @@ pub mod int8;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use classifier::{net_probs, predict_set, Classifier};
+pub use classifier::{net_probs, predict_set, Classifier, Layout};
 pub use data::{DataUse, ModelData};
 pub use file::{
     prior, rewrite_meta, save, save_tensors, LogitAdjust, ModelFile, ModelMeta, FORMAT,

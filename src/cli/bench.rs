@@ -81,6 +81,10 @@ pub struct InferBenchArgs {
     /// Minimum seconds timed per (model, batch).
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
+    /// Convolution kernel layouts, timed side by side: nchw, nhwc (what
+    /// fer loads float networks in).
+    #[arg(long, default_value = "nhwc", value_delimiter = ',')]
+    pub layouts: Vec<crate::artifact::Layout>,
     #[arg(long)]
     pub json: bool,
 }
@@ -131,6 +135,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 models: a.models,
                 batches: a.batches,
                 seconds: a.seconds,
+                layouts: a.layouts,
             })?;
             super::print_json_or(a.json, &b, bench::InferBench::render)?;
         }

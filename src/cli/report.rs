@@ -19,6 +19,11 @@ pub struct ReportArgs {
     /// Test images in the robustness suite (a seeded sample).
     #[arg(long, default_value_t = 1000)]
     pub robustness_images: usize,
+    /// A model file whose robustness suite, on the same images, the
+    /// report's mean corruption errors are relative to (ImageNet-C's
+    /// baseline).
+    #[arg(long, value_name = "FILE")]
+    pub robustness_baseline: Option<PathBuf>,
     /// A sweep folder that tuned these models (repeatable): the report
     /// ranks its hyperparameters by importance, with a chart.
     #[arg(long = "importance", value_name = "SWEEP_DIR")]
@@ -43,6 +48,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
         out: a.out,
         data: a.data,
         robustness_images: a.robustness_images,
+        robustness_baseline: a.robustness_baseline,
         importance: a.importance,
         notes: a.notes,
         other_data: a.other_data,

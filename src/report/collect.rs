@@ -455,8 +455,34 @@ fn discover_sweep(sd: &SweepDir) -> Result<Inputs> {
 }
 
 /// Loads the data and the models, and measures what the sections show.
-pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> Result<ReportData> {
+/// What the options name beyond the runs, read and checked before any
+/// measuring: the other data sets' class maps and the robustness baseline.
+pub struct Named {
+    maps: Vec<Option<crate::data::classmap::ClassMap>>,
+    baseline: Option<(PathBuf, Classifier)>,
+}
+
+impl Named {
+    pub fn read(a: &ReportOptions) -> Result<Named> {
+        Ok(Named {
+            maps: super::across::maps_for(&a.other_data, &a.class_maps)?,
+            baseline: match &a.robustness_baseline {
+                Some(f) => Some((f.clone(), Classifier::load(f, tch::Device::Cpu)?)),
+                None => None,
+            },
+        })
+    }
+}
+
+pub fn collect(
+    inputs: Inputs,
+    a: &ReportOptions,
+    named: Named,
+    name: String,
+    out: &Path,
+) -> Result<ReportData> {
     let Inputs { mut runs, sweep } = inputs;
+    let Named { maps, baseline } = named;
     // The data the runs were trained on.
     let mut dcfg = runs[0].cfg.data.clone();
     // The runs' own folder, unless moved: `--data`, or `$FER2013_DIR` for
@@ -475,6 +501,15 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
     let calib = calibration_sample(&loaded.data.train);
     let classes = loaded.data.classes.clone();
     let k = classes.len();
+    if let Some((f, b)) = &baseline {
+        anyhow::ensure!(
+            b.meta.classes == classes,
+            "--robustness-baseline {}: its classes {:?} are not the runs' {:?}",
+            f.display(),
+            b.meta.classes,
+            classes
+        );
+    }
     let (sets, of) = test_sets(&runs, &loaded.data, &dcfg.dir)?;
     drop(loaded);
 
@@ -510,27 +545,43 @@ pub fn collect(inputs: Inputs, a: &ReportOptions, name: String, out: &Path) -> R
         }
         r.calibration = reliability_bins(&probs[i], &sets[of[i]].labels, k);
     }
+    // The baseline's suite, once per test set the runs use.
+    let mut base_of: std::collections::BTreeMap<usize, Robustness> = Default::default();
     for &i in &deep {
         if runs[i].has_net {
-            let rob = robustness(
+            let mut rob = robustness(
                 &runs[i],
                 &clfs[i],
                 &sets[of[i]],
                 a.robustness_images,
                 &digest,
             )?;
+            if let Some((file, base)) = &baseline {
+                let br = match base_of.entry(of[i]) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        eprintln!(
+                            "report: robustness suite for the baseline {}",
+                            file.display()
+                        );
+                        e.insert(robust::run(
+                            base,
+                            &sets[of[i]],
+                            Some(a.robustness_images),
+                            0,
+                        )?)
+                    }
+                };
+                rob = rob.with_baseline(br, &file.display().to_string())?;
+            }
             runs[i].robustness = Some(rob);
         }
     }
     for &i in &deep {
         runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &sets[of[i]], &classes);
     }
-    let others: Vec<(PathBuf, Option<crate::data::classmap::ClassMap>)> = a
-        .other_data
-        .iter()
-        .cloned()
-        .zip(super::across::maps_for(&a.other_data, &a.class_maps)?)
-        .collect();
+    let others: Vec<(PathBuf, Option<crate::data::classmap::ClassMap>)> =
+        a.other_data.iter().cloned().zip(maps).collect();
     let mut across = Vec::new();
     if !others.is_empty() {
         for &i in &deep {

@@ -28,6 +28,8 @@ pub struct ReportOptions {
     pub data: Option<PathBuf>,
     /// Test images for the robustness suite (a seeded sample).
     pub robustness_images: usize,
+    /// The model the robustness suite's corruption errors are relative to.
+    pub robustness_baseline: Option<PathBuf>,
     /// Sweep folders whose hyperparameter importance the report shows.
     pub importance: Vec<PathBuf>,
     /// A Markdown file of commentary, placed after the comparison.
@@ -51,6 +53,9 @@ impl ReportOptions {
         if self.robustness_images != 1000 {
             cmd += &format!(" --robustness-images {}", self.robustness_images);
         }
+        if let Some(b) = &self.robustness_baseline {
+            cmd += &format!(" --robustness-baseline {}", b.display());
+        }
         for sweep in &self.importance {
             cmd += &format!(" --importance {}", sweep.display());
         }
@@ -70,7 +75,7 @@ impl ReportOptions {
 /// Writes the report; returns the README path.
 pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     // Checked before minutes of measuring, not after.
-    across::maps_for(&a.other_data, &a.class_maps)?;
+    let named = collect::Named::read(a)?;
     let inputs = collect::discover(&a.input)?;
     let name = report_name(&a.input);
     let out = a
@@ -85,7 +90,7 @@ pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
             a.input.display()
         );
     }
-    let d = collect::collect(inputs, a, name, &out)?;
+    let d = collect::collect(inputs, a, named, name, &out)?;
 
     charts::data_set(&d, &out)?;
     charts::comparison(&d, &out)?;

@@ -510,6 +510,7 @@ fn the_regenerate_command_keeps_every_section_option() {
         out: None,
         data: None,
         robustness_images: 500,
+        robustness_baseline: Some(PathBuf::from("models/zoo/cnn.safetensors")),
         importance: vec![PathBuf::from("runs/zoo-cnn"), PathBuf::from("runs/zoo-vit")],
         notes: Some(PathBuf::from("docs/zoo-notes.md")),
         other_data: vec![PathBuf::from("/data/six")],
@@ -518,7 +519,7 @@ fn the_regenerate_command_keeps_every_section_option() {
     assert_eq!(
         o.command(std::path::Path::new("docs/report-zoo")),
         "fer report runs/zoo --out docs/report-zoo --robustness-images 500 \
-         --importance runs/zoo-cnn --importance runs/zoo-vit --notes docs/zoo-notes.md \
+         --robustness-baseline models/zoo/cnn.safetensors --importance runs/zoo-cnn --importance runs/zoo-vit --notes docs/zoo-notes.md \
          --other-data /data/six --class-map 'joy=happy,calm=-'"
     );
 }

@@ -333,11 +333,11 @@ fn train_once(
 ) -> Result<Trained> {
     let out = crate::train::run_with(cfg, rd.path(), resume, listeners, control)?;
     let (state, value) = settle(exp, &out);
-    eprintln!(
-        "sweep: trial {n} {} with {} = {}",
-        if out.pruned { "pruned" } else { "complete" },
-        exp.search.objective.metric.name(),
-        value.map_or("-".into(), |v| format!("{v:.4}"))
+    let what = if out.pruned { "pruned" } else { "complete" };
+    say_value(
+        n,
+        &format!("{what} with {}", exp.search.objective.metric.name()),
+        value,
     );
     let values = if exp.search.is_multi() && state == TrialState::Complete {
         let v = measure_objectives(exp, &out, rd)?;
@@ -398,16 +398,21 @@ fn train_folds(
             file.runs.len()
         )
     };
-    eprintln!(
-        "sweep: trial {n} {what} = {}",
-        value.map_or("-".into(), |v| format!("{v:.4}"))
-    );
+    say_value(n, &what, value);
     Ok(Trained {
         state,
         value,
         params: first.params,
         values: None,
     })
+}
+
+/// The line a trained trial ends with: how it ended, and its value.
+fn say_value(n: usize, what: &str, value: Option<f64>) {
+    eprintln!(
+        "sweep: trial {n} {what} = {}",
+        value.map_or("-".into(), |v| format!("{v:.4}"))
+    );
 }
 
 /// A trained trial's journal state and value: a pruned trial's last value,

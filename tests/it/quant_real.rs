@@ -1,6 +1,7 @@
 //! `fer quantize` on real models trained on real FER-2013: the int8 file is
 //! smaller, keeps its accuracy, gives the same numbers in `fer eval`, serves
-//! a real photo, and the accuracy gate refuses to write a file.
+//! a real photo, and the accuracy gate refuses to write a file. Float
+//! networks predict the same in either convolution kernel layout.
 
 use crate::common;
 
@@ -179,4 +180,77 @@ fn int8_models_keep_accuracy_shrink_evaluate_and_serve() {
     let base = quantize(&majority, &t.join("y"), &[]);
     assert!(!base.status.success());
     assert!(String::from_utf8_lossy(&base.stderr).contains("baseline has no weights"));
+}
+
+/// Float networks load with NHWC kernels (oneDNN's fast layout); NCHW gives
+/// the same probabilities on real test faces to float rounding, for the
+/// release CNN and the zoo ViT, with and without ten crops, and switching
+/// back and forth changes nothing. int8 files (the zoo's CNN and ResNet18
+/// ship as int8) and kernel-free networks keep theirs.
+#[test]
+fn the_kernel_layout_changes_speed_not_predictions() {
+    use fer::artifact::{Classifier, DataUse, Layout};
+    let repo = common::repo();
+    for file in [
+        "models/fer-release.safetensors",
+        "models/zoo/vit.safetensors",
+    ] {
+        let mut clf = Classifier::load(&repo.join(file), tch::Device::Cpu).unwrap();
+        assert_eq!(clf.layout, Layout::Nhwc, "{file}");
+        let test = clf
+            .meta
+            .load_data(Some(&common::fer_dir()), DataUse::Test)
+            .unwrap()
+            .loaded
+            .data
+            .test;
+        let some = test.select(&(0..test.len()).step_by(15).collect::<Vec<_>>());
+        for tta in [false, true] {
+            let nhwc = clf.predict_set(&some, tta, 64).unwrap();
+            assert!(clf.set_layout(Layout::Nchw));
+            let nchw = clf.predict_set(&some, tta, 64).unwrap();
+            assert!(clf.set_layout(Layout::Nhwc));
+            assert_eq!(nhwc, clf.predict_set(&some, tta, 64).unwrap(), "{file}");
+            let worst = nhwc
+                .iter()
+                .zip(&nchw)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{file} tta {tta}: {worst}");
+        }
+        // The kernels really moved: a conv weight [O, I, kh, kw] with I > 1
+        // has the input channels innermost in NHWC (the ViT has one
+        // convolution, on one channel).
+        let strides = |clf: &Classifier| {
+            let vars = clf.vs.as_ref().unwrap().variables();
+            vars.values()
+                .find(|v| v.dim() == 4 && v.size()[1] > 1)
+                .map(|w| w.stride())
+        };
+        if let Some(s) = strides(&clf) {
+            assert_eq!(s[1], 1, "{file}: NHWC {s:?}");
+            clf.set_layout(Layout::Nchw);
+            assert_eq!(strides(&clf).unwrap()[3], 1, "{file}: NCHW");
+        } else {
+            assert!(file.contains("vit"), "{file} has multi-channel kernels");
+        }
+    }
+    let mut mlp =
+        Classifier::load(&repo.join("models/zoo/mlp.safetensors"), tch::Device::Cpu).unwrap();
+    assert!(
+        !mlp.set_layout(Layout::Nchw),
+        "an MLP has no kernels to move"
+    );
+    for file in [
+        "models/fer-release-int8.safetensors",
+        "models/zoo/resnet18.safetensors",
+    ] {
+        let mut int8 = Classifier::load(&repo.join(file), tch::Device::Cpu).unwrap();
+        assert!(int8.quant.is_some(), "{file} is int8");
+        assert_eq!(int8.layout, Layout::Nchw, "{file}");
+        assert!(
+            !int8.set_layout(Layout::Nhwc),
+            "{file}: int8 kernels take NCHW"
+        );
+    }
 }

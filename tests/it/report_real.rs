@@ -218,6 +218,20 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         );
     }
 
+    // Corruption errors relative to a named baseline (the MLP's file): in
+    // each network's robustness section, and kept by the regenerate command.
+    let base = zoo.join("mlp/model.safetensors");
+    let rel = tmp.path().join("relative");
+    let md3 = report_with(
+        &zoo,
+        &rel,
+        &["--robustness-baseline".as_ref(), base.as_os_str()],
+    );
+    let said = format!("Mean corruption error relative to `{}`", base.display());
+    assert_eq!(md3.matches(&said).count(), 2, "{md3}");
+    assert!(md3.contains("--robustness-baseline"), "{md3}");
+    assert!(!md.contains("Mean corruption error"));
+
     // The robustness suite from `fer eval` agrees with the report's cache.
     let out_json = common::run_ok(fer().arg("eval").arg(zoo.join("cnn")).args([
         "--robustness",
@@ -232,17 +246,34 @@ fn report_of_real_runs_has_every_section_and_is_reproducible() {
         serde_json::from_slice(&std::fs::read(zoo.join("cnn/robustness.json")).unwrap()).unwrap();
     assert_eq!(v["robustness"], cached["r"]);
 
-    // Inference benchmark over the same folder: networks only, each batch.
+    // Inference benchmark over the same folder: networks only, each batch,
+    // the CNN in both kernel layouts (the MLP has no kernels to lay out).
     let b = common::run_ok(fer().args(["bench", "infer"]).arg(&zoo).args([
         "--batches",
         "1,4",
         "--seconds",
         "0.05",
+        "--layouts",
+        "nchw,nhwc",
         "--json",
     ]));
     let v: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4, "cnn and mlp at batch 1 and 4: {v}");
+    assert_eq!(rows.len(), 6, "cnn twice and mlp at batch 1 and 4: {v}");
+    let layouts: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["family"].as_str().unwrap().to_string(),
+                r["layout"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [("cnn", "nchw"), ("cnn", "nhwc"), ("mlp", "-")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(layouts, want);
     assert!(v["peak_gflops"].as_f64().unwrap() > 1.0);
     assert!(v["sgemm_gflops"].as_f64().unwrap() > 1.0);
     for r in rows {
