@@ -162,7 +162,7 @@ impl Classifier {
         }
         let vs = self.vs.as_ref().expect("has_layout: weights");
         match layout {
-            Layout::Nhwc => crate::train::to_channels_last(vs),
+            Layout::Nhwc => crate::models::to_channels_last(vs),
             Layout::Nchw => tch::no_grad(|| {
                 for (_, mut v) in vs.variables() {
                     if v.dim() == 4 {

@@ -251,6 +251,26 @@ pub fn out_side(input: i64, k: i64, stride: i64, pad: i64) -> i64 {
     (input + 2 * pad - k) / stride + 1
 }
 
+/// The same 4-d tensor with NHWC strides (PyTorch's channels_last): a
+/// permuted contiguous copy, viewed back in NCHW order.
+pub fn nhwc(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Moves every 4-d parameter (the convolution kernels) to NHWC strides, so
+/// oneDNN keeps activations in that layout through the network. Optimiser
+/// state made from these tensors inherits the layout; files stay contiguous.
+pub fn to_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let t = nhwc(&v);
+                v.set_data(&t);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@ use schedule::{EarlyStop, Plateau};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -240,25 +240,7 @@ pub fn forward_train(
     })
 }
 
-/// The same 4-d tensor with NHWC strides (PyTorch's channels_last): a
-/// permuted contiguous copy, viewed back in NCHW order.
-fn nhwc(t: &Tensor) -> Tensor {
-    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
-/// Moves every 4-d parameter (the convolution kernels) to NHWC strides, so
-/// oneDNN keeps activations in that layout through the network. Optimiser
-/// state made from these tensors inherits the layout; files stay contiguous.
-pub fn to_channels_last(vs: &nn::VarStore) {
-    tch::no_grad(|| {
-        for (_, mut v) in vs.variables() {
-            if v.dim() == 4 {
-                let t = nhwc(&v);
-                v.set_data(&t);
-            }
-        }
-    });
-}
+pub use crate::models::{nhwc, to_channels_last};
 
 /// Trains (or resumes) the run in `dir` and evaluates its best weights.
 pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<Outcome> {
