@@ -160,6 +160,7 @@ pub fn run(o: &DemoOptions, p: Prepared, m: Mlflow, stage: &mut dyn FnMut(&str))
         notes: None,
         other_data: Vec::new(),
         class_maps: Vec::new(),
+        tta: false,
     })?;
     let (sweep_url, model_url) = urls(uri, &o.sweep_dir);
     let best = summary.best.and_then(|n| {

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A run folder, a folder of run folders (e.g. runs/zoo), or a sweep folder.
+    /// A run folder, a folder of run folders (e.g. runs/zoo), a sweep
+    /// folder, a model file, or a folder of model files (e.g. models/zoo).
     pub input: PathBuf,
     /// Output folder (default: reports/<name>).
     #[arg(long)]
@@ -40,6 +41,11 @@ pub struct ReportArgs {
     /// or once per --other-data in the same order.
     #[arg(long = "class-map", value_name = "MAP")]
     pub class_maps: Vec<String>,
+    /// Score model files with ten-crop test-time augmentation (a model
+    /// file does not say how it was evaluated; a run folder's config does,
+    /// and this flag does not change it).
+    #[arg(long)]
+    pub tta: bool,
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
@@ -53,6 +59,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
         notes: a.notes,
         other_data: a.other_data,
         class_maps: a.class_maps,
+        tta: a.tta,
     })?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// Sensor noise, in grey levels, of `dim` at full darkness: the robustness
+/// suite's low-light row uses the same law, so the two mean one camera.
+pub const DIM_NOISE: f64 = 16.0;
+
 /// One corruption's chance and severity range (in the kind's unit).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +46,13 @@ pub struct CorruptConfig {
     /// Darkening: the brightness factor (0.25 = four times darker).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub low_light: Option<Chance>,
+    /// A dim room as a webcam films it: darker by the brightness factor,
+    /// plus the sensor noise the camera's gain then amplifies (gaussian,
+    /// sigma `DIM_NOISE * (1 - factor)` grey levels). Real low light never
+    /// comes without that noise, and `low_light` with an independent
+    /// `noise` rarely draws both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dim: Option<Chance>,
     /// Down-then-up scaling: the face's width in px before upscaling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downscale: Option<Chance>,
@@ -70,6 +81,7 @@ pub enum Kind {
     Sunglasses,
     Patch,
     LowLight,
+    Dim,
     Downscale,
     Blur,
     MotionBlur,
@@ -79,11 +91,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Mask,
         Kind::Sunglasses,
         Kind::Patch,
         Kind::LowLight,
+        Kind::Dim,
         Kind::Downscale,
         Kind::Blur,
         Kind::MotionBlur,
@@ -99,6 +112,7 @@ impl Kind {
             Kind::Sunglasses => "sunglasses",
             Kind::Patch => "patch",
             Kind::LowLight => "low_light",
+            Kind::Dim => "dim",
             Kind::Downscale => "downscale",
             Kind::Blur => "blur",
             Kind::MotionBlur => "motion_blur",
@@ -114,7 +128,7 @@ impl Kind {
             Kind::Mask => [0.3, 0.5],
             Kind::Sunglasses => [6.0, 12.0],
             Kind::Patch => [8.0, 16.0],
-            Kind::LowLight => [0.3, 0.7],
+            Kind::LowLight | Kind::Dim => [0.3, 0.7],
             Kind::Downscale => [16.0, 32.0],
             Kind::Blur => [0.5, 1.5],
             Kind::MotionBlur => [3.0, 9.0],
@@ -129,7 +143,7 @@ impl Kind {
             Kind::Mask => (0.05, 0.8),
             Kind::Sunglasses => (1.0, 24.0),
             Kind::Patch => (1.0, 40.0),
-            Kind::LowLight => (0.02, 1.0),
+            Kind::LowLight | Kind::Dim => (0.02, 1.0),
             Kind::Downscale => (4.0, 48.0),
             Kind::Blur => (0.1, 6.0),
             Kind::MotionBlur => (1.0, 24.0),
@@ -166,6 +180,12 @@ impl Kind {
                 }
             }
             Kind::LowLight => map(img, |v| v * level),
+            Kind::Dim => {
+                let sigma = DIM_NOISE * (1.0 - level);
+                for p in img.iter_mut() {
+                    *p = to_u8(*p as f64 * level + gaussian(rng) * sigma);
+                }
+            }
             Kind::Downscale => downscale(img, side, ((level * scale).round() as usize).max(2)),
             Kind::Blur => gaussian_blur(img, side, level * scale),
             Kind::MotionBlur => {
@@ -197,6 +217,7 @@ impl CorruptConfig {
             Kind::Sunglasses => &mut cfg.sunglasses,
             Kind::Patch => &mut cfg.patch,
             Kind::LowLight => &mut cfg.low_light,
+            Kind::Dim => &mut cfg.dim,
             Kind::Downscale => &mut cfg.downscale,
             Kind::Blur => &mut cfg.blur,
             Kind::MotionBlur => &mut cfg.motion_blur,
@@ -214,6 +235,7 @@ impl CorruptConfig {
             Kind::Sunglasses => self.sunglasses,
             Kind::Patch => self.patch,
             Kind::LowLight => self.low_light,
+            Kind::Dim => self.dim,
             Kind::Downscale => self.downscale,
             Kind::Blur => self.blur,
             Kind::MotionBlur => self.motion_blur,
@@ -417,6 +439,7 @@ mod tests {
             sunglasses: c(6.0, 12.0),
             patch: c(8.0, 16.0),
             low_light: c(0.3, 0.7),
+            dim: c(0.3, 0.7),
             downscale: c(16.0, 32.0),
             blur: c(0.5, 1.5),
             motion_blur: c(3.0, 9.0),
@@ -434,7 +457,7 @@ mod tests {
                 let (lo, hi) = k.domain();
                 let level = match k {
                     Kind::Jpeg => 20.0,
-                    Kind::LowLight => 0.5,
+                    Kind::LowLight | Kind::Dim => 0.5,
                     Kind::Mask => 0.4,
                     _ => (lo + hi) / 4.0,
                 };
@@ -476,6 +499,16 @@ mod tests {
         let mut d = f.clone();
         Kind::LowLight.apply(&mut d, 48, 0.25, &mut rng);
         assert!((mean(&d) - mean(&f) * 0.25).abs() < 1.0);
+        // A dim room darkens as low light does and adds noise of sigma
+        // 16 * (1 - 0.25) = 12 on a flat grey patch.
+        let mut dim = vec![200u8; 48 * 48];
+        Kind::Dim.apply(&mut dim, 48, 0.25, &mut rng);
+        let m = mean(&dim);
+        let sd = (dim.iter().map(|&p| (p as f64 - m).powi(2)).sum::<f64>() / 2304.0).sqrt();
+        assert!(
+            (m - 50.0).abs() < 1.5 && (sd - 12.0).abs() < 1.2,
+            "dim {m} {sd}"
+        );
         let mut m = f.clone();
         Kind::Mask.apply(&mut m, 48, 0.5, &mut rng);
         let g = m[47 * 48];

@@ -193,7 +193,7 @@ impl Perturbation {
             Perturbation::Gamma => map(img, &|v| 255.0 * (v / 255.0).powf(level)),
             Perturbation::LowLight => {
                 map(img, &|v| v * level);
-                let sigma = 16.0 * (1.0 - level);
+                let sigma = corrupt::DIM_NOISE * (1.0 - level);
                 for p in img.iter_mut() {
                     *p = (*p as f64 + gaussian(&mut rng) * sigma)
                         .round()

@@ -201,6 +201,9 @@ pub fn tradeoffs(d: &ReportData, out: &Path) -> Result<()> {
         let pos = positions(&d.runs, cost);
         let points: Vec<(String, f64, f64)> = pos.iter().map(|p| (p.0.clone(), p.1, p.2)).collect();
         let front: Vec<bool> = pos.iter().map(|p| p.3.is_empty()).collect();
+        if points.is_empty() {
+            continue;
+        }
         crate::plot::tradeoff(
             &out.join(cost.file()),
             &format!("Test accuracy against {}", cost.name()),

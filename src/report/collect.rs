@@ -83,6 +83,11 @@ pub struct Run {
     pub robustness: Option<Robustness>,
     /// Grad-CAM rows, one per true class, when the model has feature maps.
     pub gradcam: Option<Vec<(String, Vec<Tile>)>>,
+    /// The model file this run folder was made from (`fer report` on model
+    /// files): no training record, so no curves, training time or command.
+    pub source: Option<PathBuf>,
+    /// The model file holds int8 weights: its latency is an int8 figure.
+    pub int8_file: bool,
 }
 
 impl Run {
@@ -343,12 +348,29 @@ fn load_run(dir: &RunDir, label: Option<String>) -> Result<Run> {
         calibration: Vec::new(),
         robustness: None,
         gradcam: None,
+        source: None,
+        int8_file: false,
     })
 }
 
-/// The finished runs in `input`: a sweep's finished trials, the run itself,
-/// or every finished run folder up to three levels down.
-pub fn discover(input: &Path) -> Result<Inputs> {
+/// The finished runs in `a.input`: a sweep's finished trials, the run
+/// itself, every finished run folder up to three levels down, or model
+/// files (one, or those in a folder that is not a run folder), each scored
+/// once into a run folder of its own in the cache.
+pub fn discover(a: &ReportOptions) -> Result<Inputs> {
+    let input = a.input.as_path();
+    if let Some(files) = model_files(input)? {
+        let data = a
+            .data
+            .clone()
+            .or_else(|| std::env::var_os("FER2013_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| crate::data::DataConfig::default().dir);
+        let runs = files
+            .iter()
+            .map(|f| adopt(f, &data, a.tta))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Inputs { runs, sweep: None });
+    }
     if !input.is_dir() {
         bail!("{}: no such folder", input.display());
     }
@@ -399,6 +421,74 @@ pub fn discover(input: &Path) -> Result<Inputs> {
         .map(|d| load_run(d, seed_label(d)?))
         .collect::<Result<Vec<_>>>()?;
     Ok(Inputs { runs, sweep: None })
+}
+
+/// The model files `input` names: itself when it is a file, or the
+/// `.safetensors` files directly in a folder that is neither a run folder
+/// nor a sweep nor a folder of runs; None for those.
+fn model_files(input: &Path) -> Result<Option<Vec<PathBuf>>> {
+    if input.is_file() {
+        return Ok(Some(vec![input.to_path_buf()]));
+    }
+    if !input.is_dir()
+        || layout::kind_of(input) == Some(Kind::Sweep)
+        || input.join(layout::CONFIG).exists()
+    {
+        return Ok(None);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+        .with_context(|| format!("reading {}", input.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    Ok((!files.is_empty()).then_some(files))
+}
+
+/// A model file as a finished run: its evaluation is made once into
+/// `cache/model-files/<stem>-<hash>/` (the hash covers the file's bytes,
+/// the data folder and TTA) and read from there after; labelled by the
+/// file's stem, which is unique in a folder where names may repeat (a
+/// model and its int8 copy share one).
+fn adopt(file: &Path, data: &Path, tta: bool) -> Result<Run> {
+    crate::artifact::ModelMeta::read(file).with_context(|| {
+        format!(
+            "fer report reads run folders, sweeps and model files; {} is none of these",
+            file.display()
+        )
+    })?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut h = blake3::Hasher::new();
+    h.update(&bytes);
+    h.update(&[tta as u8]);
+    h.update(
+        std::fs::canonicalize(data)
+            .unwrap_or_else(|_| data.to_path_buf())
+            .to_string_lossy()
+            .as_bytes(),
+    );
+    let key = h.finalize().to_hex()[..16].to_string();
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().to_string());
+    let dir = layout::cache_dir()
+        .join("model-files")
+        .join(format!("{stem}-{key}"));
+    let rd = RunDir::new(&dir);
+    if !rd.is_finished() {
+        eprintln!(
+            "report: scoring {} on its validation split and the test split{} (once: kept in {})",
+            file.display(),
+            if tta { " with TTA" } else { "" },
+            dir.display()
+        );
+        crate::train::adopt_model_file(file, data, tta, &dir)?;
+    }
+    let mut run = load_run(&rd, Some(stem))?;
+    run.source = Some(file.to_path_buf());
+    run.config_hash = blake3::hash(&bytes).to_hex()[..16].to_string();
+    Ok(run)
 }
 
 /// `<name> seed <s>` for one seed's training in a repeated run (its
@@ -530,6 +620,7 @@ pub fn collect(
         probs.push(clf.predict_set(test, false, 256)?);
         r.latency = latency(&r.dir, &clf, &calib);
         r.has_net = clf.net.is_some();
+        r.int8_file = clf.quant.is_some();
         clfs.push(clf);
     }
     let (cpu, threads) = (crate::cpu::model(), tch::get_num_threads());

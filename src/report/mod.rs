@@ -1,5 +1,7 @@
 //! `fer report`: a Markdown report with PNGs, built from run folders alone
-//! (plus the data set they name). The same folders give the same report:
+//! (plus the data set they name), or from model files, each first made a
+//! run folder of its own evaluation (`train::adopt_model_file`, kept in the
+//! cache under the file's hash). The same folders give the same report:
 //! nothing depends on the clock, selections are sorted, and the two
 //! measured-not-derived numbers (latency and robustness) are computed once
 //! and kept in the run folder (`RunDir::latency`, `RunDir::robustness`).
@@ -38,6 +40,9 @@ pub struct ReportOptions {
     pub other_data: Vec<PathBuf>,
     /// Their class maps: none, one for all, or one each.
     pub class_maps: Vec<String>,
+    /// Model-file inputs are scored with ten-crop TTA (a run folder's
+    /// config says it for itself).
+    pub tta: bool,
 }
 
 impl ReportOptions {
@@ -68,6 +73,9 @@ impl ReportOptions {
         for map in &self.class_maps {
             cmd += &format!(" --class-map '{map}'");
         }
+        if self.tta {
+            cmd += " --tta";
+        }
         cmd
     }
 }
@@ -76,7 +84,7 @@ impl ReportOptions {
 pub fn generate(a: &ReportOptions) -> Result<PathBuf> {
     // Checked before minutes of measuring, not after.
     let named = collect::Named::read(a)?;
-    let inputs = collect::discover(&a.input)?;
+    let inputs = collect::discover(a)?;
     let name = report_name(&a.input);
     let out = a
         .out

@@ -117,10 +117,21 @@ fn row(d: &ReportData, i: usize) -> Row {
         label: r.label.clone(),
         family: o.family.clone(),
         run_dir: r.dir.0.display().to_string(),
-        model_file: r.dir.model().display().to_string(),
+        model_file: r
+            .source
+            .clone()
+            .unwrap_or_else(|| r.dir.model())
+            .display()
+            .to_string(),
         val_acc: (o.val.overall.n > 0).then_some(o.val.overall.accuracy),
-        selection_val_acc: crate::train::policy::ship(o.swa.as_ref(), &o.history, o.best_epoch)
-            .val_accuracy(o.val.overall.n > 0),
+        // A model file records the figure its weights were chosen by.
+        selection_val_acc: match &r.source {
+            Some(f) => crate::artifact::ModelMeta::read(f)
+                .ok()
+                .and_then(|m| m.val_accuracy),
+            None => crate::train::policy::ship(o.swa.as_ref(), &o.history, o.best_epoch)
+                .val_accuracy(o.val.overall.n > 0),
+        },
         tta: r.cfg.eval.tta,
         test_acc: o.test.overall.accuracy,
         public_test_acc: o.test.by_origin.get("PublicTest").map(|m| m.accuracy),
@@ -133,8 +144,15 @@ fn row(d: &ReportData, i: usize) -> Row {
         epochs: o.epochs_run,
         train_seconds: o.train_seconds,
         train_img_per_s: o.train_img_per_s,
-        latency_ms: r.latency.as_ref().map(|l| l.batch1_ms_median),
-        int8_latency_ms: r.latency.as_ref().and_then(|l| l.int8_batch1_ms_median),
+        latency_ms: r
+            .latency
+            .as_ref()
+            .filter(|_| !r.int8_file)
+            .map(|l| l.batch1_ms_median),
+        int8_latency_ms: r.latency.as_ref().and_then(|l| match r.int8_file {
+            true => Some(l.batch1_ms_median),
+            false => l.int8_batch1_ms_median,
+        }),
         robustness_retention: r.mean_retention(),
         test_intervals: o.test.intervals.get("all").cloned(),
         paired,

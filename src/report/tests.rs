@@ -104,6 +104,8 @@ fn run(label: &str, family: &str, val: f64, test: f64) -> Run {
         calibration: Vec::new(),
         robustness: None,
         gradcam: None,
+        source: None,
+        int8_file: false,
     }
 }
 
@@ -515,11 +517,12 @@ fn the_regenerate_command_keeps_every_section_option() {
         notes: Some(PathBuf::from("docs/zoo-notes.md")),
         other_data: vec![PathBuf::from("/data/six")],
         class_maps: vec!["joy=happy,calm=-".into()],
+        tta: true,
     };
     assert_eq!(
         o.command(std::path::Path::new("docs/report-zoo")),
         "fer report runs/zoo --out docs/report-zoo --robustness-images 500 \
          --robustness-baseline models/zoo/cnn.safetensors --importance runs/zoo-cnn --importance runs/zoo-vit --notes docs/zoo-notes.md \
-         --other-data /data/six --class-map 'joy=happy,calm=-'"
+         --other-data /data/six --class-map 'joy=happy,calm=-' --tta"
     );
 }

@@ -9,7 +9,8 @@ use super::collect::Run;
 /// A cost axis of the trade-off charts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cost {
-    /// fp32 batch-1 forward pass, ms.
+    /// Batch-1 forward pass of the model as stored (fp32, or an int8
+    /// file's int8), ms.
     Latency,
     /// Training time of the run, hours.
     Training,
@@ -28,7 +29,7 @@ impl Cost {
 
     pub fn axis(self) -> &'static str {
         match self {
-            Cost::Latency => "batch-1 latency, fp32 (ms, log scale)",
+            Cost::Latency => "batch-1 latency as stored (ms, log scale)",
             Cost::Training => "training time (hours, log scale)",
         }
     }

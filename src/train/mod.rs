@@ -318,6 +318,60 @@ pub fn run_with(
     outcome::finish(cfg, &rd, &env, Some(&state))
 }
 
+/// Makes `dir` a finished run folder of an existing model file, for
+/// reports and comparisons that read run folders: the config rebuilt from
+/// the file's metadata (its model, classes, conversion and the validation
+/// split its weights were selected on), a copy of the file, and `eval.json`
+/// from evaluating it on that split and on the test split of `data_dir`
+/// (ten-crop TTA with `tta`). Nothing is trained, so the folder has no
+/// learning curves and its training time and speed are zero; no
+/// provenance is written, since this process did not make the weights.
+/// Refused when `data_dir` is not the data the file was trained on (its
+/// validation split would hold other images).
+pub fn adopt_model_file(file: &Path, data_dir: &Path, tta: bool, dir: &Path) -> Result<Outcome> {
+    let meta = ModelMeta::read(file)?;
+    let cfg = RunConfig {
+        name: meta.name.clone(),
+        seed: meta.seed,
+        data: data::DataConfig {
+            dir: data_dir.to_path_buf(),
+            classes: Some(meta.classes.clone()),
+            convert: meta.convert,
+            test_groups: meta.test_groups.clone(),
+            val_fraction: meta.val_fraction,
+            split_seed: meta.split_seed,
+            augment: meta.preprocess.clone(),
+            ..Default::default()
+        },
+        model: meta.model.clone(),
+        train: Default::default(),
+        eval: crate::config::EvalConfig {
+            tta,
+            logit_adjust: None,
+        },
+        tracking: None,
+        ensemble: None,
+        seeds: Vec::new(),
+        repeat: None,
+        cv: meta.cv.clone(),
+    };
+    let env = Setup::new(&cfg)?;
+    anyhow::ensure!(
+        env.digest == meta.data_digest,
+        "{}: trained on other data (digest {}) than {} holds ({}); its validation split would not be its own, so it is not scored there (pass --data with the data set it was trained on)",
+        file.display(),
+        &meta.data_digest[..12.min(meta.data_digest.len())],
+        data_dir.display(),
+        &env.digest[..12]
+    );
+    let rd = RunDir(dir.to_path_buf());
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic(&rd.config(), cfg.to_yaml()?.as_bytes())?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    write_atomic(&rd.model(), &bytes)?;
+    outcome::finish(&cfg, &rd, &env, None)
+}
+
 /// Threads, device, data digest and splits of a run: what both a single
 /// run and an ensemble need before their first model.
 struct Setup {

@@ -117,6 +117,15 @@ pub fn astronaut() -> PathBuf {
 }
 
 /// Runs a command and fails the test with its stderr unless it succeeds.
+/// Runs `cmd`, which must fail; its stderr, for the caller to check that
+/// the error names what was wrong.
+pub fn run_fails(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{cmd:?} succeeded:\n{err}");
+    err
+}
+
 pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     let out = cmd.output().unwrap();
     assert!(

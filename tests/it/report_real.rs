@@ -374,3 +374,100 @@ fn report_refuses_figures_out_of_range() {
     let md = std::fs::read_to_string(out_dir.join("README.md")).unwrap_or_default();
     assert!(!md.contains("300.0%"), "{md}");
 }
+
+/// `fer report` on a folder of model files (two shipped zoo files, one of
+/// them int8): each is scored once into a cached run folder of its own, the
+/// report compares them with intervals and a paired test, says what a model
+/// file cannot tell (training time, curves), and a second report reads the
+/// cache instead of scoring again.
+#[test]
+fn report_of_model_files_scores_each_once_and_says_what_they_lack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let files = tmp.path().join("zoo");
+    std::fs::create_dir_all(&files).unwrap();
+    for f in ["classical", "mlp"] {
+        std::fs::copy(
+            repo().join(format!("models/zoo/{f}.safetensors")),
+            files.join(format!("{f}.safetensors")),
+        )
+        .unwrap();
+    }
+    let out = tmp.path().join("report");
+    let go = || {
+        let o = common::run_ok(
+            fer()
+                .env("FER_RUNS_DIR", &runs)
+                .arg("report")
+                .arg(&files)
+                .arg("--out")
+                .arg(&out)
+                .args(["--robustness-images", "60"]),
+        );
+        (
+            String::from_utf8_lossy(&o.stderr).to_string(),
+            std::fs::read_to_string(out.join("README.md")).unwrap(),
+        )
+    };
+    let (first, md) = go();
+    assert_eq!(first.matches("report: scoring").count(), 2, "{first}");
+    assert!(md.contains("from 2 model files"), "{md}");
+    // The file's own record of its validation accuracy, measured again on
+    // the validation split it names (classical models have no TTA to vary).
+    let meta = fer::artifact::ModelMeta::read(&files.join("classical.safetensors")).unwrap();
+    let val = format!(
+        "| classical | classical | {:.1}% |",
+        meta.val_accuracy.unwrap() * 100.0
+    );
+    assert!(md.contains(&val), "{val}\n{md}");
+    let row = md.lines().find(|l| l.starts_with("| mlp | mlp |")).unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // training, train img/s and fp32 latency are unknown; int8 latency is its own.
+    assert_eq!(&cells[11..14], &["-", "-", "-"], "{row}");
+    assert!(cells[14].ends_with(" ms"), "{row}");
+    assert!(
+        md.contains("Scored from model files (classical, mlp)"),
+        "{md}"
+    );
+    assert!(md.contains("### Which differences are real"), "{md}");
+    assert!(md.contains("mlp beats classical"), "{md}");
+    assert!(md.contains("none recorded: model file"), "{md}");
+    assert!(
+        !md.contains("tradeoff-training.png") && !md.contains("-curves.png"),
+        "{md}"
+    );
+    check_images(&out, &md);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let mlp = summary["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["label"] == "mlp")
+        .unwrap();
+    assert_eq!(
+        mlp["model_file"],
+        files.join("mlp.safetensors").display().to_string()
+    );
+    assert!(mlp["latency_ms"].is_null() && mlp["int8_latency_ms"].as_f64().unwrap() > 0.0);
+    let recorded = fer::artifact::ModelMeta::read(&files.join("mlp.safetensors"))
+        .unwrap()
+        .val_accuracy
+        .unwrap();
+    common::assert_same_fraction(mlp["selection_val_acc"].as_f64().unwrap(), recorded, "mlp");
+
+    // Cached: the second report scores nothing and writes the same tables.
+    let (second, again) = go();
+    assert!(!second.contains("report: scoring"), "{second}");
+    let table = |m: &str| m.split("### Which").next().unwrap().to_string();
+    assert_eq!(table(&md), table(&again));
+
+    // A file that is not a model is named, with what the command reads.
+    let bad = tmp.path().join("notes.txt");
+    std::fs::write(&bad, "not a model").unwrap();
+    let err = common::run_fails(fer().env("FER_RUNS_DIR", &runs).arg("report").arg(&bad));
+    assert!(
+        err.contains("notes.txt") && err.contains("model files"),
+        "{err}"
+    );
+}
