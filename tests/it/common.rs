@@ -117,6 +117,16 @@ pub fn astronaut() -> PathBuf {
 }
 
 /// Runs a command and fails the test with its stderr unless it succeeds.
+/// The largest absolute difference between two probability vectors of one
+/// length: how far two ways of computing the same predictions drift.
+pub fn max_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "vectors of different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// Runs `cmd`, which must fail; its stderr, for the caller to check that
 /// the error names what was wrong.
 pub fn run_fails(cmd: &mut std::process::Command) -> String {

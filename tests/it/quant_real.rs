@@ -211,11 +211,7 @@ fn the_kernel_layout_changes_speed_not_predictions() {
             let nchw = clf.predict_set(&some, tta, 64).unwrap();
             assert!(clf.set_layout(Layout::Nhwc));
             assert_eq!(nhwc, clf.predict_set(&some, tta, 64).unwrap(), "{file}");
-            let worst = nhwc
-                .iter()
-                .zip(&nchw)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = common::max_gap(&nhwc, &nchw);
             assert!(worst < 1e-4, "{file} tta {tta}: {worst}");
         }
         // The kernels really moved: a conv weight [O, I, kh, kw] with I > 1

@@ -934,11 +934,7 @@ fn a_seed_ensemble_trains_its_members_and_ships_their_average() {
         "{said}"
     );
     let pp = p.predict_set(&data.test, false, 256).unwrap();
-    let gap = pp
-        .iter()
-        .zip(&pe)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let gap = common::max_gap(&pp, &pe);
     assert!(gap < 1e-6, "fer ensemble and fer train differ by {gap}");
     let trio = tmp.path().join("trio.safetensors");
     common::run_ok(&mut ensemble(&[&run, &m3], &trio, &["--weights", "f16"]));
