@@ -35,9 +35,25 @@ pub struct Provenance {
     /// resumed with accepted changes): what `--resume` is checked against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
+    /// The model file whose weights the run started from (`train.init`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitRecord>,
     /// Each resume that changed the recipe, with the changes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resumes: Vec<Resumed>,
+}
+
+/// The model file a fine-tuned run started from, pinned by its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InitRecord {
+    pub path: String,
+    pub blake3: String,
+    /// The file's own name (`fer.meta.name`).
+    pub name: String,
+    /// Its training split held images of this run's validation split, so
+    /// the run's validation figures are optimistic.
+    pub sees_val: bool,
 }
 
 /// A resume that changed keys a resume may change.

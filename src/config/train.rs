@@ -226,6 +226,10 @@ pub struct TrainConfig {
     /// (`eval::robust::robust_val`), a second pass over validation.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub robust_val: bool,
+    /// Start from the weights of this fer model file (fine-tuning) instead
+    /// of the seeded random initialisation; the network must be the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -261,6 +265,7 @@ impl Default for TrainConfig {
             channels_last: false,
             swa: None,
             robust_val: false,
+            init: None,
         }
     }
 }
@@ -279,6 +284,11 @@ impl TrainConfig {
                 "train.label_smoothing must be in [0, 1), got {}",
                 self.label_smoothing
             ));
+        }
+        if self.init.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(
+                "train.init: an empty path (name a fer model file, or leave init out)".into(),
+            );
         }
         if !(self.subset > 0.0 && self.subset <= 1.0) {
             return Err(format!(

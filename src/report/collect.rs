@@ -603,26 +603,7 @@ pub fn collect(
     let (sets, of) = test_sets(&runs, &loaded.data, &dcfg.dir)?;
     drop(loaded);
 
-    // Models, predictions and latency, once per run.
-    let mut clfs = Vec::new();
-    let mut probs = Vec::new();
-    for (r, &t) in runs.iter_mut().zip(&of) {
-        let test = &sets[t];
-        let clf = Classifier::load(&r.dir.model(), tch::Device::Cpu)?;
-        anyhow::ensure!(
-            clf.meta.classes == classes,
-            "{}: the model's classes {:?} are not the data set's {:?} ({}); a report compares models on their own data (`fer eval --class-map` evaluates across data sets)",
-            r.dir.model().display(),
-            clf.meta.classes,
-            classes,
-            dcfg.dir.display()
-        );
-        probs.push(clf.predict_set(test, false, 256)?);
-        r.latency = latency(&r.dir, &clf, &calib);
-        r.has_net = clf.net.is_some();
-        r.int8_file = clf.quant.is_some();
-        clfs.push(clf);
-    }
+    let (clfs, probs) = score_runs(&mut runs, &sets, &of, &classes, &calib, &dcfg.dir)?;
     let (cpu, threads) = (crate::cpu::model(), tch::get_num_threads());
     let deep = match sweep.as_ref().filter(|s| s.cv) {
         // Cross-validated trials: the winner's folds, not the luckiest fold.
@@ -636,38 +617,12 @@ pub fn collect(
         }
         r.calibration = reliability_bins(&probs[i], &sets[of[i]].labels, k);
     }
-    // The baseline's suite, once per test set the runs use.
-    let mut base_of: std::collections::BTreeMap<usize, Robustness> = Default::default();
-    for &i in &deep {
-        if runs[i].has_net {
-            let mut rob = robustness(
-                &runs[i],
-                &clfs[i],
-                &sets[of[i]],
-                a.robustness_images,
-                &digest,
-            )?;
-            if let Some((file, base)) = &baseline {
-                let br = match base_of.entry(of[i]) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        eprintln!(
-                            "report: robustness suite for the baseline {}",
-                            file.display()
-                        );
-                        e.insert(robust::run(
-                            base,
-                            &sets[of[i]],
-                            Some(a.robustness_images),
-                            0,
-                        )?)
-                    }
-                };
-                rob = rob.with_baseline(br, &file.display().to_string())?;
-            }
-            runs[i].robustness = Some(rob);
-        }
-    }
+    let suite = Suite {
+        images: a.robustness_images,
+        digest: &digest,
+        baseline: baseline.as_ref(),
+    };
+    suite.attach(&mut runs, &deep, &clfs, &sets, &of)?;
     for &i in &deep {
         runs[i].gradcam = gradcam_rows(&clfs[i], &probs[i], &sets[of[i]], &classes);
     }
@@ -685,23 +640,7 @@ pub fn collect(
             )?);
         }
     }
-    let mut importance = Vec::new();
-    if sweep.is_some() {
-        importance.push(crate::sweep::importance::of_sweep(&a.input, None)?);
-    }
-    for dir in &a.importance {
-        importance.push(
-            crate::sweep::importance::of_sweep(dir, None)
-                .with_context(|| format!("--importance {}", dir.display()))?,
-        );
-    }
-    let notes = a
-        .notes
-        .as_ref()
-        .map(|p| {
-            std::fs::read_to_string(p).with_context(|| format!("reading --notes {}", p.display()))
-        })
-        .transpose()?;
+    let (importance, notes) = importance_and_notes(a, sweep.is_some())?;
     // Paired tests need the same images: not across folds.
     let paired = match of.iter().all(|&t| t == of[0]) {
         true => paired(&runs, &probs, &sets[of[0]].labels, k),
@@ -744,6 +683,106 @@ pub fn collect(
 /// Each run's test images: the data set's test split, or for a
 /// cross-validation fold its held-out fold; run `i` is scored on
 /// `sets[of[i]]`. Refused where a run would have none.
+/// Each run's model loaded and scored on its test set once, with its
+/// latency (cached in the run folder) and what kind of model it is.
+fn score_runs(
+    runs: &mut [Run],
+    sets: &[ImageSet],
+    of: &[usize],
+    classes: &[String],
+    calib: &ImageSet,
+    data_dir: &Path,
+) -> Result<(Vec<Classifier>, Vec<Vec<f32>>)> {
+    let mut clfs = Vec::new();
+    let mut probs = Vec::new();
+    for (r, &t) in runs.iter_mut().zip(of) {
+        let test = &sets[t];
+        let clf = Classifier::load(&r.dir.model(), tch::Device::Cpu)?;
+        anyhow::ensure!(
+        clf.meta.classes == classes,
+        "{}: the model's classes {:?} are not the data set's {:?} ({}); a report compares models on their own data (`fer eval --class-map` evaluates across data sets)",
+        r.dir.model().display(),
+        clf.meta.classes,
+        classes,
+        data_dir.display()
+    );
+        probs.push(clf.predict_set(test, false, 256)?);
+        r.latency = latency(&r.dir, &clf, calib);
+        r.has_net = clf.net.is_some();
+        r.int8_file = clf.quant.is_some();
+        clfs.push(clf);
+    }
+    Ok((clfs, probs))
+}
+
+/// The robustness suite of the fully reported runs, each against the
+/// baseline model when one is named (its suite run once per test set).
+struct Suite<'a> {
+    images: usize,
+    digest: &'a str,
+    baseline: Option<&'a (PathBuf, Classifier)>,
+}
+
+impl Suite<'_> {
+    fn attach(
+        &self,
+        runs: &mut [Run],
+        deep: &[usize],
+        clfs: &[Classifier],
+        sets: &[ImageSet],
+        of: &[usize],
+    ) -> Result<()> {
+        let mut base_of: std::collections::BTreeMap<usize, Robustness> = Default::default();
+        for &i in deep {
+            if runs[i].has_net {
+                let mut rob =
+                    robustness(&runs[i], &clfs[i], &sets[of[i]], self.images, self.digest)?;
+                if let Some((file, base)) = self.baseline {
+                    let br = match base_of.entry(of[i]) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            eprintln!(
+                                "report: robustness suite for the baseline {}",
+                                file.display()
+                            );
+                            e.insert(robust::run(base, &sets[of[i]], Some(self.images), 0)?)
+                        }
+                    };
+                    rob = rob.with_baseline(br, &file.display().to_string())?;
+                }
+                runs[i].robustness = Some(rob);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parameter-importance tables (the sweep's own, then each
+/// `--importance` folder) and the `--notes` text.
+fn importance_and_notes(
+    a: &ReportOptions,
+    is_sweep: bool,
+) -> Result<(Vec<crate::sweep::importance::SweepRankings>, Option<String>)> {
+    let mut importance = Vec::new();
+    if is_sweep {
+        importance.push(crate::sweep::importance::of_sweep(&a.input, None)?);
+    }
+    for dir in &a.importance {
+        importance.push(
+            crate::sweep::importance::of_sweep(dir, None)
+                .with_context(|| format!("--importance {}", dir.display()))?,
+        );
+    }
+    let notes = a
+        .notes
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p).with_context(|| format!("reading --notes {}", p.display()))
+        })
+        .transpose()?;
+    Ok((importance, notes))
+}
+
 fn test_sets(
     runs: &[Run],
     data: &data::FerData,

@@ -56,7 +56,7 @@ pub(super) fn run(
     }
     let (meta, weights) = crate::combine::combine(&parts, &cfg.name, cfg.seed, dtype)?;
     let env = Setup::new(cfg)?;
-    env.save_provenance(cfg, dir)?;
+    env.save_provenance(cfg, dir, None)?;
     if meta.data_digest != env.digest {
         bail!(
             "ensemble members of {} were trained on other data (digest {}) than {} ({})",

@@ -11,6 +11,7 @@ pub mod classical;
 mod ensemble;
 pub mod events;
 mod fit;
+mod init;
 pub mod optim;
 mod outcome;
 pub mod policy;
@@ -266,6 +267,13 @@ pub fn run_with(
         );
     }
     if cfg.ensemble.is_some() {
+        if cfg.train.init.is_some() {
+            anyhow::bail!(
+                "{}: train.init starts one network from a model file; an ensemble's members \
+                 each start from their own seed (leave train.init out)",
+                cfg.name
+            );
+        }
         return ensemble::run(cfg, dir, resume, listeners, control);
     }
     let rd = RunDir(dir.to_path_buf());
@@ -279,8 +287,13 @@ pub fn run_with(
     if resume {
         resume::check_data(dir, &env.digest, &cfg.data.dir)?;
     }
+    // Read and checked before anything trains; a resume has its weights.
+    let init = match (&cfg.train.init, resume) {
+        (Some(p), false) => Some(init::Init::read(cfg, &env, p)?),
+        _ => None,
+    };
     if !resume || !dir.join(crate::provenance::FILE).exists() {
-        env.save_provenance(cfg, dir)?;
+        env.save_provenance(cfg, dir, init.as_ref().map(|i| i.record.clone()))?;
     }
     let mut meta = model_meta(cfg, &env);
     eprintln!(
@@ -301,6 +314,9 @@ pub fn run_with(
         return outcome::finish(cfg, &rd, &env, Some(&state));
     }
     let mut fit = fit::Fit::new(cfg, &rd, &env, &mut meta)?;
+    if let Some(init) = &init {
+        init.apply(fit.weights())?;
+    }
     let (mut state, mut avg) = fit.start(resume)?;
     fit.epochs(&mut state, &mut avg, listeners, control)?;
     if avg.n > 0 && !state.pruned {
@@ -400,8 +416,14 @@ impl Setup {
     }
 
     /// Where, on what and from which code a run was made (`provenance.json`).
-    fn save_provenance(&self, cfg: &RunConfig, dir: &Path) -> Result<()> {
+    fn save_provenance(
+        &self,
+        cfg: &RunConfig,
+        dir: &Path,
+        init: Option<crate::provenance::InitRecord>,
+    ) -> Result<()> {
         let mut prov = crate::provenance::Provenance::here();
+        prov.init = init;
         prov.device = Some(format!("{:?}", self.device));
         prov.threads = Some(self.threads);
         prov.data_digest = Some(self.digest.clone());

@@ -1327,3 +1327,96 @@ fn shipped_zoo_models_evaluate_at_their_targets() {
     let files = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(files, targets.len(), "only the zoo in {}", dir.display());
 }
+
+/// `train.init`: a run starts from a model file's weights (the release),
+/// pins the file by its hash, says that a refit's weights have seen this
+/// run's validation images, and refuses files that are not its network.
+#[test]
+fn fine_tuning_starts_from_a_model_file_and_says_what_it_saw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let release = common::repo().join("models/fer-release.safetensors");
+    let meta = artifact::ModelMeta::read(&release).unwrap();
+    assert_eq!(meta.val_fraction, 0.0, "the release is a refit");
+    let yaml = |model: &str, init: &Path| {
+        format!(
+            "name: tuned\nseed: 1\n\
+             data: {{dir: {dir}, augment: {{size: {size}}}}}\n\
+             model: {model}\n\
+             train: {{epochs: 1, batch_size: 32, max_batches: 1, threads: 2, init: {init},\n\
+               optimizer: {{kind: sgd, lr: 1.0e-5}}, schedule: {{kind: constant}}}}\n",
+            dir = common::fer_dir().display(),
+            size = meta.preprocess.size,
+            init = init.display()
+        )
+    };
+    let own = serde_json::to_string(&meta.model).unwrap();
+    let cfg = RunConfig::load(&write_cfg(tmp.path(), &yaml(&own, &release)), &[]).unwrap();
+    let run = tmp.path().join("run");
+    let out = fer::train::run(&cfg, &run, false).unwrap();
+    // One step at lr 1e-5 from the release: its accuracy on images it was
+    // trained on, where a random start after one batch is near chance.
+    assert!(
+        out.val.overall.accuracy > 0.6,
+        "{}",
+        out.val.overall.accuracy
+    );
+    let tuned = model_tensors(&fer::layout::RunDir(run.clone()).model());
+    let shipped = model_tensors(&release);
+    let mut compared = 0;
+    for (k, t) in tuned.iter().filter(|(k, _)| k.ends_with(".weight")) {
+        let a = Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap();
+        let b = Vec::<f32>::try_from(&shipped[k].flatten(0, -1)).unwrap();
+        assert!(
+            common::max_gap(&a, &b) < 1e-3,
+            "{k} moved away from the release"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 9, "{compared} weight tensors");
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("provenance.json")).unwrap()).unwrap();
+    let hash = blake3::hash(&std::fs::read(&release).unwrap())
+        .to_hex()
+        .to_string();
+    assert_eq!(prov["init"]["blake3"], hash.as_str());
+    assert_eq!(prov["init"]["name"], meta.name.as_str());
+    assert_eq!(prov["init"]["sees_val"], true, "{prov}");
+
+    // Refused before anything trains, naming the field and the file.
+    let zoo = common::repo().join("models/zoo");
+    let widths = own.replace("352", "320");
+    let ensemble = format!(
+        "{}ensemble: {{members: [{{seed: 1}}, {{seed: 2}}]}}\n",
+        yaml(&own, &release).replace("name: tuned", "name: pair")
+    );
+    for (text, expect) in [
+        (
+            yaml(
+                &own,
+                &common::repo().join("models/fer-release-int8.safetensors"),
+            ),
+            "an int8 model file",
+        ),
+        (
+            yaml(&own, &zoo.join("vit.safetensors")),
+            "holds a vit network",
+        ),
+        (yaml(&widths, &release), "is not this run's model"),
+        (
+            yaml(&own, &tmp.path().join("none.safetensors")),
+            "none.safetensors",
+        ),
+        (ensemble, "ensemble's members"),
+    ] {
+        let dir = tmp.path().join("refused");
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = RunConfig::load(&write_cfg(tmp.path(), &text), &[])
+            .and_then(|cfg| fer::train::run(&cfg, &dir, false));
+        let err = match err {
+            Ok(_) => panic!("{expect}: it trained"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(expect), "{expect}: {err}");
+        assert!(!dir.join("model.safetensors").exists(), "{expect}");
+    }
+}
