@@ -431,6 +431,12 @@ pub(super) fn common_tags(prov: &Provenance, config: &[u8]) -> Vec<(String, Stri
     add("fer.command", &prov.command);
     add("fer.device", prov.device.as_deref().unwrap_or(""));
     add("fer.data_digest", prov.data_digest.as_deref().unwrap_or(""));
+    if let Some(init) = &prov.init {
+        // The model file a fine-tuned run started from (`train.init`).
+        add("fer.init.path", &init.path);
+        add("fer.init.blake3", &init.blake3);
+        add("fer.init.sees_val", &init.sees_val.to_string());
+    }
     tags
 }
 
@@ -728,6 +734,28 @@ mod tests {
 
     fn keys(pts: &[Point]) -> Vec<&str> {
         pts.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_fine_tuned_run_is_tagged_with_the_file_it_started_from() {
+        let mut prov = Provenance {
+            data_digest: Some("d".repeat(64)),
+            ..Default::default()
+        };
+        let plain = common_tags(&prov, b"x");
+        assert!(plain.iter().all(|(k, _)| !k.starts_with("fer.init")));
+        prov.init = Some(crate::provenance::InitRecord {
+            path: "models/fer-release.safetensors".into(),
+            blake3: "b".repeat(64),
+            name: "release-v9".into(),
+            sees_val: true,
+        });
+        let tags = common_tags(&prov, b"x");
+        let get = |k: &str| tags.iter().find(|(t, _)| t == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("fer.init.path"), Some("models/fer-release.safetensors"));
+        assert_eq!(get("fer.init.blake3"), Some("b".repeat(64).as_str()));
+        assert_eq!(get("fer.init.sees_val"), Some("true"));
+        assert_eq!(tags.len(), plain.len() + 3);
     }
 
     #[test]
