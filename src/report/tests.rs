@@ -82,9 +82,38 @@ fn outcome(family: &str, val: f64, test: f64, step: f64) -> Outcome {
         train_img_per_s: 320.4,
         swa: None,
         logit_adjust: None,
+        select: None,
         val: split("val", metrics(if val > 0.0 { 100 } else { 0 }, val, 0.0)),
         test: split("test", metrics(1000, test, step)),
     }
+}
+
+#[test]
+fn the_weights_clause_says_how_the_epoch_was_chosen() {
+    use crate::config::train::Select;
+    let mut o = outcome("cnn", 0.6, 0.6, 0.01);
+    assert_eq!(
+        o.weights_clause(),
+        ", weights of epoch 7 (best on validation)"
+    );
+    o.select = Some(Select::ValAcc);
+    assert_eq!(
+        o.weights_clause(),
+        ", weights of epoch 7 (best on validation)"
+    );
+    o.select = Some(Select::Last);
+    o.best_epoch = Some(8);
+    let last = o.weights_clause();
+    assert!(
+        last.contains("last epoch, 8") && last.contains("validation did not choose it"),
+        "{last}"
+    );
+    o.val = outcome("cnn", 0.0, 0.6, 0.01).val;
+    assert!(
+        o.weights_clause().contains("a refit"),
+        "{}",
+        o.weights_clause()
+    );
 }
 
 fn run(label: &str, family: &str, val: f64, test: f64) -> Run {

@@ -5,6 +5,7 @@
 
 use super::{Setup, SwaRecord, TrainerState};
 use crate::artifact::{self, Classifier};
+use crate::config::train::Select;
 use crate::config::RunConfig;
 use crate::eval::{self, EvalReport};
 use crate::layout::{write_atomic, RunDir};
@@ -40,6 +41,10 @@ pub struct Outcome {
     /// The logit adjustment of `eval.logit_adjust`, when the run fitted one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logit_adjust: Option<crate::eval::adjust::AdjustRecord>,
+    /// How the shipped epoch was chosen (`train.select`); absent in runs
+    /// written before it was recorded, and for fits without epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<Select>,
     pub val: EvalReport,
     pub test: EvalReport,
 }
@@ -61,6 +66,9 @@ impl Outcome {
             ),
             (_, Some(b)) if self.val.overall.n == 0 => {
                 format!(", weights of its last epoch, {b} (a refit: no validation split)")
+            }
+            (_, Some(b)) if self.select == Some(Select::Last) => {
+                format!(", weights of its last epoch, {b} (train.select: last; validation did not choose it)")
             }
             (_, Some(b)) => format!(", weights of epoch {b} (best on validation)"),
             (_, None) => String::new(),
@@ -176,6 +184,7 @@ pub(super) fn finish(
         train_img_per_s: state.map_or(0.0, |s| s.images_seen as f64 / s.train_seconds.max(1e-9)),
         swa: state.and_then(|s| s.swa.clone()),
         logit_adjust,
+        select: state.map(|_| cfg.train.select),
         val,
         test,
     };

@@ -727,6 +727,7 @@ mod tests {
                 chosen: true,
             }),
             logit_adjust: Some(adjust()),
+            select: None,
             val: report("val", false),
             test: report("test", true),
         }
@@ -827,6 +828,7 @@ mod tests {
         let plain = Outcome {
             swa: None,
             logit_adjust: None,
+            select: None,
             ..outcome()
         };
         assert_eq!(final_points(&plain, 7).len(), pts.len() - 5);
