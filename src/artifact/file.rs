@@ -277,6 +277,12 @@ impl ModelFile {
     /// checking its format, its metadata and its tensors against the
     /// metadata ([`ModelFile::check`]).
     pub fn read(path: &Path) -> Result<ModelFile> {
+        Ok(ModelFile::read_with_bytes(path)?.0)
+    }
+
+    /// [`ModelFile::read`], also giving the file's bytes, so that a caller
+    /// that pins the file by its hash does not read it twice.
+    pub fn read_with_bytes(path: &Path) -> Result<(ModelFile, Vec<u8>)> {
         let file = crate::layout::model_file_of(path);
         if !file.exists() {
             bail!(
@@ -285,7 +291,8 @@ impl ModelFile {
                 crate::layout::MODEL
             );
         }
-        let loaded = tensor_io::load(&file)?;
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        let loaded = tensor_io::parse(&file, &bytes)?;
         match loaded.metadata.get("fer.format").map(String::as_str) {
             Some(FORMAT) => {}
             other => bail!(
@@ -307,12 +314,13 @@ impl ModelFile {
         };
         ModelFile::check(&meta, &loaded.tensors)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        Ok(ModelFile {
+        let model = ModelFile {
             path: file,
             meta,
             quant,
             tensors: loaded.tensors,
-        })
+        };
+        Ok((model, bytes))
     }
 
     /// The tensors against valid metadata, before a network is built from

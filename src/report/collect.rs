@@ -680,9 +680,6 @@ pub fn collect(
     })
 }
 
-/// Each run's test images: the data set's test split, or for a
-/// cross-validation fold its held-out fold; run `i` is scored on
-/// `sets[of[i]]`. Refused where a run would have none.
 /// Each run's model loaded and scored on its test set once, with its
 /// latency (cached in the run folder) and what kind of model it is.
 fn score_runs(
@@ -783,6 +780,9 @@ fn importance_and_notes(
     Ok((importance, notes))
 }
 
+/// Each run's test images: the data set's test split, or for a
+/// cross-validation fold its held-out fold; run `i` is scored on
+/// `sets[of[i]]`. Refused where a run would have none.
 fn test_sets(
     runs: &[Run],
     data: &data::FerData,

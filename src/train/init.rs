@@ -30,8 +30,7 @@ impl Init {
                 cfg.model.family()
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| at(format!("{e}")))?;
-        let file = ModelFile::read(path).map_err(|e| at(format!("{e:#}")))?;
+        let (file, bytes) = ModelFile::read_with_bytes(path).map_err(|e| at(format!("{e:#}")))?;
         let meta = &file.meta;
         if file.quant.is_some() {
             return Err(at(

@@ -116,7 +116,6 @@ pub fn astronaut() -> PathBuf {
     p
 }
 
-/// Runs a command and fails the test with its stderr unless it succeeds.
 /// The largest absolute difference between two probability vectors of one
 /// length: how far two ways of computing the same predictions drift.
 pub fn max_gap(a: &[f32], b: &[f32]) -> f32 {
@@ -136,6 +135,7 @@ pub fn run_fails(cmd: &mut std::process::Command) -> String {
     err
 }
 
+/// Runs a command and fails the test with its stderr unless it succeeds.
 pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     let out = cmd.output().unwrap();
     assert!(
